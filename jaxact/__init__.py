@@ -1,0 +1,3 @@
+"""jaxact: video action understanding in JAX/Flax."""
+
+__version__ = "0.1.0"
