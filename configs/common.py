@@ -1,0 +1,35 @@
+"""Defaults shared by every experiment; experiment configs import these and change a few fields."""
+
+import os
+
+import ml_collections
+
+
+def data_dir() -> str:
+    """Where generated TFDS datasets are cached (override: JAXACT_DATA_DIR or --config.data.data_dir)."""
+    return os.environ.get("JAXACT_DATA_DIR", os.path.expanduser("~/jaxact_data"))
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.experiment = ""  # registry key in jaxact.train.EXPERIMENTS
+    config.seed = 0  # drives init, data order, augmentation and memory sampling
+
+    config.parallel = ml_collections.ConfigDict()
+    config.parallel.mode = "jit"  # 'jit' (Mesh + NamedSharding)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 32  # global batch, split over all devices and hosts
+    config.train.num_steps = 1000  # total optimisation steps
+    config.train.learning_rate = 1e-3  # peak of the warmup-cosine schedule
+    config.train.warmup_steps = 50  # linear warmup length
+    config.train.weight_decay = 1e-4  # AdamW decoupled weight decay
+    config.train.grad_clip = 1.0  # global-norm gradient clipping
+    config.train.log_every = 50  # steps between metric logs
+    config.train.checkpoint_every = 500  # steps between (async) checkpoints
+    config.train.max_to_keep = 2  # checkpoints kept per phase
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 64  # global eval batch (the last one is padded and masked)
+    config.eval.split = "test"  # split reported in results.json
+    return config

@@ -1,0 +1,198 @@
+"""TFDS builders for the built-in synthetic datasets (array_record, no TensorFlow needed).
+
+Both datasets are rendered with numpy from a per-example seed derived from (split, index), so a
+builder config always produces byte-identical records. Generation fans out over processes because
+rendering, not writing, dominates.
+
+  maneuvers: {"video": uint8 [T, R, R, 3], "label": int64, "boxes": float32 [T, 4], "onset": int64,
+              "length": int64}; T varies per clip.
+  classroom: {"video": uint8 [T, R, R, 3], "keyframe": int64, "person_ids": int64 [P],
+              "boxes": float32 [P, 4], "track_boxes": float32 [T, P, 4], "actions": uint8 [P, A]}.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import multiprocessing
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxact.data import classroom, maneuvers
+
+SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+
+
+def example_seed(split: str, index: int) -> int:
+    """Seed of one example; splits draw from disjoint seed streams."""
+    return int(np.random.SeedSequence([SPLIT_IDS[split], index]).generate_state(1)[0])
+
+
+@dataclasses.dataclass
+class SyntheticConfig(tfds.core.BuilderConfig):
+    """Sizes of the three splits plus the renderer's own config."""
+
+    num_train: int = 0
+    num_validation: int = 0
+    num_test: int = 0
+    render: object = None
+
+
+def _sizes(split: str, config: SyntheticConfig) -> int:
+    return getattr(config, f"num_{split}")
+
+
+def _map_in_processes(fn, items, workers: int):
+    """Ordered map; single process when small so tests don't pay process start-up."""
+    if workers <= 1 or len(items) < 32:
+        yield from map(fn, items)
+        return
+    # spawn, not fork: the parent may already run JAX's threads.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(fn, items, chunksize=8)
+
+
+def _render_maneuver(args):
+    split, index, render_config = args
+    clip = maneuvers.render_clip(
+        example_seed(split, index), index % len(maneuvers.MANEUVERS), render_config)
+    return f"{split}_{index:06d}", {
+        "video": clip["video"],
+        "label": clip["label"],
+        "boxes": clip["boxes"].astype(np.float32),
+        "onset": clip["onset"],
+        "length": clip["length"],
+    }
+
+
+def _render_classroom(args):
+    split, index, render_config = args
+    clip = classroom.render_clip(example_seed(split, index), render_config)
+    return f"{split}_{index:06d}", {
+        "video": clip["video"],
+        "keyframe": clip["keyframe"],
+        "person_ids": clip["person_ids"].astype(np.int64),
+        "boxes": clip["boxes"].astype(np.float32),
+        "track_boxes": clip["track_boxes"].astype(np.float32),
+        "actions": clip["actions"].astype(np.uint8),
+    }
+
+
+class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder):
+    """Shared split logic; subclasses name the features and the render function."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    _render_fn = None
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {split: self._generate_examples(split) for split in SPLIT_IDS}
+
+    def _generate_examples(self, split):
+        config = self.builder_config
+        items = [(split, i, config.render) for i in range(_sizes(split, config))]
+        workers = min(os.cpu_count() or 1, 8)
+        yield from _map_in_processes(type(self)._render_fn, items, workers)
+
+
+class Maneuvers(_SyntheticBuilder):
+    """Top-down road clips; the target vehicle performs one of six manoeuvres."""
+
+    _render_fn = staticmethod(_render_maneuver)
+    CLASS_NAMES = maneuvers.MANEUVERS
+    BUILDER_CONFIGS = [
+        SyntheticConfig(name="tiny", num_train=48, num_validation=12, num_test=24,
+                        render=maneuvers.ManeuverConfig(min_frames=24, max_frames=40)),
+        SyntheticConfig(name="default", num_train=1800, num_validation=300, num_test=600,
+                        render=maneuvers.ManeuverConfig()),
+    ]
+
+    def _info(self):
+        r = self.builder_config.render.resolution
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"Synthetic road manoeuvres: {', '.join(maneuvers.MANEUVERS)}.",
+            features=tfds.features.FeaturesDict({
+                "video": tfds.features.Tensor(shape=(None, r, r, 3), dtype=np.uint8,
+                                              encoding="zlib"),
+                "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+                "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+                "onset": tfds.features.Tensor(shape=(), dtype=np.int64),
+                "length": tfds.features.Tensor(shape=(), dtype=np.int64),
+            }),
+        )
+
+
+class Classroom(_SyntheticBuilder):
+    """Classrooms of 2-12 students with per-person multi-label behaviours at a keyframe."""
+
+    _render_fn = staticmethod(_render_classroom)
+    CLASS_NAMES = classroom.BEHAVIOURS
+    BUILDER_CONFIGS = [
+        SyntheticConfig(name="tiny", num_train=32, num_validation=8, num_test=16,
+                        render=classroom.ClassroomConfig(resolution=64, num_frames=8)),
+        SyntheticConfig(name="default", num_train=2000, num_validation=200, num_test=400,
+                        render=classroom.ClassroomConfig()),
+    ]
+
+    def _info(self):
+        r = self.builder_config.render.resolution
+        a = len(classroom.BEHAVIOURS)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"Synthetic classrooms: {', '.join(classroom.BEHAVIOURS)}.",
+            features=tfds.features.FeaturesDict({
+                "video": tfds.features.Tensor(shape=(None, r, r, 3), dtype=np.uint8,
+                                              encoding="zlib"),
+                "keyframe": tfds.features.Tensor(shape=(), dtype=np.int64),
+                "person_ids": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+                "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+                "track_boxes": tfds.features.Tensor(shape=(None, None, 4), dtype=np.float32),
+                "actions": tfds.features.Tensor(shape=(None, a), dtype=np.uint8),
+            }),
+        )
+
+
+BUILDERS = {"maneuvers": Maneuvers, "classroom": Classroom}
+
+
+def make_builder(name: str, config_name: str, data_dir: str, **overrides):
+    """Builder for a named preset; `overrides` change split sizes or render fields.
+
+    An overridden config gets a name that encodes the overrides, so distinct settings never share
+    (and silently reuse) a cache directory.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"data.name={name!r}: unknown dataset; expected one of {sorted(BUILDERS)}")
+    cls = BUILDERS[name]
+    presets = {c.name: c for c in cls.BUILDER_CONFIGS}
+    if config_name not in presets:
+        raise ValueError(f"data.builder_config={config_name!r}: expected one of {sorted(presets)}")
+    config = presets[config_name]
+    if overrides:
+        split_fields = {k: v for k, v in overrides.items() if k.startswith("num_")}
+        render_fields = {k: v for k, v in overrides.items() if not k.startswith("num_")}
+        bad = set(render_fields) - {f.name for f in dataclasses.fields(config.render)}
+        if bad:
+            raise ValueError(f"data.overrides: unknown field(s) {sorted(bad)} for {name}")
+        suffix = "_".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+        config = dataclasses.replace(
+            config, name=f"{config_name}_{suffix}", **split_fields,
+            render=dataclasses.replace(config.render, **render_fields))
+    return cls(config=config, data_dir=os.path.expanduser(data_dir), file_format="array_record")
+
+
+@functools.cache
+def _prepared(name, config_name, data_dir, overrides):
+    builder = make_builder(name, config_name, data_dir, **dict(overrides))
+    builder.download_and_prepare(file_format="array_record")
+    return builder
+
+
+def load(name: str, config_name: str, data_dir: str, overrides: dict | None = None):
+    """Generates the dataset on first use (deterministic), then returns the prepared builder."""
+    return _prepared(name, config_name, data_dir, tuple(sorted((overrides or {}).items())))

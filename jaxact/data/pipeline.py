@@ -1,0 +1,212 @@
+"""Input pipeline: frame samplers, label-preserving augmentation and a resumable, host-sharded loader.
+
+Every batch has a fixed shape (static shapes keep the train step compiled once). A loader is
+deterministic for a seed, reads only its process's shard, and its position can be saved and
+restored for exact resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+
+import grain
+import jax
+import numpy as np
+
+from jaxact.data import maneuvers
+
+# Mean/std of uint8 pixels mapped to roughly zero-mean, unit-range inputs.
+PIXEL_MEAN = 127.5
+PIXEL_STD = 64.0
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+def uniform_indices(length: int, num_frames: int, rng: np.random.Generator | None = None):
+    """`num_frames` sorted indices spread over `[0, length)`: int32 `[num_frames]`.
+
+    The clip is cut into `num_frames` equal segments; training (`rng` given) takes a random frame of
+    each, evaluation the centre. Clips shorter than `num_frames` repeat frames.
+    """
+    if length < 1:
+        raise ValueError(f"clip length must be >= 1, got {length}")
+    edges = np.linspace(0.0, length, num_frames + 1)
+    if rng is None:
+        points = (edges[:-1] + edges[1:]) / 2
+    else:
+        points = edges[:-1] + rng.random(num_frames) * (edges[1:] - edges[:-1])
+    return np.clip(np.floor(points), 0, length - 1).astype(np.int32)
+
+
+def first_fraction_indices(length: int, num_frames: int, fraction: float,
+                           rng: np.random.Generator | None = None):
+    """Indices from the first `fraction` of the clip only (early prediction): int32 `[num_frames]`."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"observation fraction must be in (0, 1], got {fraction}")
+    observed = max(1, math.ceil(fraction * length - 1e-9))
+    return uniform_indices(observed, num_frames, rng)
+
+
+def keyframe_window_indices(length: int, keyframe: int, num_frames: int, stride: int = 1):
+    """A window of `num_frames` frames with the keyframe at position `num_frames // 2`.
+
+    Frames past either end of the clip repeat the edge frame. Returns int32 `[num_frames]`.
+    """
+    offsets = (np.arange(num_frames) - num_frames // 2) * stride
+    return np.clip(keyframe + offsets, 0, length - 1).astype(np.int32)
+
+
+def normalize(video: np.ndarray) -> np.ndarray:
+    """uint8 `[..., 3]` -> float32, roughly in [-2, 2]."""
+    return (video.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+@dataclasses.dataclass(frozen=True)
+class ManeuverTransform:
+    """Raw maneuvers record -> `{"video": f32 [T, H, W, 3], "label": i32, "boxes": f32 [T, 4]}`.
+
+    `fraction` observes only the first part of each clip (early prediction); in training a
+    `min_fraction` < 1 draws the fraction uniformly from `[min_fraction, 1]` per clip.
+    """
+
+    num_frames: int
+    train: bool
+    fraction: float = 1.0
+    min_fraction: float = 1.0
+    flip_prob: float = 0.5
+
+    def __call__(self, record: dict, rng: np.random.Generator) -> dict:
+        video = record["video"]
+        length = int(video.shape[0])
+        fraction = self.fraction
+        if self.train and self.min_fraction < 1.0:
+            fraction = rng.uniform(self.min_fraction, 1.0)
+        idx = first_fraction_indices(length, self.num_frames, fraction,
+                                     rng if self.train else None)
+        frames, boxes, label = video[idx], record["boxes"][idx], int(record["label"])
+        if self.train and rng.random() < self.flip_prob:
+            frames = frames[:, :, ::-1]
+            boxes = maneuvers.flip_boxes(boxes)
+            label = int(maneuvers.FLIP_PERMUTATION[label])
+        return {"video": normalize(frames), "label": np.int32(label),
+                "boxes": boxes.astype(np.float32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyframeTransform:
+    """Raw classroom record -> fixed-shape detection example.
+
+    Output: `video` f32 `[T, H, W, 3]` centred on the keyframe, `boxes` f32 `[P, 4]` (xyxy,
+    normalized), `actions` f32 `[P, A]`, `person_ids` i32 `[P]`, `person_mask` bool `[P]`, where
+    `P = max_people` (padding rows are zero and masked out).
+    """
+
+    num_frames: int
+    max_people: int
+    train: bool
+    stride: int = 1
+    flip_prob: float = 0.5
+
+    def __call__(self, record: dict, rng: np.random.Generator) -> dict:
+        video = record["video"]
+        idx = keyframe_window_indices(video.shape[0], int(record["keyframe"]), self.num_frames,
+                                      self.stride)
+        frames = video[idx]
+        boxes = record["boxes"].astype(np.float32)
+        num = boxes.shape[0]
+        if num > self.max_people:
+            raise ValueError(f"clip has {num} people, more than max_people={self.max_people}")
+        if self.train and rng.random() < self.flip_prob:
+            frames = frames[:, :, ::-1]
+            boxes = maneuvers.flip_boxes(boxes)
+        pad = self.max_people - num
+        actions = record["actions"].astype(np.float32)
+        return {
+            "video": normalize(frames),
+            "boxes": np.pad(boxes, ((0, pad), (0, 0))),
+            "actions": np.pad(actions, ((0, pad), (0, 0))),
+            "person_ids": np.pad(record["person_ids"].astype(np.int32), (0, pad),
+                                 constant_values=-1),
+            "person_mask": np.arange(self.max_people) < num,
+        }
+
+
+# ----------------------------------------------------------------------------- loader
+
+
+def _pad_batch(batch: dict, batch_size: int) -> dict:
+    """Pads a short final batch to `batch_size` rows and adds a `mask` `[B]` of real rows."""
+    n = len(next(iter(batch.values())))
+    padded = {k: np.concatenate([v, np.zeros((batch_size - n, *v.shape[1:]), v.dtype)])
+              if n < batch_size else v for k, v in batch.items()}
+    padded["mask"] = np.arange(batch_size) < n
+    return padded
+
+
+@dataclasses.dataclass
+class Loader:
+    """An iterator of numpy batches whose position can be saved (`get_state`) and restored."""
+
+    dataset: grain.IterDataset
+    num_batches: int | None  # None for endless training streams
+
+    def __post_init__(self):
+        self._iterator = iter(self.dataset)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        return next(self._iterator)
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("an endless training loader has no length")
+        return self.num_batches
+
+    def get_state(self) -> dict:
+        return self._iterator.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self._iterator.set_state(state)
+
+
+def make_loader(source, transform: Callable[[dict, np.random.Generator], dict], *,
+                global_batch_size: int, seed: int, train: bool, num_threads: int = 2,
+                prefetch: int = 4, process_index: int | None = None,
+                process_count: int | None = None) -> Loader:
+    """Builds a deterministic loader over this process's shard of `source`.
+
+    Training loaders shuffle (re-shuffled every epoch), repeat forever and drop the remainder.
+    Evaluation loaders visit every example once in order; the last batch is padded and every batch
+    has `mask` `[B]` marking real rows. `global_batch_size` is split evenly across processes.
+    """
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    if global_batch_size % process_count:
+        raise ValueError(f"batch size {global_batch_size} is not divisible by the number of "
+                         f"processes {process_count}")
+    batch_size = global_batch_size // process_count
+    if len(source) == 0:
+        raise ValueError("the data source is empty")
+    ds = grain.MapDataset.source(source)[process_index::process_count]
+    if train:
+        ds = ds.shuffle(seed=seed).repeat(None)
+    ds = ds.random_map(transform, seed=seed)
+    if train:
+        ds = ds.batch(batch_size, drop_remainder=True)
+        num_batches = None
+    else:
+        num_batches = math.ceil(len(ds) / batch_size)
+        ds = ds.batch(batch_size, drop_remainder=False).map(
+            lambda b: _pad_batch(b, batch_size))
+    if train:
+        ds = ds.map(lambda b: {**b, "mask": np.ones(batch_size, bool)})
+    read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+    return Loader(ds.to_iter_dataset(read), num_batches)

@@ -1,0 +1,63 @@
+"""Losses: softmax classification and matching against a memory of class references."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxact.models import memory as memlib
+
+# Metrics on binarized features; their training loss uses the soft (sigmoid) relaxation.
+BINARIZED_METRICS = ("hamming", "jaccard")
+
+
+def metric_kwargs(config) -> dict:
+    """Extra arguments of the configured distance."""
+    name = config.memory.distance
+    if name == "minkowski":
+        return {"p": config.memory.minkowski_p}
+    if name in BINARIZED_METRICS:
+        return {"threshold": config.memory.binarize_threshold}
+    return {}
+
+
+def softmax_loss(logits, labels, mask, frame_weight: float):
+    """Cross-entropy on the last frame (the RNN has seen the whole clip) plus a weighted per-frame
+    term. `logits` `[B, T, C]`, `labels` `[B]`, `mask` `[B]`. Returns (loss, correct `[B]`)."""
+    last = optax.softmax_cross_entropy_with_integer_labels(logits[:, -1], labels)
+    frames = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.broadcast_to(labels[:, None], logits.shape[:2])).mean(axis=1)
+    weight = mask.astype(jnp.float32)
+    loss = jnp.sum((last + frame_weight * frames) * weight) / jnp.maximum(weight.sum(), 1.0)
+    return loss, jnp.argmax(logits[:, -1], -1) == labels
+
+
+def frame_class_distances(feats, references, config, soft: bool = False):
+    """`feats` `[B, T, D]` -> distance of every frame to every class `[B, T, C]`."""
+    b, t, d = feats.shape
+    dist = memlib.class_distances(feats.reshape(b * t, d), references, config.memory.distance,
+                                  soft=soft, **metric_kwargs(config))
+    return dist.reshape(b, t, -1)
+
+
+def memory_loss(feats, labels, mask, references, config):
+    """Cross-entropy over negative distances to the class references, per frame and per video.
+
+    Returns (loss, (prediction `[B]` by majority vote, per-video loss weights `[B]`)).
+    """
+    binarized = config.memory.distance in BINARIZED_METRICS
+    dist = frame_class_distances(feats, references, config, soft=binarized)
+    hard = frame_class_distances(jax.lax.stop_gradient(feats), references, config) \
+        if binarized else jax.lax.stop_gradient(dist)
+    pred, _ = memlib.vote(hard)
+    logits = -dist / config.memory.temperature
+    frame_ce = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.broadcast_to(labels[:, None], logits.shape[:2])).mean(axis=1)
+    video_ce = optax.softmax_cross_entropy_with_integer_labels(logits.mean(axis=1), labels)
+    per_video = (config.memory.frame_loss_weight * frame_ce
+                 + config.memory.video_loss_weight * video_ce)
+    weight = mask.astype(jnp.float32)
+    if config.memory.loss_on == "misclassified":
+        weight = weight * (pred != labels)
+    return jnp.sum(per_video * weight) / jnp.maximum(weight.sum(), 1.0), (pred, weight)

@@ -1,0 +1,349 @@
+"""Pairwise distance metrics in pure JAX, matching ``scipy.spatial.distance.cdist``.
+
+``pairwise(x, y, metric)`` maps ``x [N, D]`` and ``y [M, D]`` to distances ``[N, M]``. Metrics
+with a dot-product form (euclidean, sqeuclidean, seuclidean, mahalanobis, cosine, correlation,
+hamming, jaccard) use matmuls, which are much faster on CPU/TPU than materialising ``[N, M, D]``;
+the elementwise metrics (manhattan, chebyshev, minkowski) broadcast. Everything is jittable with the
+metric static, vmappable, and has finite gradients everywhere (zero distance, zero-norm vectors).
+
+Deliberate departures from scipy:
+  * cosine/correlation of a zero-norm (or, for correlation, constant) vector is 1 (similarity 0)
+    instead of NaN;
+  * euclidean-type squared distances below the float rounding-noise floor of the matmul form are
+    snapped to exactly 0, so identical rows give 0 rather than ~sqrt(eps) * |x|.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+METRICS: tuple[str, ...] = (
+    "euclidean",
+    "sqeuclidean",
+    "manhattan",
+    "chebyshev",
+    "minkowski",
+    "seuclidean",
+    "mahalanobis",
+    "cosine",
+    "correlation",
+    "hamming",
+    "jaccard",
+)
+
+# scipy spellings accepted as synonyms.
+_ALIASES = {"cityblock": "manhattan"}
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def check_metric(name: str, field: str = "metric") -> str:
+    """Validates a metric name and returns its canonical spelling.
+
+    Args:
+      name: metric name; one of ``METRICS`` (scipy's ``"cityblock"`` is read as ``"manhattan"``).
+      field: name of the config field being validated, used in the error message.
+
+    Raises:
+      ValueError: naming ``field``, the bad value, the valid names and the closest match.
+    """
+    if isinstance(name, str):
+        if name in METRICS:
+            return name
+        if name in _ALIASES:
+            return _ALIASES[name]
+    msg = f"Unknown {field} {name!r}; valid values are: {', '.join(METRICS)}."
+    if isinstance(name, str):
+        close = difflib.get_close_matches(name.lower(), METRICS + tuple(_ALIASES), n=1, cutoff=0.5)
+        if close:
+            msg += f" Did you mean {_ALIASES.get(close[0], close[0])!r}?"
+    raise ValueError(msg)
+
+
+class _Params(NamedTuple):
+    p: float
+    variance: jax.Array | None
+    inv_cov: jax.Array | None
+    threshold: float
+    soft: bool
+    temperature: float
+
+
+def _rowdot(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``[N, D] x [N, D] -> [N]`` rowwise dot products."""
+    return jnp.sum(a * b, axis=-1)
+
+
+def _cross(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``[N, D] x [M, D] -> [N, M]`` with full precision (TPU/GPU default would be bf16/tf32)."""
+    return jnp.matmul(a, b.T, precision=_HIGHEST)
+
+
+def _safe_sqrt(v: jax.Array) -> jax.Array:
+    """sqrt with value 0 and gradient 0 (not inf/NaN) at v == 0."""
+    pos = v > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, v, 1.0)), 0.0)
+
+
+def _quadratic_sqdist(x: jax.Array, y: jax.Array, a: jax.Array | None) -> jax.Array:
+    """Squared (x - y)^T A (x - y) for all pairs via matmuls; A = I when ``a`` is None.
+
+    x: [N, D], y: [M, D], a: [D, D] (symmetrised here). Returns [N, M] >= 0.
+    """
+    # Distances are shift invariant; centring on y's mean shrinks the norms and with them the
+    # cancellation error of |x|^2 + |y|^2 - 2 x.y (large when features share a big offset).
+    shift = jax.lax.stop_gradient(jnp.mean(y, axis=0))
+    x = x - shift
+    y = y - shift
+    if a is None:
+        xa, ya = x, y
+    else:
+        a = 0.5 * (a + a.T)  # only the symmetric part enters a quadratic form
+        xa = jnp.matmul(x, a, precision=_HIGHEST)
+        ya = jnp.matmul(y, a, precision=_HIGHEST)
+    nx = _rowdot(xa, x)
+    ny = _rowdot(ya, y)
+    d2 = nx[:, None] + ny[None, :] - 2.0 * _cross(xa, y)
+    # Below this floor d2 is rounding noise of the expansion (measured ~sqrt(D)/6 * eps * scale);
+    # snap it to 0 so identical rows give exactly 0 and sqrt's gradient stays bounded.
+    eps = jnp.finfo(d2.dtype).eps
+    floor = eps * (2.0 + math.sqrt(x.shape[-1])) * (jnp.abs(nx)[:, None] + jnp.abs(ny)[None, :])
+    return jnp.where(d2 > floor, d2, 0.0)
+
+
+def _sqeuclidean(x, y, prm: _Params):
+    return _quadratic_sqdist(x, y, None)
+
+
+def _euclidean(x, y, prm: _Params):
+    return _safe_sqrt(_quadratic_sqdist(x, y, None))
+
+
+def _seuclidean(x, y, prm: _Params):
+    scale = jax.lax.rsqrt(prm.variance.astype(x.dtype))
+    return _safe_sqrt(_quadratic_sqdist(x * scale, y * scale, None))
+
+
+def _mahalanobis(x, y, prm: _Params):
+    return _safe_sqrt(_quadratic_sqdist(x, y, prm.inv_cov.astype(x.dtype)))
+
+
+def _absdiff(x, y):
+    """[N, D], [M, D] -> |x - y| as [N, M, D]."""
+    return jnp.abs(x[:, None, :] - y[None, :, :])
+
+
+def _manhattan(x, y, prm: _Params):
+    return jnp.sum(_absdiff(x, y), axis=-1)
+
+
+def _chebyshev(x, y, prm: _Params):
+    return jnp.max(_absdiff(x, y), axis=-1, initial=0.0)
+
+
+def _minkowski(x, y, prm: _Params):
+    p = prm.p
+    if isinstance(p, int | float) and math.isinf(p):
+        return _chebyshev(x, y, prm)
+    a = _absdiff(x, y)
+    # Homogeneity: ||a||_p = m * ||a / m||_p with m = max|a|; avoids overflow of a**p for large p.
+    m = jax.lax.stop_gradient(jnp.max(a, axis=-1, keepdims=True, initial=0.0))
+    m_pos = m > 0
+    r = a / jnp.where(m_pos, m, 1.0)
+    r_pos = r > 0
+    rp = jnp.where(r_pos, jnp.where(r_pos, r, 1.0) ** p, 0.0)  # 0**p has an inf grad for p < 1
+    s = jnp.sum(rp, axis=-1)
+    s_pos = s > 0
+    norm = jnp.where(s_pos, jnp.where(s_pos, s, 1.0) ** (1.0 / p), 0.0)
+    return m[..., 0] * norm
+
+
+def _unit_rows(v: jax.Array) -> jax.Array:
+    """Rows scaled to unit L2 norm; zero rows stay zero (finite value and gradient)."""
+    n2 = jnp.sum(v * v, axis=-1, keepdims=True)
+    pos = n2 > 0
+    return v * jnp.where(pos, jax.lax.rsqrt(jnp.where(pos, n2, 1.0)), 0.0)
+
+
+def _cosine(x, y, prm: _Params):
+    sim = _cross(_unit_rows(x), _unit_rows(y))
+    return jnp.clip(1.0 - sim, 0.0, 2.0)  # scipy clips the same way
+
+
+def _correlation(x, y, prm: _Params):
+    x = x - jnp.mean(x, axis=-1, keepdims=True)
+    y = y - jnp.mean(y, axis=-1, keepdims=True)
+    return _cosine(x, y, prm)
+
+
+def _binarize(v: jax.Array, prm: _Params) -> jax.Array:
+    """Features to {0, 1} (``v > threshold``) or, with ``soft``, to probabilities in (0, 1)."""
+    if prm.soft:
+        return jax.nn.sigmoid((v - prm.threshold) / prm.temperature)
+    return (v > prm.threshold).astype(v.dtype)
+
+
+def _overlap_counts(x, y, prm: _Params):
+    """Returns (#x-on + #y-on [N, M], #both-on [N, M]) of the binarized features.
+
+    With soft binarization these are the expected counts under independent Bernoulli features.
+    Sums of 0/1 values in a float32 matmul are exact up to 2**24 features.
+    """
+    bx, by = _binarize(x, prm), _binarize(y, prm)
+    both = _cross(bx, by)
+    either_sum = jnp.sum(bx, axis=-1)[:, None] + jnp.sum(by, axis=-1)[None, :]
+    return either_sum, both
+
+
+def _hamming(x, y, prm: _Params):
+    total, both = _overlap_counts(x, y, prm)
+    return jnp.maximum(total - 2.0 * both, 0.0) / x.shape[-1]
+
+
+def _jaccard(x, y, prm: _Params):
+    total, both = _overlap_counts(x, y, prm)
+    differ = jnp.maximum(total - 2.0 * both, 0.0)
+    union = total - both
+    # differ <= union, so flooring union keeps the ratio in [0, 1]; union == 0 gives 0 like scipy.
+    # The floor is below any hard count, so hard results are exact.
+    return differ / jnp.maximum(union, 1e-6)
+
+
+_REGISTRY: dict[str, Callable[[jax.Array, jax.Array, _Params], jax.Array]] = {
+    "euclidean": _euclidean,
+    "sqeuclidean": _sqeuclidean,
+    "manhattan": _manhattan,
+    "chebyshev": _chebyshev,
+    "minkowski": _minkowski,
+    "seuclidean": _seuclidean,
+    "mahalanobis": _mahalanobis,
+    "cosine": _cosine,
+    "correlation": _correlation,
+    "hamming": _hamming,
+    "jaccard": _jaccard,
+}
+assert tuple(_REGISTRY) == METRICS
+
+
+def _float_dtype(*arrays) -> jnp.dtype:
+    """At least float32 (ints/bools/bf16 promote); float64 stays float64 when x64 is on."""
+    return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+
+
+def pairwise(
+    x: jax.Array,
+    y: jax.Array,
+    metric: str,
+    *,
+    p: float = 3.0,
+    variance: jax.Array | None = None,
+    inv_cov: jax.Array | None = None,
+    threshold: float = 0.0,
+    soft: bool = False,
+    temperature: float = 0.1,
+) -> jax.Array:
+    """All-pairs distances, equal to ``scipy.spatial.distance.cdist(x, y, metric)``.
+
+    Args:
+      x: [N, D] vectors.
+      y: [M, D] vectors.
+      metric: static name from ``METRICS`` (``"manhattan"`` is scipy's ``"cityblock"``).
+      p: Minkowski order (> 0, may be ``inf``); used by ``"minkowski"`` only.
+      variance: [D] per-feature variances (> 0), required by ``"seuclidean"`` (scipy's ``V``).
+      inv_cov: [D, D] inverse covariance, required by ``"mahalanobis"`` (scipy's ``VI``).
+      threshold: hamming/jaccard binarize features as ``x > threshold``.
+      soft: hamming/jaccard use ``sigmoid((x - threshold) / temperature)`` instead of the hard
+        step, giving expected distances with useful gradients.
+      temperature: sharpness of the soft binarization.
+
+    Returns:
+      [N, M] distances, float32 (float64 for float64 inputs with x64 enabled).
+    """
+    metric = check_metric(metric)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"pairwise expects x [N, D] and y [M, D]; got {x.shape} and {y.shape}.")
+    dim = x.shape[-1]
+    if metric == "seuclidean":
+        if variance is None:
+            raise ValueError("metric 'seuclidean' requires variance [D] (see feature_variance).")
+        if jnp.shape(variance) != (dim,):
+            raise ValueError(f"variance must have shape ({dim},); got {jnp.shape(variance)}.")
+    if metric == "mahalanobis":
+        if inv_cov is None:
+            raise ValueError(
+                "metric 'mahalanobis' requires inv_cov [D, D] (see inverse_covariance)."
+            )
+        if jnp.shape(inv_cov) != (dim, dim):
+            raise ValueError(f"inv_cov must have shape ({dim}, {dim}); got {jnp.shape(inv_cov)}.")
+    if metric == "minkowski" and isinstance(p, int | float) and not p > 0:
+        raise ValueError(f"minkowski p must be > 0; got {p}.")
+    if soft and isinstance(temperature, int | float) and not temperature > 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}.")
+    dtype = _float_dtype(x, y)
+    prm = _Params(p, variance, inv_cov, threshold, soft, temperature)
+    return _REGISTRY[metric](x.astype(dtype), y.astype(dtype), prm)
+
+
+def _masked_centre(points: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """Returns (valid rows minus their mean, masked rows 0: [N, D]; valid count: scalar)."""
+    points = jnp.asarray(points)
+    points = points.astype(_float_dtype(points))
+    valid = jnp.ones(points.shape[:1], bool) if mask is None else jnp.asarray(mask).astype(bool)
+    # where (not multiply) so inf/NaN in masked rows cannot leak through 0 * inf.
+    points = jnp.where(valid[:, None], points, 0.0)
+    count = jnp.sum(valid).astype(points.dtype)
+    mean = jnp.sum(points, axis=0) / jnp.maximum(count, 1.0)
+    return jnp.where(valid[:, None], points - mean, 0.0), count
+
+
+def feature_variance(
+    points: jax.Array, mask: jax.Array | None = None, *, ddof: int = 1, min_variance: float = 1e-6
+) -> jax.Array:
+    """Per-feature variance of the valid rows, the ``variance`` argument of ``"seuclidean"``.
+
+    With ``ddof=1`` this equals scipy's default ``V`` for ``cdist(..., "seuclidean")`` (computed on
+    the stacked inputs). Floored at ``min_variance`` so it is always a valid divisor.
+
+    Args:
+      points: [N, D] vectors.
+      mask: [N] bool, True for rows that count; None means all rows.
+
+    Returns:
+      [D] variances.
+    """
+    centred, count = _masked_centre(points, mask)
+    var = jnp.sum(centred**2, axis=0) / jnp.maximum(count - ddof, 1.0)
+    return jnp.maximum(var, min_variance)
+
+
+def inverse_covariance(
+    points: jax.Array, mask: jax.Array | None = None, ridge: float = 1e-3
+) -> jax.Array:
+    """Ridge-regularised inverse covariance of the valid rows, for ``"mahalanobis"``.
+
+    Computes ``inv(cov + ridge * I)`` with ``cov`` the unbiased (ddof=1) covariance, so the result
+    is symmetric positive definite even with fewer valid rows than features (or none).
+
+    Args:
+      points: [N, D] vectors.
+      mask: [N] bool, True for rows that count; None means all rows.
+      ridge: > 0 added to the covariance diagonal.
+
+    Returns:
+      [D, D] inverse covariance.
+    """
+    centred, count = _masked_centre(points, mask)
+    cov = jnp.matmul(centred.T, centred, precision=_HIGHEST)
+    cov = cov / jnp.maximum(count - 1.0, 1.0)
+    dim = cov.shape[0]
+    cov = 0.5 * (cov + cov.T) + ridge * jnp.eye(dim, dtype=cov.dtype)
+    # Cholesky solve: cov is SPD by construction and this keeps the inverse symmetric.
+    chol = jax.scipy.linalg.cho_factor(cov, lower=True)
+    return jax.scipy.linalg.cho_solve(chol, jnp.eye(dim, dtype=cov.dtype))

@@ -1,0 +1,515 @@
+"""Memory-matching video classifier: training, evaluation and prediction.
+
+Phases of one run (`train.num_steps` optimisation steps in total for each method):
+  aux       softmax pre-training of the encoder for `memory.aux_steps` steps (memory.init='pretrain');
+  fill      the pre-trained encoder's features of `memory.init_batches` train batches fill the bank;
+  memory    training against the memory: cross-entropy over negative distances to the class
+            references; correctly classified videos are written back; references refresh every
+            `memory.refresh_every` steps;
+  baseline  the same encoder + softmax head, forked from the aux state and trained to the same total
+            budget, so it equals an independent softmax run of `train.num_steps` steps.
+Each phase checkpoints into `WORKDIR/checkpoints/PHASE` (memory bank and loader position included)
+and resumes from there.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from jaxact import viz
+from jaxact.data import builders, pipeline
+from jaxact.evaluation import classification
+from jaxact.losses import frame_class_distances, memory_loss, softmax_loss
+from jaxact.models import memory as memlib
+from jaxact.models.recurrent_encoder import VideoClassifierNet
+from jaxact.ops import distances, kmeans
+from jaxact.train import checkpoint, parallel
+from jaxact.train.state import TrainState, make_optimizer
+
+LOSS_ON = ("all", "misclassified")
+MEMORY_INIT = ("pretrain", "checkpoint")
+
+
+# ----------------------------------------------------------------------------- config checks
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Fails before any compile, naming the offending field."""
+    distances.check_metric(config.memory.distance, field="memory.distance")
+    if config.memory.reference_rule not in kmeans.REFERENCE_RULES:
+        raise ValueError(f"memory.reference_rule={config.memory.reference_rule!r}: expected one "
+                         f"of {kmeans.REFERENCE_RULES}")
+    for field, allowed in (("loss_on", LOSS_ON), ("init", MEMORY_INIT)):
+        if config.memory[field] not in allowed:
+            raise ValueError(f"memory.{field}={config.memory[field]!r}: expected one of {allowed}")
+    for field in ("capacity", "num_clusters", "sample_size", "refresh_every", "write_stride",
+                  "kmeans_iters"):
+        if config.memory[field] <= 0:
+            raise ValueError(f"memory.{field} must be > 0, got {config.memory[field]}")
+    if config.memory.init == "pretrain" and not 0 < config.memory.aux_steps < config.train.num_steps:
+        raise ValueError(f"memory.aux_steps={config.memory.aux_steps} must be in "
+                         f"(0, train.num_steps={config.train.num_steps})")
+    if config.memory.init == "checkpoint" and not config.memory.aux_checkpoint:
+        raise ValueError("memory.init='checkpoint' needs memory.aux_checkpoint (a workdir)")
+    for field in ("train.batch_size", "eval.batch_size"):
+        section, name = field.split(".")
+        value = config[section][name]
+        if value <= 0 or value % num_devices:
+            raise ValueError(f"{field}={value} must be a positive multiple of the number of "
+                             f"devices ({num_devices})")
+
+
+# ----------------------------------------------------------------------------- model + steps
+
+
+def build_model(config, num_classes: int) -> VideoClassifierNet:
+    encoder = dict(config.model)
+    encoder["frame_encoder_kwargs"] = dict(encoder["frame_encoder_kwargs"])
+    return VideoClassifierNet(num_classes=num_classes, encoder=encoder)
+
+
+def write_rows(bank, feats, labels, mask, stride: int):
+    """Writes every `stride`-th frame feature `[B, T, D]` of rows with `mask` `[B]` into the bank."""
+    feats = jax.lax.stop_gradient(feats[:, ::stride])
+    b, t, d = feats.shape
+    return memlib.write(bank, feats.reshape(b * t, d), jnp.repeat(labels, t),
+                        jnp.repeat(mask, t))
+
+
+def make_softmax_step(model, config):
+    def step(state: TrainState, batch):
+        def loss_fn(params):
+            _, logits = model.apply({"params": params}, batch["video"])
+            return softmax_loss(logits, batch["label"], batch["mask"],
+                                config.train.frame_loss_weight)
+
+        (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        metrics = {"loss": loss, "accuracy": _masked_mean(correct, batch["mask"]),
+                   "grad_norm": optax.tree.norm(grads)}
+        return state.apply_gradients(grads), metrics
+
+    return step
+
+
+def make_memory_step(model, config):
+    def step(state: TrainState, batch):
+        labels, mask = batch["label"], batch["mask"]
+
+        def loss_fn(params):
+            feats, _ = model.apply({"params": params}, batch["video"])
+            loss, (pred, weight) = memory_loss(feats, labels, mask, state.references, config)
+            return loss, (feats, pred, weight)
+
+        (loss, (feats, pred, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        correct = (pred == labels) & mask
+        new_state = state.apply_gradients(grads)
+        bank = write_rows(state.memory, feats, labels, correct, config.memory.write_stride)
+        metrics = {"loss": loss, "accuracy": _masked_mean(correct, mask),
+                   "trained_fraction": _masked_mean(weight > 0, mask),
+                   "grad_norm": optax.tree.norm(grads)}
+        return new_state.replace(memory=bank), metrics
+
+    return step
+
+
+def _masked_mean(values, mask):
+    mask = mask.astype(jnp.float32)
+    return jnp.sum(values.astype(jnp.float32) * mask) / jnp.maximum(mask.sum(), 1.0)
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+class Experiment:
+    """Everything a run needs, built once from the config: data, model, mesh, jitted functions."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config, self.workdir = config, workdir
+        self.mesh = parallel.make_mesh()
+        validate_config(config, self.mesh.size)
+        self.builder = builders.load(config.data.name, config.data.builder_config,
+                                     config.data.data_dir)
+        self.class_names = list(self.builder.CLASS_NAMES)
+        self.num_classes = len(self.class_names)
+        self.model = build_model(config, self.num_classes)
+        self.tx = make_optimizer(config.train)
+        self.replicated = parallel.replicated(self.mesh)
+
+    # -- data
+    def source(self, split: str):
+        return self.builder.as_data_source(split)
+
+    def train_loader(self, seed_offset: int = 0):
+        c = self.config.data
+        transform = pipeline.ManeuverTransform(
+            num_frames=c.num_frames, train=True, min_fraction=c.min_fraction,
+            flip_prob=c.flip_prob)
+        return pipeline.make_loader(self.source("train"), transform,
+                                    global_batch_size=self.config.train.batch_size,
+                                    seed=self.config.seed + seed_offset, train=True,
+                                    num_threads=c.num_threads, prefetch=c.prefetch)
+
+    def eval_loader(self, split: str, fraction: float = 1.0):
+        c = self.config.data
+        transform = pipeline.ManeuverTransform(num_frames=c.num_frames, train=False,
+                                               fraction=fraction)
+        return pipeline.make_loader(self.source(split), transform,
+                                    global_batch_size=self.config.eval.batch_size,
+                                    seed=self.config.seed, train=False,
+                                    num_threads=c.num_threads, prefetch=c.prefetch)
+
+    # -- state
+    def init_state(self, with_memory: bool) -> TrainState:
+        c = self.config
+        example = self.source("train")[0]["video"]
+        shape = (1, c.data.num_frames, *example.shape[1:])
+
+        def init(rng):
+            params_rng, state_rng = jax.random.split(rng)
+            params = self.model.init(params_rng, jnp.zeros(shape, jnp.float32))["params"]
+            extra = {}
+            if with_memory:
+                extra["memory"] = memlib.create(self.num_classes, c.memory.capacity,
+                                                c.model.feature_dim)
+                extra["references"] = self.empty_references()
+            return TrainState.create(params, self.tx, state_rng, **extra)
+
+        return jax.jit(init, out_shardings=self.replicated)(jax.random.key(c.seed))
+
+    def empty_references(self):
+        c = self.config
+        d, k = c.model.feature_dim, c.memory.num_clusters
+        return memlib.References(refs=jnp.zeros((self.num_classes, k, d)),
+                                 valid=jnp.zeros((self.num_classes, k), bool),
+                                 variance=jnp.ones((d,)), inv_cov=jnp.eye(d))
+
+    def with_memory(self, state: TrainState) -> TrainState:
+        c = self.config
+        memory = memlib.create(self.num_classes, c.memory.capacity, c.model.feature_dim)
+        return state.replace(**jax.device_put(
+            {"memory": memory, "references": self.empty_references()}, self.replicated))
+
+    def jit_step(self, step_fn):
+        return jax.jit(step_fn, donate_argnums=(0,),
+                       out_shardings=(self.replicated, self.replicated))
+
+    @functools.cached_property
+    def refresh(self):
+        m = self.config.memory
+
+        def refresh(state: TrainState) -> TrainState:
+            rng = jax.random.fold_in(state.rng, state.step)
+            refs = memlib.refresh_references(
+                state.memory, rng, num_clusters=m.num_clusters, num_iters=m.kmeans_iters,
+                rule=m.reference_rule, sample_size=m.sample_size)
+            return state.replace(references=refs)
+
+        return jax.jit(refresh, out_shardings=self.replicated)
+
+    @functools.cached_property
+    def predict_fn(self):
+        """Jitted `(params, references|None, video [B,T,...]) -> dict` of per-video outputs."""
+        config = self.config
+
+        def predict(params, references, video):
+            feats, logits = self.model.apply({"params": params}, video)
+            out = {"softmax_logp": jax.nn.log_softmax(logits[:, -1])}
+            if references is not None:
+                dist = frame_class_distances(feats, references, config)
+                out["memory_pred"], out["memory_votes"] = memlib.vote(dist)
+                out["memory_logp"] = memlib.scores(dist, temperature=config.memory.temperature)
+            return out
+
+        return jax.jit(predict, out_shardings=self.replicated)
+
+    @functools.cached_property
+    def fill_fn(self):
+        stride = self.config.memory.write_stride
+
+        def fill(params, bank, batch):
+            feats, _ = self.model.apply({"params": params}, batch["video"])
+            return write_rows(bank, feats, batch["label"], batch["mask"], stride)
+
+        return jax.jit(fill, donate_argnums=(1,), out_shardings=self.replicated)
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+def _log_metrics(workdir: str, phase: str, step: int, metrics: dict) -> None:
+    if jax.process_index() != 0:
+        return
+    record = {"phase": phase, "step": step, **{k: float(v) for k, v in metrics.items()}}
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def run_phase(exp: Experiment, phase: str, state: TrainState, step_fn, loader, end_step: int,
+              on_step=None) -> TrainState:
+    """Trains `state` until `end_step`, resuming from this phase's latest checkpoint if any.
+
+    `on_step(state) -> state` runs before every step (e.g. reference refresh).
+    """
+    c = exp.config.train
+    mgr = checkpoint.manager(os.path.join(exp.workdir, "checkpoints", phase), c.max_to_keep)
+    restored = checkpoint.restore(mgr, state)
+    if restored is not None:
+        state, meta = restored
+        if "loader" in meta:
+            loader.set_state(meta["loader"])
+        logging.info("[%s] resumed from step %d", phase, int(state.step))
+    step = int(state.step)
+    start_step, start_time, last = step, time.time(), {}
+    while step < end_step:
+        if on_step is not None:
+            state = on_step(state)
+        batch = parallel.shard_batch(next(loader), exp.mesh)
+        state, metrics = step_fn(state, batch)
+        step += 1
+        if step % c.log_every == 0 or step == end_step:
+            last = jax.device_get(metrics)
+            rate = (step - start_step) / max(time.time() - start_time, 1e-9)
+            if not all(math.isfinite(v) for v in last.values()):
+                raise FloatingPointError(f"[{phase}] non-finite metrics at step {step}: {last}")
+            logging.info("[%s] step %d/%d %s | %.2f steps/s, ETA %.0fs", phase, step, end_step,
+                         " ".join(f"{k}={float(v):.4f}" for k, v in last.items()), rate,
+                         (end_step - step) / max(rate, 1e-9))
+            _log_metrics(exp.workdir, phase, step, last)
+        if step % c.checkpoint_every == 0 or step == end_step:
+            checkpoint.save(mgr, step, state, {"loader": loader.get_state()})
+    mgr.wait_until_finished()
+    return state
+
+
+def fill_memory(exp: Experiment, state: TrainState, params=None) -> TrainState:
+    """Writes features of `memory.init_batches` train batches, computed with `params` (default:
+    the state's own), into the bank, then computes the first references."""
+    params = state.params if params is None else params
+    loader = exp.eval_loader("train")
+    bank = state.memory
+    for _, batch in zip(range(exp.config.memory.init_batches), loader, strict=False):
+        bank = exp.fill_fn(params, bank, parallel.shard_batch(batch, exp.mesh))
+    written = np.asarray(jax.device_get(bank.valid)).sum(axis=1)
+    logging.info("memory filled: vectors per class %s", written.tolist())
+    return exp.refresh(state.replace(memory=bank))
+
+
+def load_aux_params(exp: Experiment):
+    """Params of the auxiliary model in `memory.aux_checkpoint` (a workdir of this experiment)."""
+    aux_dir = exp.config.memory.aux_checkpoint
+    config_path = os.path.join(aux_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"memory.aux_checkpoint={aux_dir!r}: no config.json there")
+    with open(config_path) as f:
+        aux_config = ml_collections.ConfigDict(json.load(f))
+    aux = Experiment(aux_config, aux_dir)
+    if aux_config.model.feature_dim != exp.config.model.feature_dim:
+        raise ValueError(f"memory.aux_checkpoint: feature_dim {aux_config.model.feature_dim} "
+                         f"differs from model.feature_dim {exp.config.model.feature_dim}")
+    target = aux.init_state(with_memory=False)
+    for phase in ("baseline", "aux"):
+        mgr = checkpoint.manager(os.path.join(aux_dir, "checkpoints", phase))
+        if mgr.latest_step() is not None:
+            state, _ = checkpoint.restore(mgr, target)
+            return aux, state.params
+    raise FileNotFoundError(f"memory.aux_checkpoint={aux_dir!r}: no baseline/aux checkpoint")
+
+
+def train(exp: Experiment) -> dict:
+    """Runs all phases; returns the final {'memory': state, 'baseline': state|None}."""
+    c = exp.config
+    softmax_step = exp.jit_step(make_softmax_step(exp.model, c))
+    memory_step = exp.jit_step(make_memory_step(exp.model, c))
+    start = time.time()
+
+    if c.memory.init == "pretrain":
+        aux_state = run_phase(exp, "aux", exp.init_state(with_memory=False), softmax_step,
+                              exp.train_loader(), c.memory.aux_steps)
+        fill = lambda s: fill_memory(exp, s)
+    else:
+        aux_state = exp.init_state(with_memory=False)
+        aux, aux_params = load_aux_params(exp)
+
+        def fill(s):
+            bank = s.memory
+            for _, batch in zip(range(c.memory.init_batches), exp.eval_loader("train"),
+                                strict=False):
+                bank = aux.fill_fn(aux_params, bank, parallel.shard_batch(batch, exp.mesh))
+            return exp.refresh(s.replace(memory=bank))
+
+    # The memory phase starts from a copy: step functions donate their input state.
+    mem_state = jax.tree.map(jnp.copy, exp.with_memory(aux_state))
+    if checkpoint.manager(os.path.join(exp.workdir, "checkpoints", "memory")).latest_step() is None:
+        mem_state = fill(mem_state)
+
+    refresh_every = c.memory.refresh_every
+
+    def maybe_refresh(s):
+        return exp.refresh(s) if int(s.step) % refresh_every == 0 else s
+
+    mem_state = run_phase(exp, "memory", mem_state, memory_step, exp.train_loader(1),
+                          c.train.num_steps, on_step=maybe_refresh)
+    mem_state = final_references(exp, mem_state)
+    memory_seconds = time.time() - start
+    baseline_state = None
+    if c.baseline.enabled:
+        baseline_state = run_phase(exp, "baseline", aux_state, softmax_step, exp.train_loader(2),
+                                   c.train.num_steps)
+    return {"memory": mem_state, "baseline": baseline_state, "train_seconds": memory_seconds,
+            "total_train_seconds": time.time() - start}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def predict_split(exp: Experiment, params, references, split: str, fraction: float = 1.0):
+    """Per-video outputs over a split: dict of numpy arrays (padding removed) plus `label`."""
+    outputs = []
+    for batch in exp.eval_loader(split, fraction):
+        video = parallel.shard_batch({"video": batch["video"]}, exp.mesh)["video"]
+        out = jax.device_get(exp.predict_fn(params, references, video))
+        keep = batch["mask"]
+        outputs.append({"label": batch["label"][keep], **{k: v[keep] for k, v in out.items()}})
+    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+
+
+def evaluate(exp: Experiment, mem_state: TrainState, baseline_state: TrainState | None) -> dict:
+    """Test metrics for both methods and the early-prediction curves."""
+    c = exp.config
+    split = c.eval.split
+    results = {"dataset": f"{c.data.name}/{c.data.builder_config}", "split": split,
+               "class_names": exp.class_names, "early_prediction": {"memory": {}, "baseline": {}}}
+    for ratio in c.eval.observation_ratios:
+        out = predict_split(exp, mem_state.params, mem_state.references, split, ratio)
+        results["early_prediction"]["memory"][f"{ratio:.1f}"] = classification.top1(
+            out["memory_pred"], out["label"])
+        if baseline_state is not None:
+            base = predict_split(exp, baseline_state.params, None, split, ratio)
+            results["early_prediction"]["baseline"][f"{ratio:.1f}"] = classification.top1(
+                np.argmax(base["softmax_logp"], -1), base["label"])
+    full = predict_split(exp, mem_state.params, mem_state.references, split)
+    results.update(classification.summary(full["memory_pred"], full["label"], full["memory_logp"],
+                                          exp.num_classes))
+    if baseline_state is not None:
+        base = predict_split(exp, baseline_state.params, None, split)
+        base_pred = np.argmax(base["softmax_logp"], -1)
+        results["baseline_top1"] = classification.top1(base_pred, base["label"])
+        results["baseline_mean_class_accuracy"] = classification.mean_class_accuracy(
+            base_pred, base["label"], exp.num_classes)
+    results["_full"] = full
+    return results
+
+
+def write_results(exp: Experiment, results: dict, extra: dict) -> dict:
+    full = results.pop("_full")
+    results.update(extra)
+    if jax.process_index() == 0:
+        with open(os.path.join(exp.workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        viz.plot_confusion_matrix(
+            classification.confusion_matrix(full["memory_pred"], full["label"], exp.num_classes),
+            exp.class_names, os.path.join(exp.workdir, "confusion_matrix.png"))
+        viz.plot_early_prediction(results["early_prediction"],
+                                  os.path.join(exp.workdir, "early_prediction.png"))
+    return results
+
+
+def count_params(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    exp = Experiment(config, workdir)
+    out = train(exp)
+    results = evaluate(exp, out["memory"], out["baseline"])
+    return write_results(exp, results, {
+        "num_params": count_params(out["memory"].params),
+        "train_seconds": round(out["train_seconds"], 1),
+        "total_train_seconds": round(out["total_train_seconds"], 1),
+        "config_name": config.get("config_name", ""),
+    })
+
+
+def final_references(exp: Experiment, state: TrainState) -> TrainState:
+    """References from the final bank. Deterministic in the state (rng folded with the step), so
+    a restored checkpoint gives the same references, hence the same predictions."""
+    return exp.refresh(state)
+
+
+def restore_final(exp: Experiment, phase: str, with_memory: bool) -> TrainState:
+    mgr = checkpoint.manager(os.path.join(exp.workdir, "checkpoints", phase))
+    restored = checkpoint.restore(mgr, exp.init_state(with_memory))
+    if restored is None:
+        raise FileNotFoundError(f"no '{phase}' checkpoint in {exp.workdir}; train first")
+    state = restored[0]
+    return final_references(exp, state) if with_memory else state
+
+
+def evaluate_from_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """--mode=eval: restores the final states and recomputes results.json."""
+    exp = Experiment(config, workdir)
+    mem_state = restore_final(exp, "memory", with_memory=True)
+    baseline_state = restore_final(exp, "baseline", False) if config.baseline.enabled else None
+    previous = {}
+    path = os.path.join(workdir, "results.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+    results = evaluate(exp, mem_state, baseline_state)
+    return write_results(exp, results, {
+        "num_params": count_params(mem_state.params),
+        "train_seconds": previous.get("train_seconds"),
+        "config_name": config.get("config_name", ""),
+    })
+
+
+def predict_video(config: ml_collections.ConfigDict, workdir: str, video_path: str,
+                  top_k: int = 5) -> dict:
+    """--mode=predict: classifies one clip stored as .npy / .npz (`[T, H, W, 3]` uint8)."""
+    exp = Experiment(config, workdir)
+    state = restore_final(exp, "memory", with_memory=True)
+    frames = read_frames(video_path, exp.source("train")[0]["video"].shape[1:])
+    idx = pipeline.uniform_indices(len(frames), config.data.num_frames)
+    video = pipeline.normalize(frames[idx])[None]
+    video = np.repeat(video, exp.mesh.size, axis=0)  # one row per device
+    video = parallel.shard_batch({"video": video}, exp.mesh)["video"]
+    out = jax.device_get(exp.predict_fn(state.params, state.references, video))
+    logp = out["memory_logp"][0]
+    order = np.argsort(-logp)[:top_k]
+    pred = int(out["memory_pred"][0])
+    return {"video": video_path, "class": exp.class_names[pred],
+            "score": float(np.exp(logp[pred])),
+            "votes": out["memory_votes"][0].tolist(),
+            "top_k": [(exp.class_names[i], float(np.exp(logp[i]))) for i in order]}
+
+
+def read_frames(path: str, frame_shape) -> np.ndarray:
+    """Frames `[T, H, W, 3]` uint8 from .npy or .npz (first array, or key 'video'/'frames')."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--video={path}: no such file")
+    if path.endswith(".npz"):
+        with np.load(path) as data:
+            key = next((k for k in ("video", "frames") if k in data), None) or data.files[0]
+            frames = data[key]
+    elif path.endswith(".npy"):
+        frames = np.load(path)
+    else:
+        raise ValueError(f"--video={path}: expected a .npy or .npz file of frames [T, H, W, 3]")
+    if frames.ndim != 4 or tuple(frames.shape[1:]) != tuple(frame_shape) or len(frames) == 0:
+        raise ValueError(f"--video={path}: frames have shape {frames.shape}, expected "
+                         f"[T>=1, {', '.join(map(str, frame_shape))}]")
+    if not np.all(np.isfinite(frames)):
+        raise ValueError(f"--video={path}: frames contain NaN or inf")
+    return frames.astype(np.uint8)

@@ -1,0 +1,49 @@
+"""The train state: everything that changes during training, in one pytree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Params, optimizer state, step and rng, plus method-specific state.
+
+    `memory` and `references` hold the memory classifier's bank (`jaxact.models.memory`); they are
+    None for models without one. The optimizer is static (not a leaf) so it is not checkpointed.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+    memory: Any = None
+    references: Any = None
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False, default=None)
+
+    @classmethod
+    def create(cls, params, tx, rng, **extra) -> TrainState:
+        return cls(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
+                   opt_state=tx.init(params), rng=rng, tx=tx, **extra)
+
+    def apply_gradients(self, grads) -> TrainState:
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                            opt_state=opt_state)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """AdamW with linear warmup and cosine decay over `num_steps`, plus global-norm clipping.
+
+    `config` is the `train` section: learning_rate, warmup_steps, num_steps, weight_decay,
+    grad_clip.
+    """
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
+        decay_steps=max(config.num_steps, config.warmup_steps + 1), end_value=0.0)
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                       optax.adamw(schedule, weight_decay=config.weight_decay))

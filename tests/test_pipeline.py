@@ -1,0 +1,151 @@
+"""Samplers, transforms and the loader: shapes, determinism, flips, sharding and resume."""
+
+import chex
+import numpy as np
+import pytest
+
+from jaxact.data import maneuvers, pipeline
+
+
+def _fake_maneuver_source(n=10, res=8, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        length = int(rng.integers(5, 30))
+        boxes = np.tile(np.array([[0.1, 0.2, 0.3, 0.4]], np.float32), (length, 1))
+        out.append({"video": rng.integers(0, 256, (length, res, res, 3), dtype=np.uint8),
+                    "label": np.int64(i % 6), "boxes": boxes,
+                    "onset": np.int64(length // 3), "length": np.int64(length)})
+    return out
+
+
+@pytest.mark.parametrize("length,num", [(100, 16), (16, 16), (5, 16), (1, 4)])
+def test_uniform_indices(length, num):
+    idx = pipeline.uniform_indices(length, num)
+    chex.assert_shape(idx, (num,))
+    assert idx.min() >= 0 and idx.max() < length
+    assert np.all(np.diff(idx) >= 0)
+    rand = pipeline.uniform_indices(length, num, np.random.default_rng(0))
+    assert rand.min() >= 0 and rand.max() < length and np.all(np.diff(rand) >= 0)
+
+
+def test_uniform_indices_cover_clip_in_eval():
+    np.testing.assert_array_equal(pipeline.uniform_indices(8, 4), [1, 3, 5, 7])
+
+
+def test_first_fraction_indices_stay_in_prefix():
+    for fraction in (0.1, 0.2, 0.5, 1.0):
+        idx = pipeline.first_fraction_indices(50, 8, fraction, np.random.default_rng(1))
+        assert idx.max() < int(np.ceil(fraction * 50))
+    with pytest.raises(ValueError, match="fraction"):
+        pipeline.first_fraction_indices(50, 8, 0.0)
+
+
+def test_keyframe_window_centred_and_clipped():
+    np.testing.assert_array_equal(pipeline.keyframe_window_indices(10, 5, 4), [3, 4, 5, 6])
+    np.testing.assert_array_equal(pipeline.keyframe_window_indices(10, 0, 4, stride=2),
+                                  [0, 0, 0, 2])
+
+
+def test_flip_swaps_left_right_labels_and_mirrors():
+    record = _fake_maneuver_source(1)[0]
+    for label in range(len(maneuvers.MANEUVERS)):
+        record["label"] = np.int64(label)
+        plain = pipeline.ManeuverTransform(num_frames=4, train=True, flip_prob=0.0)(
+            record, np.random.default_rng(3))
+        flipped = pipeline.ManeuverTransform(num_frames=4, train=True, flip_prob=1.0)(
+            record, np.random.default_rng(3))
+        name = maneuvers.MANEUVERS[label]
+        flipped_name = maneuvers.MANEUVERS[int(flipped["label"])]
+        assert flipped_name == name.replace("left", "@").replace("right", "left").replace(
+            "@", "right")
+        np.testing.assert_array_equal(flipped["video"], plain["video"][:, :, ::-1])
+        np.testing.assert_allclose(flipped["boxes"][:, [0, 2]], 1 - plain["boxes"][:, [2, 0]])
+
+
+def _batches(loader, n):
+    return [next(loader) for _ in range(n)]
+
+
+def test_train_loader_shapes_and_determinism():
+    source = _fake_maneuver_source()
+    make = lambda seed: pipeline.make_loader(
+        source, pipeline.ManeuverTransform(num_frames=6, train=True), global_batch_size=4,
+        seed=seed, train=True, process_index=0, process_count=1)
+    a, b, c = _batches(make(0), 5), _batches(make(0), 5), _batches(make(1), 5)
+    for batch in a:
+        chex.assert_shape(batch["video"], (4, 6, 8, 8, 3))
+        chex.assert_shape([batch["label"], batch["mask"]], [(4,), (4,)])
+        assert batch["video"].dtype == np.float32 and batch["mask"].all()
+    for x, y in zip(a, b, strict=True):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+    assert any(not np.array_equal(x["video"], y["video"]) for x, y in zip(a, c, strict=True))
+
+
+def test_loader_resume_from_saved_state():
+    source = _fake_maneuver_source()
+    make = lambda: pipeline.make_loader(
+        source, pipeline.ManeuverTransform(num_frames=3, train=True), global_batch_size=2,
+        seed=7, train=True, process_index=0, process_count=1)
+    reference = _batches(make(), 9)
+    loader = make()
+    _batches(loader, 4)
+    state = loader.get_state()
+    resumed = make()
+    resumed.set_state(state)
+    for x, y in zip(_batches(resumed, 5), reference[4:], strict=True):
+        np.testing.assert_array_equal(x["video"], y["video"])
+        np.testing.assert_array_equal(x["label"], y["label"])
+
+
+def test_eval_loader_visits_every_example_once_with_padding():
+    source = _fake_maneuver_source(n=10)
+    loader = pipeline.make_loader(source, pipeline.ManeuverTransform(num_frames=2, train=False),
+                                  global_batch_size=4, seed=0, train=False, process_index=0,
+                                  process_count=1)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3
+    labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+    np.testing.assert_array_equal(labels, [int(r["label"]) for r in source])
+    assert batches[-1]["mask"].tolist() == [True, True, False, False]
+
+
+def test_process_shards_are_disjoint_and_complete():
+    source = [{"video": np.full((3, 2, 2, 3), i, np.uint8), "label": np.int64(i),
+               "boxes": np.zeros((3, 4), np.float32)} for i in range(12)]
+    seen = []
+    for process in range(3):
+        loader = pipeline.make_loader(source, pipeline.ManeuverTransform(2, train=False),
+                                      global_batch_size=6, seed=0, train=False,
+                                      process_index=process, process_count=3)
+        for batch in loader:
+            chex.assert_shape(batch["label"], (2,))
+            seen.extend(batch["label"][batch["mask"]].tolist())
+    assert sorted(seen) == list(range(12))
+
+
+def test_loader_errors_are_clear():
+    with pytest.raises(ValueError, match="not divisible"):
+        pipeline.make_loader(_fake_maneuver_source(), pipeline.ManeuverTransform(2, True),
+                             global_batch_size=5, seed=0, train=True, process_index=0,
+                             process_count=2)
+    with pytest.raises(ValueError, match="empty"):
+        pipeline.make_loader([], pipeline.ManeuverTransform(2, True), global_batch_size=2,
+                             seed=0, train=True, process_index=0, process_count=1)
+
+
+def test_keyframe_transform_pads_people():
+    rng = np.random.default_rng(0)
+    record = {"video": rng.integers(0, 255, (9, 8, 8, 3), dtype=np.uint8),
+              "keyframe": np.int64(4), "person_ids": np.array([3, 7]),
+              "boxes": np.array([[0.1, 0.1, 0.4, 0.5], [0.5, 0.2, 0.9, 0.8]], np.float32),
+              "actions": np.array([[1, 0, 0, 1, 0], [0, 1, 1, 0, 0]], np.uint8)}
+    out = pipeline.KeyframeTransform(num_frames=4, max_people=5, train=True, flip_prob=1.0)(
+        record, rng)
+    chex.assert_shape([out["video"], out["boxes"], out["actions"], out["person_mask"]],
+                      [(4, 8, 8, 3), (5, 4), (5, 5), (5,)])
+    assert out["person_mask"].tolist() == [True, True, False, False, False]
+    np.testing.assert_allclose(out["boxes"][0], [0.6, 0.1, 0.9, 0.5])
+    np.testing.assert_array_equal(out["video"], pipeline.normalize(
+        record["video"][[2, 3, 4, 5]][:, :, ::-1]))
