@@ -31,6 +31,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         {"widths": (32, 64), "patch_size": 4, "embed_dim": 128})
     config.model.cell = "lstm"  # 'lstm' | 'gru'
     config.model.hidden_size = 128  # RNN state size
+    config.model.bidirectional = True  # every frame's feature sees the whole observed clip
     config.model.feature_dim = 64  # per-frame feature size D stored in the memory
 
     config.memory = ml_collections.ConfigDict()

@@ -4,12 +4,13 @@ contract, checkpoint with memory bank, eval from checkpoint, predict, resume."""
 import json
 import os
 
+import chex
 import jax
 import numpy as np
 import pytest
 
 from configs import maneuvers_memory
-from jaxact.train import checkpoint, classifier
+from jaxact.train import checkpoint, classifier, parallel
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +95,49 @@ def test_config_errors_name_the_field():
     config.train.batch_size = 6
     with pytest.raises(ValueError, match="train.batch_size"):
         classifier.validate_config(config, 4)
+
+
+def test_memory_step_compiles_once_and_bank_is_replicated(tiny_run):
+    config, workdir, _ = tiny_run
+    exp = classifier.Experiment(config, workdir)
+    state = classifier.restore_final(exp, "memory", with_memory=True)
+    step = exp.jit_step(chex.assert_max_traces(classifier.make_memory_step(exp.model, config), n=1))
+    loader = exp.train_loader()
+    for _ in range(3):
+        state, metrics = step(state, parallel.shard_batch(next(loader), exp.mesh))
+    assert np.isfinite(float(metrics["loss"]))
+    shards = [np.asarray(s.data) for s in state.memory.feats.addressable_shards]
+    assert len(shards) == jax.device_count() == 8
+    for shard in shards[1:]:
+        np.testing.assert_array_equal(shard, shards[0])
+
+
+def test_memory_init_from_aux_checkpoint(tiny_run, tmp_path):
+    aux_config, aux_workdir, _ = tiny_run
+    config = maneuvers_memory.get_config("tiny")
+    config.data.data_dir = aux_config.data.data_dir
+    config.memory.init = "checkpoint"
+    config.memory.aux_checkpoint = aux_workdir
+    config.baseline.enabled = False
+    exp = classifier.Experiment(config, str(tmp_path))
+    aux_exp, aux_params = classifier.load_aux_params(exp)
+    # The bank is filled with the auxiliary model's features, not the fresh model's.
+    state = exp.with_memory(exp.init_state(with_memory=False))
+    batch = parallel.shard_batch(next(iter(exp.eval_loader("train"))), exp.mesh)
+    bank = aux_exp.fill_fn(aux_params, state.memory, batch)
+    expected, _ = aux_exp.model.apply({"params": aux_params}, batch["video"])
+    stored = np.asarray(bank.feats)[np.asarray(bank.valid)]
+    want = np.asarray(expected[:, ::config.memory.write_stride]).reshape(-1, stored.shape[-1])
+    assert {tuple(np.round(v, 4)) for v in stored} <= {tuple(np.round(v, 4)) for v in want}
+    results = classifier.train_and_evaluate(config, str(tmp_path))
+    assert 0.0 <= results["top1"] <= 1.0 and "baseline_top1" not in results
+
+
+def test_memory_init_from_missing_checkpoint_is_clear(tmp_path):
+    config = maneuvers_memory.get_config("tiny")
+    config.data.data_dir = os.environ.get("JAXACT_DATA_DIR", str(tmp_path / "tfds"))
+    config.memory.init = "checkpoint"
+    config.memory.aux_checkpoint = str(tmp_path / "nowhere")
+    exp = classifier.Experiment(config, str(tmp_path / "run"))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        classifier.load_aux_params(exp)

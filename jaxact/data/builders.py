@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import importlib.util
 import multiprocessing
 import os
 
@@ -107,7 +108,7 @@ class Maneuvers(_SyntheticBuilder):
     BUILDER_CONFIGS = [
         SyntheticConfig(name="tiny", num_train=48, num_validation=12, num_test=24,
                         render=maneuvers.ManeuverConfig(min_frames=24, max_frames=40)),
-        SyntheticConfig(name="default", num_train=1800, num_validation=300, num_test=600,
+        SyntheticConfig(name="default", num_train=1200, num_validation=300, num_test=600,
                         render=maneuvers.ManeuverConfig()),
     ]
 
@@ -135,7 +136,7 @@ class Classroom(_SyntheticBuilder):
     BUILDER_CONFIGS = [
         SyntheticConfig(name="tiny", num_train=32, num_validation=8, num_test=16,
                         render=classroom.ClassroomConfig(resolution=64, num_frames=8)),
-        SyntheticConfig(name="default", num_train=2000, num_validation=200, num_test=400,
+        SyntheticConfig(name="default", num_train=1100, num_validation=200, num_test=400,
                         render=classroom.ClassroomConfig()),
     ]
 
@@ -151,7 +152,8 @@ class Classroom(_SyntheticBuilder):
                 "keyframe": tfds.features.Tensor(shape=(), dtype=np.int64),
                 "person_ids": tfds.features.Tensor(shape=(None,), dtype=np.int64),
                 "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
-                "track_boxes": tfds.features.Tensor(shape=(None, None, 4), dtype=np.float32),
+                "track_boxes": tfds.features.Tensor(shape=(None, None, 4), dtype=np.float32,
+                                                    encoding="zlib"),
                 "actions": tfds.features.Tensor(shape=(None, a), dtype=np.uint8),
             }),
         )
@@ -183,7 +185,28 @@ def make_builder(name: str, config_name: str, data_dir: str, **overrides):
         config = dataclasses.replace(
             config, name=f"{config_name}_{suffix}", **split_fields,
             render=dataclasses.replace(config.render, **render_fields))
+    _check_split_sizes(name, config)
     return cls(config=config, data_dir=os.path.expanduser(data_dir), file_format="array_record")
+
+
+# TFDS shuffles each split in memory up to 1 GB and spills to disk through TensorFlow beyond that.
+_SHUFFLE_BUFFER_BYTES = 1000 << 20
+
+
+def _check_split_sizes(name: str, config: SyntheticConfig) -> None:
+    """Fails up front (not after minutes of rendering) when a split cannot be written without TF."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        return
+    render = config.render
+    frames = getattr(render, "num_frames", None) or (render.min_frames + render.max_frames) / 2
+    clip_bytes = frames * render.resolution**2 * 3  # noisy frames barely compress
+    for split in SPLIT_IDS:
+        size = _sizes(split, config) * clip_bytes
+        if size > 0.95 * _SHUFFLE_BUFFER_BYTES:
+            raise ValueError(
+                f"{name}/{config.name}: split '{split}' would be ~{size / 1e9:.1f} GB, more than "
+                f"TFDS can shuffle in memory without TensorFlow (1 GB): lower num_{split} or "
+                "install the [tf] extra")
 
 
 @functools.cache

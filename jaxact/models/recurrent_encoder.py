@@ -96,6 +96,8 @@ class RecurrentEncoder(nn.Module):
       cell: a key of `RNN_CELLS`.
       hidden_size: RNN state size.
       feature_dim: size D of the output features.
+      bidirectional: also run the RNN backwards over the observed frames, so every frame's feature
+        sees the whole observed clip (frames before a decisive moment then vote informed).
     """
 
     frame_encoder: str = "conv"
@@ -103,6 +105,7 @@ class RecurrentEncoder(nn.Module):
     cell: str = "lstm"
     hidden_size: int = 128
     feature_dim: int = 64
+    bidirectional: bool = False
 
     @nn.compact
     def __call__(self, frames):
@@ -111,7 +114,12 @@ class RecurrentEncoder(nn.Module):
         encoder = FRAME_ENCODERS[self.frame_encoder](**(self.frame_encoder_kwargs or {}),
                                                      name="frame_encoder")
         x = encoder(frames.reshape(b * t, *frames.shape[2:])).reshape(b, t, -1)
-        x = nn.RNN(RNN_CELLS[self.cell](self.hidden_size), name="rnn")(x)
+        cell = RNN_CELLS[self.cell]
+        if self.bidirectional:
+            x = nn.Bidirectional(nn.RNN(cell(self.hidden_size)), nn.RNN(cell(self.hidden_size)),
+                                 name="birnn")(x)
+        else:
+            x = nn.RNN(cell(self.hidden_size), name="rnn")(x)
         feats = nn.Dense(self.feature_dim, name="project")(x)
         chex.assert_shape(feats, (b, t, self.feature_dim))
         return feats
