@@ -13,6 +13,7 @@ front are drawn). Everything is pure numpy and deterministic in `(seed, config)`
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import itertools
 
@@ -44,11 +45,7 @@ def _unit(x):
 
 def _hsv(h, s, v):
     """Scalar HSV in [0, 1] -> RGB float32 [3] in [0, 255]."""
-    i = int(h * 6.0) % 6
-    f = h * 6.0 - int(h * 6.0)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-    return np.array(rgb, np.float32) * 255.0
+    return np.array(colorsys.hsv_to_rgb(h, s, v), np.float32) * 255.0
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Everything is pure numpy and deterministic in `(seed, label, config)`.
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import itertools
 
@@ -172,12 +173,8 @@ def _first_displacement(path, straight, thr):
 
 
 def _hsv(h, s, v):
-    """Scalar HSV in [0, 1] -> RGB float array in [0, 255]."""
-    i = int(h * 6.0) % 6
-    f = h * 6.0 - int(h * 6.0)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-    return np.array(rgb, np.float32) * 255.0
+    """Scalar HSV in [0, 1] -> RGB float32 [3] in [0, 255]."""
+    return np.array(colorsys.hsv_to_rgb(h, s, v), np.float32) * 255.0
 
 
 def _vehicle_colour(rng):
