@@ -13,11 +13,12 @@ front are drawn). Everything is pure numpy and deterministic in `(seed, config)`
 
 from __future__ import annotations
 
-import colorsys
 import dataclasses
 import itertools
 
 import numpy as np
+
+from jaxact.data.render_utils import add_pixel_noise, hsv
 
 BEHAVIOURS = ("sit", "raise_hand", "stand", "write", "turn_to_neighbour")
 _SIT, _RAISE, _STAND, _WRITE, _TURN = range(5)
@@ -41,11 +42,6 @@ class ClassroomConfig:
 def _unit(x):
     # np.minimum/np.maximum are much cheaper than np.clip on small arrays.
     return np.minimum(np.maximum(x, 0.0), 1.0)
-
-
-def _hsv(h, s, v):
-    """Scalar HSV in [0, 1] -> RGB float32 [3] in [0, 255]."""
-    return np.array(colorsys.hsv_to_rgb(h, s, v), np.float32) * 255.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,11 +209,11 @@ def _render_room(rng, res):
     s = res / 128.0
     yy = np.arange(res, dtype=np.float32)[:, None] + 0.5
     xx = np.arange(res, dtype=np.float32)[None, :] + 0.5
-    wall = _hsv(rng.random(), rng.uniform(0.08, 0.35), rng.uniform(0.65, 0.9))
+    wall = hsv(rng.random(), rng.uniform(0.08, 0.35), rng.uniform(0.65, 0.9))
     if rng.random() < 0.6:  # wooden floor
-        floor = _hsv(rng.uniform(0.05, 0.11), rng.uniform(0.3, 0.6), rng.uniform(0.4, 0.65))
+        floor = hsv(rng.uniform(0.05, 0.11), rng.uniform(0.3, 0.6), rng.uniform(0.4, 0.65))
     else:
-        floor = _hsv(rng.random(), rng.uniform(0.0, 0.2), rng.uniform(0.35, 0.6))
+        floor = hsv(rng.random(), rng.uniform(0.0, 0.2), rng.uniform(0.35, 0.6))
     horizon = rng.uniform(0.4, 0.5) * res
     is_floor = _unit(yy - horizon + 0.5)
     img = wall + is_floor[..., None] * (floor - wall)
@@ -240,10 +236,10 @@ def _render_room(rng, res):
         bx + board_w + 2 * s,
         by0 - 2 * s,
         by1 + 2 * s,
-        _hsv(rng.uniform(0.05, 0.1), 0.5, 0.45),
+        hsv(rng.uniform(0.05, 0.1), 0.5, 0.45),
     )
     board = (
-        _hsv(rng.uniform(0.3, 0.45), rng.uniform(0.3, 0.6), rng.uniform(0.2, 0.35))
+        hsv(rng.uniform(0.3, 0.45), rng.uniform(0.3, 0.6), rng.uniform(0.2, 0.35))
         if rng.random() < 0.7
         else np.full(3, rng.uniform(25, 45), np.float32)
     )
@@ -269,7 +265,7 @@ def _render_room(rng, res):
             wx + ww - 1.5 * s,
             by0 + 1.5 * s,
             by1 - 1.5 * s,
-            _hsv(rng.uniform(0.52, 0.6), rng.uniform(0.2, 0.45), rng.uniform(0.8, 0.95)),
+            hsv(rng.uniform(0.52, 0.6), rng.uniform(0.2, 0.45), rng.uniform(0.8, 0.95)),
         )
     img += rng.normal(0.0, 2.0, (res, res, 1)).astype(np.float32)  # static texture
     return img, horizon
@@ -417,8 +413,8 @@ def _person_colours(rng, desk):
     return {
         "skin": _SKIN[rng.integers(len(_SKIN))] + rng.uniform(-8, 8, 3).astype(np.float32),
         "hair": _HAIR[rng.integers(len(_HAIR))] * rng.uniform(0.85, 1.15),
-        "shirt": _hsv(rng.random(), rng.uniform(0.3, 0.9), rng.uniform(0.35, 0.95)),
-        "trousers": _hsv(rng.random(), rng.uniform(0.2, 0.6), rng.uniform(0.15, 0.45)),
+        "shirt": hsv(rng.random(), rng.uniform(0.3, 0.9), rng.uniform(0.35, 0.95)),
+        "trousers": hsv(rng.random(), rng.uniform(0.2, 0.6), rng.uniform(0.15, 0.45)),
         "desk": desk,
     }
 
@@ -433,7 +429,7 @@ def _try_render(rng, config, check_visibility=True):
     keyframe = t_len // 2
     num = int(rng.integers(config.min_people, config.max_people + 1))
     room, _ = _render_room(rng, res)
-    desk = _hsv(rng.uniform(0.05, 0.12), rng.uniform(0.35, 0.65), rng.uniform(0.45, 0.75))
+    desk = hsv(rng.uniform(0.05, 0.12), rng.uniform(0.35, 0.65), rng.uniform(0.45, 0.75))
     seats = []
     for x, ground, height, row in _layout(rng, res, num):
         seats.append(
@@ -544,14 +540,7 @@ def render_clip(seed: int, config: ClassroomConfig = ClassroomConfig()) -> dict:
     canvas, track_boxes, states, keyframe = out
     num = track_boxes.shape[1]
 
-    # Triangular noise (sum of two uniform bytes, std 104.5) is 3x cheaper than Gaussian noise.
-    raw = np.frombuffer(rng.bytes(2 * canvas.size), np.uint8).reshape(2, *canvas.shape)
-    video = np.add(raw[0], raw[1], dtype=np.float32)
-    video -= 255.0
-    video *= np.float32(config.noise_std / 104.5)
-    video += canvas
-    np.rint(video, out=video)
-    np.clip(video, 0, 255, out=video)
+    video = add_pixel_noise(rng, canvas, config.noise_std)
 
     key = states[keyframe]  # [P, 4] (stand, raise, write, turn)
     actions = np.zeros((num, len(BEHAVIOURS)), np.uint8)
@@ -561,7 +550,7 @@ def render_clip(seed: int, config: ClassroomConfig = ClassroomConfig()) -> dict:
     actions[:, _WRITE] = key[:, 2]
     actions[:, _TURN] = key[:, 3]
     return {
-        "video": video.astype(np.uint8),
+        "video": video,
         "keyframe": int(keyframe),
         "person_ids": np.arange(num, dtype=np.int32),
         "boxes": track_boxes[keyframe].copy(),

@@ -15,11 +15,12 @@ Everything is pure numpy and deterministic in `(seed, label, config)`.
 
 from __future__ import annotations
 
-import colorsys
 import dataclasses
 import itertools
 
 import numpy as np
+
+from jaxact.data.render_utils import add_pixel_noise, hsv
 
 MANEUVERS = (
     "straight",
@@ -172,16 +173,11 @@ def _first_displacement(path, straight, thr):
 # Colours and static scene.
 
 
-def _hsv(h, s, v):
-    """Scalar HSV in [0, 1] -> RGB float32 [3] in [0, 255]."""
-    return np.array(colorsys.hsv_to_rgb(h, s, v), np.float32) * 255.0
-
-
 def _vehicle_colour(rng):
     # Saturated paints or greys, capped in brightness so they never resemble the bright marker.
     if rng.random() < 0.3:
         return np.full(3, rng.uniform(25, 170), np.float32)
-    return _hsv(rng.random(), rng.uniform(0.35, 0.95), rng.uniform(0.3, 0.78))
+    return hsv(rng.random(), rng.uniform(0.35, 0.95), rng.uniform(0.3, 0.78))
 
 
 def _unit(x):
@@ -232,11 +228,11 @@ def _render_background(rng, lay, size, offset, scale):
 
     theme = rng.integers(3)
     if theme == 0:  # grass
-        base = _hsv(rng.uniform(0.22, 0.36), rng.uniform(0.35, 0.7), rng.uniform(0.35, 0.6))
+        base = hsv(rng.uniform(0.22, 0.36), rng.uniform(0.35, 0.7), rng.uniform(0.35, 0.6))
     elif theme == 1:  # dry land
-        base = _hsv(rng.uniform(0.07, 0.15), rng.uniform(0.25, 0.55), rng.uniform(0.45, 0.7))
+        base = hsv(rng.uniform(0.07, 0.15), rng.uniform(0.25, 0.55), rng.uniform(0.45, 0.7))
     else:  # urban concrete
-        base = _hsv(rng.random(), rng.uniform(0.0, 0.15), rng.uniform(0.45, 0.7))
+        base = hsv(rng.random(), rng.uniform(0.0, 0.15), rng.uniform(0.45, 0.7))
     # Smooth large-scale shading plus fine static texture.
     shade = rng.normal(0.0, 5.0, (size, size)).astype(np.float32)
     for _ in range(3):
@@ -250,15 +246,15 @@ def _render_background(rng, lay, size, offset, scale):
     for _ in range(rng.integers(2, 7)):
         bx, by = rng.uniform(-offset, size - offset, 2)
         bw, bh = rng.uniform(6, 16, 2) * scale
-        col = _hsv(rng.random(), rng.uniform(0.05, 0.4), rng.uniform(0.35, 0.75))
+        col = hsv(rng.random(), rng.uniform(0.05, 0.4), rng.uniform(0.35, 0.75))
         _paint_rect(img, coords, offset, bx, by, bw / 2, bh / 2, col * 0.75)
         _paint_rect(img, coords, offset, bx, by, bw / 2 - scale, bh / 2 - scale, col)
     for _ in range(rng.integers(0, 8)):
         tx, ty = rng.uniform(-offset, size - offset, 2)
-        col = _hsv(rng.uniform(0.22, 0.4), rng.uniform(0.5, 0.8), rng.uniform(0.2, 0.4))
+        col = hsv(rng.uniform(0.22, 0.4), rng.uniform(0.5, 0.8), rng.uniform(0.2, 0.4))
         _paint_disc(img, coords, offset, tx, ty, rng.uniform(1.5, 3.5) * scale, col)
 
-    sidewalk = _hsv(rng.random(), rng.uniform(0.0, 0.1), rng.uniform(0.55, 0.75))
+    sidewalk = hsv(rng.random(), rng.uniform(0.0, 0.1), rng.uniform(0.55, 0.75))
     sw = rng.uniform(1.0, 2.5) * scale
     main_half, cross_half = n * w, nc * wc
     _paint(img, np.maximum(_band(xx, c, main_half + sw), _band(yy, yc, cross_half + sw)), sidewalk)
@@ -513,16 +509,7 @@ def render_clip(seed: int, label: int, config: ManeuverConfig = ManeuverConfig()
         marker,
     )
 
-    # Triangular noise (sum of two uniform bytes, std 104.5) is 3x cheaper than Gaussian noise.
-    shape = (t_len, res, res, 3)
-    raw = np.frombuffer(rng.bytes(2 * int(np.prod(shape))), np.uint8).reshape(2, *shape)
-    video = np.add(raw[0], raw[1], dtype=np.float32)
-    video -= 255.0
-    video *= np.float32(config.noise_std / 104.5)
-    video += canvas
-    np.rint(video, out=video)
-    np.clip(video, 0, 255, out=video)
-    video = video.astype(np.uint8)
+    video = add_pixel_noise(rng, canvas, config.noise_std)
 
     box = _box(
         pos[:, 0] + shift[:, 0], pos[:, 1] + shift[:, 1], head, lay["length"] + 0.6, lay["width"] + 0.6

@@ -293,14 +293,16 @@ def run_phase(exp: Experiment, phase: str, state: TrainState, step_fn, loader, e
     return state
 
 
-def fill_memory(exp: Experiment, state: TrainState, params=None) -> TrainState:
-    """Writes features of `memory.init_batches` train batches, computed with `params` (default:
-    the state's own), into the bank, then computes the first references."""
+def fill_memory(exp: Experiment, state: TrainState, params=None, fill_fn=None) -> TrainState:
+    """Writes features of `memory.init_batches` train batches into the bank, then computes the
+    first references. Features come from `fill_fn(params, bank, batch)` (default: this
+    experiment's model with the state's own params; an auxiliary model passes its own)."""
     params = state.params if params is None else params
+    fill_fn = exp.fill_fn if fill_fn is None else fill_fn
     loader = exp.eval_loader("train")
     bank = state.memory
     for _, batch in zip(range(exp.config.memory.init_batches), loader, strict=False):
-        bank = exp.fill_fn(params, bank, parallel.shard_batch(batch, exp.mesh))
+        bank = fill_fn(params, bank, parallel.shard_batch(batch, exp.mesh))
     written = np.asarray(jax.device_get(bank.valid)).sum(axis=1)
     logging.info("memory filled: vectors per class %s", written.tolist())
     return exp.refresh(state.replace(memory=bank))
@@ -341,13 +343,7 @@ def train(exp: Experiment) -> dict:
     else:
         aux_state = exp.init_state(with_memory=False)
         aux, aux_params = load_aux_params(exp)
-
-        def fill(s):
-            bank = s.memory
-            for _, batch in zip(range(c.memory.init_batches), exp.eval_loader("train"),
-                                strict=False):
-                bank = aux.fill_fn(aux_params, bank, parallel.shard_batch(batch, exp.mesh))
-            return exp.refresh(s.replace(memory=bank))
+        fill = lambda s: fill_memory(exp, s, aux_params, aux.fill_fn)
 
     # The memory phase starts from a copy: step functions donate their input state.
     mem_state = jax.tree.map(jnp.copy, exp.with_memory(aux_state))
