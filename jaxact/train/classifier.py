@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import time
 
@@ -28,13 +27,13 @@ import optax
 from absl import logging
 
 from jaxact import viz
-from jaxact.data import builders, pipeline
+from jaxact.data import pipeline, sources
 from jaxact.evaluation import classification
 from jaxact.losses import frame_class_distances, memory_loss, softmax_loss
 from jaxact.models import memory as memlib
 from jaxact.models.recurrent_encoder import VideoClassifierNet
 from jaxact.ops import distances, kmeans
-from jaxact.train import checkpoint, parallel
+from jaxact.train import checkpoint, loop, parallel
 from jaxact.train.state import TrainState, make_optimizer
 
 LOSS_ON = ("all", "misclassified")
@@ -137,11 +136,11 @@ class Experiment:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.config, self.workdir = config, workdir
+        os.makedirs(workdir, exist_ok=True)
         self.mesh = parallel.make_mesh()
         validate_config(config, self.mesh.size)
-        self.builder = builders.load(config.data.name, config.data.builder_config,
-                                     config.data.data_dir)
-        self.class_names = list(self.builder.CLASS_NAMES)
+        self.data = sources.make(config.data)
+        self.class_names = list(self.data.class_names)
         self.num_classes = len(self.class_names)
         self.model = build_model(config, self.num_classes)
         self.tx = make_optimizer(config.train)
@@ -149,23 +148,18 @@ class Experiment:
 
     # -- data
     def source(self, split: str):
-        return self.builder.as_data_source(split)
+        return self.data.source(split)
 
     def train_loader(self, seed_offset: int = 0):
         c = self.config.data
-        transform = pipeline.ManeuverTransform(
-            num_frames=c.num_frames, train=True, min_fraction=c.min_fraction,
-            flip_prob=c.flip_prob)
-        return pipeline.make_loader(self.source("train"), transform,
+        return pipeline.make_loader(self.source("train"), self.data.transform(train=True),
                                     global_batch_size=self.config.train.batch_size,
                                     seed=self.config.seed + seed_offset, train=True,
                                     num_threads=c.num_threads, prefetch=c.prefetch)
 
     def eval_loader(self, split: str, fraction: float = 1.0):
         c = self.config.data
-        transform = pipeline.ManeuverTransform(num_frames=c.num_frames, train=False,
-                                               fraction=fraction)
-        return pipeline.make_loader(self.source(split), transform,
+        return pipeline.make_loader(self.source(split), self.data.transform(False, fraction),
                                     global_batch_size=self.config.eval.batch_size,
                                     seed=self.config.seed, train=False,
                                     num_threads=c.num_threads, prefetch=c.prefetch)
@@ -173,8 +167,8 @@ class Experiment:
     # -- state
     def init_state(self, with_memory: bool) -> TrainState:
         c = self.config
-        example = self.source("train")[0]["video"]
-        shape = (1, c.data.num_frames, *example.shape[1:])
+        example = self.data.transform(train=False)(self.source("train")[0], None)["video"]
+        shape = (1, *example.shape)
 
         def init(rng):
             params_rng, state_rng = jax.random.split(rng)
@@ -248,49 +242,11 @@ class Experiment:
 # ----------------------------------------------------------------------------- loop
 
 
-def _log_metrics(workdir: str, phase: str, step: int, metrics: dict) -> None:
-    if jax.process_index() != 0:
-        return
-    record = {"phase": phase, "step": step, **{k: float(v) for k, v in metrics.items()}}
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def run_phase(exp: Experiment, phase: str, state: TrainState, step_fn, loader, end_step: int,
               on_step=None) -> TrainState:
-    """Trains `state` until `end_step`, resuming from this phase's latest checkpoint if any.
-
-    `on_step(state) -> state` runs before every step (e.g. reference refresh).
-    """
-    c = exp.config.train
-    mgr = checkpoint.manager(os.path.join(exp.workdir, "checkpoints", phase), c.max_to_keep)
-    restored = checkpoint.restore(mgr, state)
-    if restored is not None:
-        state, meta = restored
-        if "loader" in meta:
-            loader.set_state(meta["loader"])
-        logging.info("[%s] resumed from step %d", phase, int(state.step))
-    step = int(state.step)
-    start_step, start_time, last = step, time.time(), {}
-    while step < end_step:
-        if on_step is not None:
-            state = on_step(state)
-        batch = parallel.shard_batch(next(loader), exp.mesh)
-        state, metrics = step_fn(state, batch)
-        step += 1
-        if step % c.log_every == 0 or step == end_step:
-            last = jax.device_get(metrics)
-            rate = (step - start_step) / max(time.time() - start_time, 1e-9)
-            if not all(math.isfinite(v) for v in last.values()):
-                raise FloatingPointError(f"[{phase}] non-finite metrics at step {step}: {last}")
-            logging.info("[%s] step %d/%d %s | %.2f steps/s, ETA %.0fs", phase, step, end_step,
-                         " ".join(f"{k}={float(v):.4f}" for k, v in last.items()), rate,
-                         (end_step - step) / max(rate, 1e-9))
-            _log_metrics(exp.workdir, phase, step, last)
-        if step % c.checkpoint_every == 0 or step == end_step:
-            checkpoint.save(mgr, step, state, {"loader": loader.get_state()})
-    mgr.wait_until_finished()
-    return state
+    return loop.run_phase(workdir=exp.workdir, mesh=exp.mesh, train_config=exp.config.train,
+                          phase=phase, state=state, step_fn=step_fn, loader=loader,
+                          end_step=end_step, on_step=on_step)
 
 
 def fill_memory(exp: Experiment, state: TrainState, params=None, fill_fn=None) -> TrainState:
@@ -385,7 +341,7 @@ def evaluate(exp: Experiment, mem_state: TrainState, baseline_state: TrainState 
     """Test metrics for both methods and the early-prediction curves."""
     c = exp.config
     split = c.eval.split
-    results = {"dataset": f"{c.data.name}/{c.data.builder_config}", "split": split,
+    results = {"dataset": exp.data.description, "split": split,
                "class_names": exp.class_names, "early_prediction": {"memory": {}, "baseline": {}}}
     for ratio in c.eval.observation_ratios:
         out = predict_split(exp, mem_state.params, mem_state.references, split, ratio)
@@ -426,8 +382,24 @@ def count_params(params) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+def check_class_names(exp: Experiment) -> None:
+    """Records the run's class names (index order = label ids) in `WORKDIR/class_names.json`, or
+    checks that the data still has the recorded ones, so ids never silently change meaning."""
+    path = os.path.join(exp.workdir, "class_names.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        if recorded != exp.class_names:
+            raise ValueError(f"{path}: this run was trained on classes {recorded}, but the data "
+                             f"now has {exp.class_names}")
+    elif jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(exp.class_names, f)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     exp = Experiment(config, workdir)
+    check_class_names(exp)
     out = train(exp)
     results = evaluate(exp, out["memory"], out["baseline"])
     return write_results(exp, results, {
@@ -445,6 +417,7 @@ def final_references(exp: Experiment, state: TrainState) -> TrainState:
 
 
 def restore_final(exp: Experiment, phase: str, with_memory: bool) -> TrainState:
+    check_class_names(exp)
     mgr = checkpoint.manager(os.path.join(exp.workdir, "checkpoints", phase))
     restored = checkpoint.restore(mgr, exp.init_state(with_memory))
     if restored is None:
@@ -473,12 +446,12 @@ def evaluate_from_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
 
 def predict_video(config: ml_collections.ConfigDict, workdir: str, video_path: str,
                   top_k: int = 5) -> dict:
-    """--mode=predict: classifies one clip stored as .npy / .npz (`[T, H, W, 3]` uint8)."""
+    """--mode=predict: classifies one clip stored as .npy / .npz (frames `[T, ...]` shaped like
+    the dataset's, e.g. uint8 `[T, H, W, 3]` or joints `[T, 15, 2]`)."""
     exp = Experiment(config, workdir)
     state = restore_final(exp, "memory", with_memory=True)
-    frames = read_frames(video_path, exp.source("train")[0]["video"].shape[1:])
-    idx = pipeline.uniform_indices(len(frames), config.data.num_frames)
-    video = pipeline.normalize(frames[idx])[None]
+    clip = exp.data.read_clip(video_path)
+    video = exp.data.transform(train=False)(clip, None)["video"][None]
     video = np.repeat(video, exp.mesh.size, axis=0)  # one row per device
     video = parallel.shard_batch({"video": video}, exp.mesh)["video"]
     out = jax.device_get(exp.predict_fn(state.params, state.references, video))
@@ -490,22 +463,3 @@ def predict_video(config: ml_collections.ConfigDict, workdir: str, video_path: s
             "votes": out["memory_votes"][0].tolist(),
             "top_k": [(exp.class_names[i], float(np.exp(logp[i]))) for i in order]}
 
-
-def read_frames(path: str, frame_shape) -> np.ndarray:
-    """Frames `[T, H, W, 3]` uint8 from .npy or .npz (first array, or key 'video'/'frames')."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--video={path}: no such file")
-    if path.endswith(".npz"):
-        with np.load(path) as data:
-            key = next((k for k in ("video", "frames") if k in data), None) or data.files[0]
-            frames = data[key]
-    elif path.endswith(".npy"):
-        frames = np.load(path)
-    else:
-        raise ValueError(f"--video={path}: expected a .npy or .npz file of frames [T, H, W, 3]")
-    if frames.ndim != 4 or tuple(frames.shape[1:]) != tuple(frame_shape) or len(frames) == 0:
-        raise ValueError(f"--video={path}: frames have shape {frames.shape}, expected "
-                         f"[T>=1, {', '.join(map(str, frame_shape))}]")
-    if not np.all(np.isfinite(frames)):
-        raise ValueError(f"--video={path}: frames contain NaN or inf")
-    return frames.astype(np.uint8)

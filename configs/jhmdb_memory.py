@@ -1,0 +1,86 @@
+"""Memory-matching classifier on real 2-D joint sequences (JHMDB, 14 classes, 3 official splits).
+
+  python launch.py --config=configs/jhmdb_memory.py --workdir=workdirs/jhmdb_split1
+  python launch.py --config=configs/jhmdb_memory.py:split2 --workdir=workdirs/jhmdb_split2
+  python benchmarks/jhmdb.py          # all 3 splits, both methods, mean/std table
+
+Any ragged-sequence npz (`frames [sum_T, ...]`, `lengths [N]`, `labels [N]`) is one override
+away: `--config.data.train_path=A.npz --config.data.test_path=B.npz` (set `data.features=()` and
+the augmentations to 0 for data that is not 2-D joints). Measured results: README "Results".
+"""
+
+import os
+
+import ml_collections
+
+from configs import maneuvers_memory
+
+SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                           "shared", "data", "jhmdb_joints")
+
+
+def split_paths(split: int) -> tuple[str, str]:
+    return tuple(os.path.normpath(os.path.join(SHARED_DATA, f"split{split}_{part}.npz"))
+                 for part in ("train", "test"))
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    config = maneuvers_memory.get_config()  # same method; data, model size and budget differ
+    split = 1
+    if variant.startswith("split"):
+        split, variant = int(variant[len("split"):]), ""
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "ragged_npz"
+    config.data.train_path, config.data.test_path = split_paths(split)
+    config.data.num_frames = 32  # each clip (15-40 frames) is linearly resampled to this length
+    config.data.features = ("coords", "distances", "motion")  # () = raw frames, flattened
+    config.data.standardize = True  # inputs standardised with train-split statistics
+    config.data.min_fraction = 1.0  # < 1: train on random first-p% prefixes, p ~ U[min, 1]
+    config.data.crop_min = 0.8  # training crops a random [crop_min, 1] portion in time
+    config.data.scale_range = 0.1  # scale ~ U[0.9, 1.1]
+    config.data.rotation_degrees = 10.0  # rotation ~ U[-10, 10] degrees
+    config.data.mirror_prob = 0.5  # mirror x and swap left/right joints
+    config.data.joint_order = "jhmdb"  # key of jaxact.data.sequences.JOINT_ORDERS
+    config.data.num_threads = 2
+    config.data.prefetch = 4
+
+    config.model.frame_encoder = "mlp"
+    config.model.frame_encoder_kwargs = ml_collections.ConfigDict(
+        {"widths": (256,), "embed_dim": 128})
+    config.model.hidden_size = 128
+    config.model.feature_dim = 64
+
+    config.memory.capacity = 256
+    config.memory.aux_steps = 600
+    config.memory.init_batches = 14  # about one pass over the 433 training clips
+
+    config.train.num_steps = 1500
+    config.train.batch_size = 32
+    config.train.learning_rate = 2e-3
+    config.train.weight_decay = 1e-2
+    config.train.checkpoint_every = 500
+    config.eval.batch_size = 64
+
+    if variant == "tiny":  # seconds-long smoke run (tests pass their own small npz files)
+        config.data.num_frames = 8
+        config.model.frame_encoder_kwargs.widths = (16,)
+        config.model.frame_encoder_kwargs.embed_dim = 16
+        config.model.hidden_size = 16
+        config.model.feature_dim = 8
+        config.memory.capacity = 32
+        config.memory.num_clusters = 2
+        config.memory.sample_size = 16
+        config.memory.aux_steps = 4
+        config.memory.init_batches = 2
+        config.memory.refresh_every = 2
+        config.train.num_steps = 8
+        config.train.batch_size = 8
+        config.train.warmup_steps = 2
+        config.train.log_every = 2
+        config.train.checkpoint_every = 4
+        config.eval.batch_size = 8
+        config.eval.observation_ratios = (0.2, 1.0)
+    elif variant:
+        raise ValueError(f"unknown variant {variant!r}; expected '', 'split1'..'split3' or 'tiny'")
+    return config
