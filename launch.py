@@ -11,7 +11,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxact.train import get_experiment
+from jaxact.train import get_experiment, loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -33,12 +33,16 @@ def main(argv):
     logging.get_absl_handler().use_absl_log_file("launch", workdir)
     logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
                  jax.process_count())
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and _MODE.value == "train":  # eval/predict keep the run's config
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
     experiment = get_experiment(config.experiment)
     if _MODE.value == "train":
-        results = experiment.train_and_evaluate(config, workdir)
+        try:
+            results = experiment.train_and_evaluate(config, workdir)
+        except loop.Preempted as e:  # checkpoint saved; the same command resumes
+            logging.warning("%s", e)
+            return 0
     elif _MODE.value == "eval":
         results = experiment.evaluate_from_checkpoint(config, workdir)
     else:

@@ -25,6 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.warmup_steps = 50  # linear warmup length
     config.train.weight_decay = 1e-4  # AdamW decoupled weight decay
     config.train.grad_clip = 1.0  # global-norm gradient clipping
+    config.train.max_nonfinite_steps = 10  # NaN/inf updates are skipped; stop after this many in a row
     config.train.log_every = 50  # steps between metric logs
     config.train.checkpoint_every = 500  # steps between (async) checkpoints
     config.train.max_to_keep = 2  # checkpoints kept per phase

@@ -50,6 +50,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         {"widths": (256,), "embed_dim": 128})
     config.model.hidden_size = 128
     config.model.feature_dim = 64
+    config.model.dropout_rate = 0.3
 
     config.memory.capacity = 256
     config.memory.aux_steps = 600

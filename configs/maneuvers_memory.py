@@ -33,6 +33,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.hidden_size = 128  # RNN state size
     config.model.bidirectional = True  # every frame's feature sees the whole observed clip
     config.model.feature_dim = 64  # per-frame feature size D stored in the memory
+    config.model.dropout_rate = 0.0  # on frame embeddings and RNN outputs, training only
 
     config.memory = ml_collections.ConfigDict()
     config.memory.capacity = 256  # K vectors per class (ring buffer)

@@ -37,6 +37,8 @@ def test_results_contract(tiny_run):
     assert 0.0 <= saved["top1"] <= 1.0 and saved["num_params"] > 0
     for name in ("confusion_matrix.png", "early_prediction.png", "metrics.jsonl"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
+    events = os.listdir(os.path.join(workdir, "tensorboard"))
+    assert any(e.startswith("events.out.tfevents") for e in events), events
     assert results["top1"] == saved["top1"]
 
 

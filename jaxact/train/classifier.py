@@ -34,7 +34,7 @@ from jaxact.models import memory as memlib
 from jaxact.models.recurrent_encoder import VideoClassifierNet
 from jaxact.ops import distances, kmeans
 from jaxact.train import checkpoint, loop, parallel
-from jaxact.train.state import TrainState, make_optimizer
+from jaxact.train.state import TrainState, make_optimizer, nonfinite_metrics
 
 LOSS_ON = ("all", "misclassified")
 MEMORY_INIT = ("pretrain", "checkpoint")
@@ -89,14 +89,16 @@ def write_rows(bank, feats, labels, mask, stride: int):
 def make_softmax_step(model, config):
     def step(state: TrainState, batch):
         def loss_fn(params):
-            _, logits = model.apply({"params": params}, batch["video"])
+            _, logits = model.apply({"params": params}, batch["video"], train=True,
+                                    rngs={"dropout": dropout_rng(state)})
             return softmax_loss(logits, batch["label"], batch["mask"],
                                 config.train.frame_loss_weight)
 
         (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        state = state.apply_gradients(grads)
         metrics = {"loss": loss, "accuracy": _masked_mean(correct, batch["mask"]),
-                   "grad_norm": optax.tree.norm(grads)}
-        return state.apply_gradients(grads), metrics
+                   "grad_norm": optax.tree.norm(grads), **nonfinite_metrics(state.opt_state)}
+        return state, metrics
 
     return step
 
@@ -106,7 +108,8 @@ def make_memory_step(model, config):
         labels, mask = batch["label"], batch["mask"]
 
         def loss_fn(params):
-            feats, _ = model.apply({"params": params}, batch["video"])
+            feats, _ = model.apply({"params": params}, batch["video"], train=True,
+                                   rngs={"dropout": dropout_rng(state)})
             loss, (pred, weight) = memory_loss(feats, labels, mask, state.references, config)
             return loss, (feats, pred, weight)
 
@@ -114,13 +117,18 @@ def make_memory_step(model, config):
             state.params)
         correct = (pred == labels) & mask
         new_state = state.apply_gradients(grads)
+        # write() drops non-finite rows, so a bad batch never enters the bank.
         bank = write_rows(state.memory, feats, labels, correct, config.memory.write_stride)
         metrics = {"loss": loss, "accuracy": _masked_mean(correct, mask),
                    "trained_fraction": _masked_mean(weight > 0, mask),
-                   "grad_norm": optax.tree.norm(grads)}
+                   "grad_norm": optax.tree.norm(grads), **nonfinite_metrics(new_state.opt_state)}
         return new_state.replace(memory=bank), metrics
 
     return step
+
+
+def dropout_rng(state: TrainState):
+    return jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
 
 
 def _masked_mean(values, mask):

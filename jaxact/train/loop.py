@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -15,13 +16,70 @@ from jax.sharding import Mesh
 from jaxact.train import checkpoint, parallel
 
 
-def log_metrics(workdir: str, phase: str, step: int, metrics: dict) -> None:
-    """Appends one JSON line to `WORKDIR/metrics.jsonl` (process 0 only)."""
-    if jax.process_index() != 0:
-        return
-    record = {"phase": phase, "step": step, **{k: float(v) for k, v in metrics.items()}}
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps(record) + "\n")
+class MetricWriter:
+    """Scalars to `WORKDIR/metrics.jsonl` and TensorBoard event files in `WORKDIR/tensorboard`
+    (tag `PHASE/NAME`); process 0 writes, the others do nothing."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.enabled = jax.process_index() == 0
+        self._tb = None
+        if self.enabled:
+            import tensorboardX
+
+            self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, phase: str, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"phase": phase, "step": step, **{k: float(v) for k, v in metrics.items()}}
+        with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for name, value in metrics.items():
+            self._tb.add_scalar(f"{phase}/{name}", float(value), step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Preempted(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised after the checkpoint that a SIGTERM (preemption notice) asked for is saved."""
+
+
+class PreemptionWatch:
+    """Turns SIGTERM into a flag the loop reads at each step boundary.
+
+    Single process: our own handler. Multi-host: JAX's preemption sync manager (started by
+    `jax.distributed.initialize`) makes every host agree on the step, read through orbax's
+    `reached_preemption`.
+    """
+
+    def __init__(self):
+        self.requested = threading.Event()
+        self._previous = None
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.requested.set())
+
+    def reached(self, mgr, step: int) -> bool:
+        if self.requested.is_set():
+            return True
+        return jax.process_count() > 1 and mgr.reached_preemption(step)
+
+    def close(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def check_nonfinite(phase: str, step: int, metrics: dict, max_in_a_row: int) -> None:
+    """Raises once `max_in_a_row` updates in a row were skipped for NaN/inf gradients. Called
+    before every checkpoint, so a diverged state is never saved over a good one."""
+    streak = int(metrics.get("nonfinite_streak", 0))
+    if streak >= max_in_a_row:
+        raise FloatingPointError(
+            f"[{phase}] step {step}: {streak} updates in a row had NaN/inf gradients (limit "
+            f"train.max_nonfinite_steps={max_in_a_row}); last metrics {metrics}")
 
 
 def run_phase(*, workdir: str, mesh: Mesh, train_config, phase: str, state, step_fn, loader,
@@ -41,6 +99,19 @@ def run_phase(*, workdir: str, mesh: Mesh, train_config, phase: str, state, step
         if "loader" in meta:
             loader.set_state(meta["loader"])
         logging.info("[%s] resumed from step %d", phase, int(state.step))
+    writer, preemption = MetricWriter(workdir), PreemptionWatch()
+    try:
+        state = _train_until(mgr, writer, preemption, c, phase, state, step_fn, loader, end_step,
+                             on_step, mesh)
+    finally:
+        preemption.close()
+        writer.close()
+    mgr.wait_until_finished()
+    return state
+
+
+def _train_until(mgr, writer, preemption, c, phase, state, step_fn, loader, end_step, on_step,
+                 mesh):
     step = int(state.step)
     start_step, start_time = step, time.time()
     while step < end_step:
@@ -49,16 +120,24 @@ def run_phase(*, workdir: str, mesh: Mesh, train_config, phase: str, state, step
         batch = parallel.shard_batch(next(loader), mesh)
         state, metrics = step_fn(state, batch)
         step += 1
-        if step % c.log_every == 0 or step == end_step:
+        save = step % c.checkpoint_every == 0 or step == end_step
+        if step % c.log_every == 0 or save:
             last = jax.device_get(metrics)
+            check_nonfinite(phase, step, last, c.max_nonfinite_steps)
+        if step % c.log_every == 0 or step == end_step:
             rate = (step - start_step) / max(time.time() - start_time, 1e-9)
-            if not all(math.isfinite(v) for v in last.values()):
-                raise FloatingPointError(f"[{phase}] non-finite metrics at step {step}: {last}")
             logging.info("[%s] step %d/%d %s | %.2f steps/s, ETA %.0fs", phase, step, end_step,
                          " ".join(f"{k}={float(v):.4f}" for k, v in last.items()), rate,
                          (end_step - step) / max(rate, 1e-9))
-            log_metrics(workdir, phase, step, last)
-        if step % c.checkpoint_every == 0 or step == end_step:
+            writer.write(phase, step, last)
+        preempted = preemption.reached(mgr, step)
+        if save or preempted:
+            if preempted and not save:
+                check_nonfinite(phase, step, jax.device_get(metrics), c.max_nonfinite_steps)
             checkpoint.save(mgr, step, state, {"loader": loader.get_state()})
-    mgr.wait_until_finished()
+        if preempted:
+            mgr.wait_until_finished()
+            logging.warning("[%s] preempted: saved step %d; rerun the same command to resume",
+                            phase, step)
+            raise Preempted(f"[{phase}] preempted at step {step} (checkpoint saved)")
     return state

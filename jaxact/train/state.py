@@ -40,10 +40,20 @@ def make_optimizer(config) -> optax.GradientTransformation:
     """AdamW with linear warmup and cosine decay over `num_steps`, plus global-norm clipping.
 
     `config` is the `train` section: learning_rate, warmup_steps, num_steps, weight_decay,
-    grad_clip.
+    grad_clip, max_nonfinite_steps. Updates whose gradients hold NaN/inf are skipped (params and
+    moments unchanged) and counted; `nonfinite_metrics` reads the counts and the training loop
+    stops once `max_nonfinite_steps` come in a row.
     """
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
         decay_steps=max(config.num_steps, config.warmup_steps + 1), end_value=0.0)
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                       optax.adamw(schedule, weight_decay=config.weight_decay))
+    inner = optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                        optax.adamw(schedule, weight_decay=config.weight_decay))
+    return optax.apply_if_finite(inner, max_consecutive_errors=config.max_nonfinite_steps)
+
+
+def nonfinite_metrics(opt_state) -> dict:
+    """`nonfinite_streak` (skipped updates in a row) and `nonfinite_total` of `make_optimizer`'s
+    state."""
+    return {"nonfinite_streak": opt_state.notfinite_count,
+            "nonfinite_total": opt_state.total_notfinite}

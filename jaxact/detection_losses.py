@@ -1,0 +1,204 @@
+"""Set losses of the action detector: Hungarian matching, then person / box / action terms.
+
+    L = w_person * BCE(person) + w_l1 * L1(box) + w_giou * (1 - GIoU(box)) + w_action * BCE(actions)
+
+Predictions are matched one-to-one to the real people of each clip with the exact Hungarian
+solver (`jaxact.ops.hungarian`), vmapped over the batch; padded ground-truth rows are masked out
+of the matching, so clips may hold any number of people up to the padded size P. The matching
+cost is DETR's: `cost_person * c(p) + cost_l1 * L1(cxcywh) - cost_giou * GIoU(xyxy)`, where
+`c(p) = -p` ("prob") or the focal-loss difference of Deformable DETR ("focal").
+
+Unmatched predictions get person target 0; L1, GIoU and action BCE are computed on matched
+predictions only. Every term is a sum over the batch divided by the number of real people in the
+batch (at least 1), so clips with more people weigh more, as in DETR. The person term is a
+sigmoid BCE summed over all N queries, optionally focal-modulated (`focal_gamma > 0`,
+`focal_alpha` in [0, 1]); the action BCE is averaged over the A classes of a person.
+
+Intermediate localizer stages (`outputs["aux_outputs"]`) get the same person and box losses with
+their own matching, scaled by `aux` (deep supervision); they predict no actions.
+
+Shapes: outputs `boxes` `[B, N, 4]` cxcywh normalized, `person_logits` `[B, N]`, `action_logits`
+`[B, N, A]`; targets `boxes` `[B, P, 4]` xyxy normalized, `actions` `[B, P, A]` multi-hot,
+`person_mask` `[B, P]` bool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxact.ops import boxes as box_ops
+from jaxact.ops.hungarian import linear_sum_assignment
+
+# The Hungarian solver needs finite costs; anything this large is "never match" in practice.
+_MAX_COST = 1e6
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Loss and matching-cost weights (field names are the config keys).
+
+    Attributes:
+      person, l1, giou, action: loss weights w_cls, w_l1, w_giou, w_act.
+      aux: multiplier of the intermediate stages' set losses (0 disables deep supervision).
+      cost_person, cost_l1, cost_giou: matching-cost weights.
+      cost_type: "prob" (-p, DETR) or "focal" (Deformable DETR's focal cost).
+      focal_alpha: alpha of the focal loss/cost; negative disables alpha weighting.
+      focal_gamma: focusing exponent; 0 with `focal_alpha < 0` makes the person loss plain BCE.
+    """
+
+    person: float = 2.0
+    l1: float = 5.0
+    giou: float = 2.0
+    action: float = 2.0
+    aux: float = 1.0
+    cost_person: float = 2.0
+    cost_l1: float = 5.0
+    cost_giou: float = 2.0
+    cost_type: str = "prob"
+    focal_alpha: float = -1.0
+    focal_gamma: float = 0.0
+
+
+def as_weights(weights) -> LossWeights:
+    """`LossWeights`, a dict, a ConfigDict or None (defaults) -> `LossWeights`.
+
+    Convert a config once: the result is hashable, so it can be a static argument of `jax.jit`.
+    """
+    if weights is None:
+        return LossWeights()
+    if isinstance(weights, LossWeights):
+        return weights
+    items = dict(weights.items())
+    known = {f.name for f in dataclasses.fields(LossWeights)}
+    unknown = sorted(set(items) - known)
+    if unknown:
+        raise ValueError(f"unknown loss weight fields {unknown}; expected some of {sorted(known)}")
+    return LossWeights(**items)
+
+
+class Matching(NamedTuple):
+    """Per-clip assignment; -1 marks unmatched entries.
+
+    pred_to_gt: `[B, N]` int32 ground-truth row of each prediction.
+    gt_to_pred: `[B, P]` int32 prediction of each ground-truth row.
+    pred_matched: `[B, N]` bool, `pred_to_gt >= 0`.
+    gt_matched: `[B, P]` bool, `gt_to_pred >= 0` (False on padding).
+    """
+
+    pred_to_gt: jax.Array
+    gt_to_pred: jax.Array
+    pred_matched: jax.Array
+    gt_matched: jax.Array
+
+
+def _focal_terms(logits, w: LossWeights):
+    """Per-query person loss for target 1 and for target 0 (each `[...]`)."""
+    p = jax.nn.sigmoid(logits)
+    pos = -jax.nn.log_sigmoid(logits)
+    neg = -jax.nn.log_sigmoid(-logits)
+    if w.focal_gamma:
+        pos = pos * (1.0 - p) ** w.focal_gamma
+        neg = neg * p**w.focal_gamma
+    if w.focal_alpha >= 0:
+        pos, neg = w.focal_alpha * pos, (1.0 - w.focal_alpha) * neg
+    return pos, neg
+
+
+def matching_cost(outputs: dict, targets: dict, weights=None) -> jax.Array:
+    """DETR matching cost `[B, N, P]` (padded columns are 0; the matcher masks them out)."""
+    w = as_weights(weights)
+    logits = outputs["person_logits"]
+    if w.cost_type == "prob":
+        person = -jax.nn.sigmoid(logits)
+    elif w.cost_type == "focal":
+        pos, neg = _focal_terms(logits, w)
+        person = pos - neg
+    else:
+        raise ValueError(f"cost_type must be 'prob' or 'focal', got {w.cost_type!r}")
+    pred = outputs["boxes"]
+    gt_xyxy = targets["boxes"]
+    l1 = jnp.sum(jnp.abs(pred[:, :, None] - box_ops.xyxy_to_cxcywh(gt_xyxy)[:, None]), axis=-1)
+    giou = box_ops.pairwise_giou(box_ops.cxcywh_to_xyxy(pred), gt_xyxy)
+    cost = w.cost_person * person[..., None] + w.cost_l1 * l1 - w.cost_giou * giou
+    cost = jnp.where(targets["person_mask"].astype(bool)[:, None, :], cost, 0.0)
+    return jnp.clip(jnp.nan_to_num(cost, nan=_MAX_COST), -_MAX_COST, _MAX_COST)
+
+
+def match(outputs: dict, targets: dict, weights=None) -> Matching:
+    """Minimum-cost one-to-one matching of predictions to real people, per clip (no gradient)."""
+    cost = jax.lax.stop_gradient(matching_cost(outputs, targets, weights))
+    mask = targets["person_mask"].astype(bool)
+    pred_to_gt, gt_to_pred = jax.vmap(linear_sum_assignment, in_axes=(0, None, 0))(cost, None, mask)
+    return Matching(pred_to_gt, gt_to_pred, pred_to_gt >= 0, gt_to_pred >= 0)
+
+
+def _gather_rows(x: jax.Array, index: jax.Array) -> jax.Array:
+    """`x` `[B, P, ...]`, `index` `[B, N]` (>= 0) -> `[B, N, ...]`."""
+    idx = index.reshape(*index.shape, *([1] * (x.ndim - 2)))
+    return jnp.take_along_axis(x, idx, axis=1)
+
+
+def _box_and_person_terms(outputs, targets, w: LossWeights, num_people):
+    m = match(outputs, targets, w)
+    matched = m.pred_matched.astype(jnp.float32)
+    pos, neg = _focal_terms(outputs["person_logits"], w)
+    person = jnp.sum(jnp.where(m.pred_matched, pos, neg)) / num_people
+
+    gt_idx = jnp.maximum(m.pred_to_gt, 0)
+    gt_xyxy = _gather_rows(targets["boxes"], gt_idx)  # [B, N, 4]
+    pred = outputs["boxes"]
+    l1 = jnp.sum(jnp.abs(pred - box_ops.xyxy_to_cxcywh(gt_xyxy)), axis=-1)
+    giou = box_ops.elementwise_giou(box_ops.cxcywh_to_xyxy(pred), gt_xyxy)
+    iou = box_ops.elementwise_iou(box_ops.cxcywh_to_xyxy(pred), gt_xyxy)
+    terms = {
+        "person": person,
+        "l1": jnp.sum(l1 * matched) / num_people,
+        "giou": jnp.sum((1.0 - giou) * matched) / num_people,
+    }
+    matched_iou = jnp.sum(iou * matched) / jnp.maximum(jnp.sum(matched), 1.0)
+    return m, gt_idx, terms, matched_iou
+
+
+def set_criterion(outputs: dict, targets: dict, weights=None) -> tuple[jax.Array, dict]:
+    """Total set loss and its terms.
+
+    Args:
+      outputs: the detector's dict (`boxes`, `person_logits`, `action_logits`, optional
+        `aux_outputs`).
+      targets: `boxes` `[B, P, 4]` xyxy normalized, `actions` `[B, P, A]`, `person_mask` `[B, P]`.
+      weights: `LossWeights`, a mapping / ConfigDict of its fields, or None for the defaults.
+
+    Returns:
+      `(loss, metrics)`: scalar loss; metrics holds the unweighted terms (`person`, `l1`, `giou`,
+      `action`, `aux`: the weighted sum of intermediate-stage losses), `num_people` and
+      `matched_iou` (mean IoU of matched pairs of the last stage).
+    """
+    w = as_weights(weights)
+    b, n = outputs["person_logits"].shape
+    p = targets["person_mask"].shape[1]
+    a = outputs["action_logits"].shape[-1]
+    chex.assert_shape([outputs["boxes"], outputs["action_logits"]], [(b, n, 4), (b, n, a)])
+    chex.assert_shape([targets["boxes"], targets["actions"], targets["person_mask"]],
+                      [(b, p, 4), (b, p, a), (b, p)])
+    num_people = jnp.maximum(jnp.sum(targets["person_mask"].astype(jnp.float32)), 1.0)
+
+    m, gt_idx, terms, matched_iou = _box_and_person_terms(outputs, targets, w, num_people)
+    gt_actions = _gather_rows(targets["actions"].astype(jnp.float32), gt_idx)
+    action_bce = optax.sigmoid_binary_cross_entropy(outputs["action_logits"], gt_actions).mean(-1)
+    terms["action"] = jnp.sum(action_bce * m.pred_matched) / num_people
+    loss = (w.person * terms["person"] + w.l1 * terms["l1"] + w.giou * terms["giou"]
+            + w.action * terms["action"])
+
+    aux = jnp.zeros(())
+    for stage in outputs.get("aux_outputs") or []:
+        _, _, t, _ = _box_and_person_terms(stage, targets, w, num_people)
+        aux = aux + w.person * t["person"] + w.l1 * t["l1"] + w.giou * t["giou"]
+    loss = loss + w.aux * aux
+    metrics = dict(terms, aux=aux, loss=loss, num_people=num_people, matched_iou=matched_iou)
+    return loss, metrics

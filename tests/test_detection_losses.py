@@ -1,0 +1,203 @@
+"""Set criterion: Hungarian matching against scipy, invariances, padding, perfect predictions."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from scipy.optimize import linear_sum_assignment as scipy_lsa
+
+from jaxact import detection_losses as dl
+from jaxact.ops import boxes as box_ops
+
+B, N, P, A = 4, 7, 5, 3
+NUM_PEOPLE = (3, 5, 0, 1)  # clip 2 has nobody
+
+
+def _targets(seed=0, num_people=NUM_PEOPLE, p=P):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0.0, 0.7, size=(B, p, 2))
+    wh = rng.uniform(0.05, 0.3, size=(B, p, 2))
+    mask = np.arange(p)[None] < np.array(num_people)[:, None]
+    boxes = np.where(mask[..., None], np.concatenate([xy, xy + wh], -1), 0.0)
+    actions = np.where(mask[..., None], rng.integers(0, 2, size=(B, p, A)), 0)
+    return {"boxes": jnp.asarray(boxes, jnp.float32), "actions": jnp.asarray(actions, jnp.float32),
+            "person_mask": jnp.asarray(mask)}
+
+
+def _outputs(seed=1, aux=1):
+    rng = np.random.default_rng(seed)
+
+    def stage():
+        return {"boxes": jnp.asarray(1 / (1 + np.exp(-rng.normal(size=(B, N, 4)))), jnp.float32),
+                "person_logits": jnp.asarray(rng.normal(size=(B, N)), jnp.float32)}
+
+    out = stage()
+    out["action_logits"] = jnp.asarray(rng.normal(size=(B, N, A)), jnp.float32)
+    out["aux_outputs"] = [stage() for _ in range(aux)]
+    return out
+
+
+_criterion = jax.jit(dl.set_criterion, static_argnums=2)
+W = dl.LossWeights()  # one static argument, so most tests share one compilation
+
+
+@pytest.mark.parametrize("cost_type", ["prob", "focal"])
+def test_matching_equals_scipy(cost_type):
+    w = dl.LossWeights(cost_type=cost_type, focal_alpha=0.25, focal_gamma=2.0)
+    for seed in range(3):
+        outputs, targets = _outputs(seed), _targets(seed + 10)
+        cost = np.asarray(dl.matching_cost(outputs, targets, w), np.float64)
+        m = jax.jit(dl.match, static_argnums=2)(outputs, targets, w)
+        chex.assert_shape([m.pred_to_gt, m.gt_to_pred, m.pred_matched, m.gt_matched],
+                          [(B, N), (B, P), (B, N), (B, P)])
+        for i in range(B):
+            mask = np.asarray(targets["person_mask"][i])
+            # Every real person is matched once, no padding row is.
+            np.testing.assert_array_equal(np.asarray(m.gt_matched[i]), mask)
+            rows = np.flatnonzero(np.asarray(m.pred_matched[i]))
+            cols = np.asarray(m.pred_to_gt[i])[rows]
+            np.testing.assert_array_equal(np.asarray(m.gt_to_pred[i])[cols], rows)
+            sub = cost[i][:, mask]
+            ref_rows, ref_cols = scipy_lsa(sub)
+            np.testing.assert_allclose(cost[i][rows, cols].sum(), sub[ref_rows, ref_cols].sum(),
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_matching_cost_by_hand():
+    outputs = {"boxes": jnp.array([[[0.5, 0.5, 0.2, 0.2], [0.2, 0.2, 0.2, 0.2]]]),
+               "person_logits": jnp.array([[0.0, 2.0]])}
+    targets = {"boxes": jnp.array([[[0.4, 0.4, 0.6, 0.6]]]), "person_mask": jnp.array([[True]])}
+    w = dl.LossWeights(cost_person=1.0, cost_l1=1.0, cost_giou=1.0)
+    cost = dl.matching_cost(outputs, targets, w)
+    # Query 0 is the box itself (L1 0, GIoU 1); query 1 is disjoint: L1 0.6, IoU 0, enclosing
+    # box 0.5 x 0.5 holding a union of 0.08.
+    p1 = 1 / (1 + np.exp(-2.0))
+    expected = [[-0.5 + 0.0 - 1.0], [-p1 + 0.6 - (0.0 - (0.25 - 0.08) / 0.25)]]
+    np.testing.assert_allclose(cost[0], expected, rtol=1e-5)
+    m = dl.match(outputs, targets, w)
+    np.testing.assert_array_equal(m.pred_to_gt, [[0, -1]])
+
+
+def test_perfect_predictions():
+    targets = _targets(3)
+    rng = np.random.default_rng(4)
+    slots = np.stack([rng.permutation(N)[:P] for _ in range(B)])  # query of each person
+    boxes = np.asarray(_outputs(5)["boxes"]).copy()
+    person = np.full((B, N), -12.0, np.float32)
+    actions = np.zeros((B, N, A), np.float32)
+    gt_cxcywh = np.asarray(box_ops.xyxy_to_cxcywh(targets["boxes"]))
+    mask = np.asarray(targets["person_mask"])
+    for i in range(B):
+        for j in np.flatnonzero(mask[i]):
+            boxes[i, slots[i, j]] = gt_cxcywh[i, j]
+            person[i, slots[i, j]] = 12.0
+            actions[i, slots[i, j]] = 24.0 * (np.asarray(targets["actions"][i, j]) - 0.5)
+    outputs = {"boxes": jnp.asarray(boxes), "person_logits": jnp.asarray(person),
+               "action_logits": jnp.asarray(actions), "aux_outputs": []}
+    m = dl.match(outputs, targets)
+    for i in range(B):
+        for j in np.flatnonzero(mask[i]):
+            assert int(m.gt_to_pred[i, j]) == slots[i, j]
+    loss, metrics = _criterion(outputs, targets, W)
+    assert float(metrics["l1"]) < 1e-6 and float(metrics["giou"]) < 1e-5
+    assert float(metrics["action"]) < 1e-4 and float(metrics["person"]) < 1e-3
+    assert float(loss) < 3e-3
+    np.testing.assert_allclose(metrics["matched_iou"], 1.0, atol=1e-5)
+    np.testing.assert_allclose(metrics["num_people"], sum(NUM_PEOPLE))
+
+
+def test_query_permutation_does_not_change_loss():
+    outputs, targets = _outputs(6), _targets(7)
+    perm = np.random.default_rng(8).permutation(N)
+    permuted = jax.tree.map(lambda x: x[:, perm], outputs)
+    (l0, m0), (l1, m1) = _criterion(outputs, targets, W), _criterion(permuted, targets, W)
+    np.testing.assert_allclose(l0, l1, rtol=1e-5)
+    chex.assert_trees_all_close(m0, m1, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_rows_do_not_affect_loss():
+    outputs, targets = _outputs(9), _targets(10)
+    base = _criterion(outputs, targets, W)
+    # Extra padding rows full of garbage, and the real rows moved behind some of them.
+    rng = np.random.default_rng(11)
+    extra = 3
+    padded = {
+        "boxes": jnp.concatenate([jnp.asarray(rng.uniform(size=(B, extra, 4)), jnp.float32),
+                                  targets["boxes"]], axis=1),
+        "actions": jnp.concatenate([jnp.ones((B, extra, A)), targets["actions"]], axis=1),
+        "person_mask": jnp.concatenate([jnp.zeros((B, extra), bool), targets["person_mask"]], 1),
+    }
+    garbage = {k: v.at[~np.asarray(targets["person_mask"])].set(7.0) if k != "person_mask" else v
+               for k, v in targets.items()}
+    for other in (padded, garbage):
+        chex.assert_trees_all_close(_criterion(outputs, other, W), base, rtol=1e-5, atol=1e-6)
+
+
+def test_terms_by_hand_with_plain_bce():
+    outputs, targets = _outputs(12, aux=0), _targets(13)
+    w = dl.LossWeights(person=1.0, l1=0.0, giou=0.0, action=0.0)
+    loss, metrics = _criterion(outputs, targets, w)
+    m = dl.match(outputs, targets, w)
+    bce = optax.sigmoid_binary_cross_entropy(outputs["person_logits"],
+                                             m.pred_matched.astype(jnp.float32))
+    np.testing.assert_allclose(loss, bce.sum() / sum(NUM_PEOPLE), rtol=1e-5)
+    # Focal modulation only lowers the per-query terms.
+    focal = dl.LossWeights(person=1.0, l1=0.0, giou=0.0, action=0.0, focal_gamma=2.0,
+                           focal_alpha=0.25)
+    assert float(_criterion(outputs, targets, focal)[0]) < float(loss)
+
+
+def test_aux_outputs_get_their_own_set_loss():
+    outputs, targets = _outputs(14), _targets(15)
+    loss, metrics = _criterion(outputs, targets, W)
+    # An intermediate stage's loss is the set loss of its own predictions, without actions.
+    stage = dict(outputs["aux_outputs"][0], action_logits=outputs["action_logits"], aux_outputs=[])
+    stage_loss, stage_metrics = _criterion(stage, targets, W)
+    expected_aux = stage_loss - W.action * stage_metrics["action"]
+    np.testing.assert_allclose(metrics["aux"], expected_aux, rtol=1e-5)
+    main = dict(outputs, aux_outputs=[])
+    np.testing.assert_allclose(loss, _criterion(main, targets, W)[0] + W.aux * expected_aux,
+                               rtol=1e-5)
+
+
+def test_no_people_and_gradients_finite():
+    outputs, targets = _outputs(16), _targets(17, num_people=(0, 0, 0, 0))
+    # Degenerate predictions too: zero-width boxes.
+    outputs["boxes"] = outputs["boxes"].at[:, 0, 2].set(0.0)
+    loss, metrics = _criterion(outputs, targets, W)
+    for k in ("l1", "giou", "action"):
+        assert float(metrics[k]) == 0.0
+    assert float(metrics["num_people"]) == 1.0
+    grad_fn = jax.jit(jax.grad(lambda o, t: dl.set_criterion(o, t, W)[0]))
+    for tgt in (targets, _targets(18)):
+        grads = grad_fn(outputs, tgt)
+        chex.assert_tree_all_finite(grads)
+    assert np.abs(np.asarray(grads["boxes"])).max() > 0
+    assert np.abs(np.asarray(grads["action_logits"])).max() > 0
+
+
+def test_no_retrace():
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(o, t):
+        return dl.set_criterion(o, t, W)
+
+    for seed in range(3):
+        loss, _ = step(_outputs(seed), _targets(seed))
+        assert np.isfinite(float(loss))
+
+
+def test_weights_from_mappings():
+    cfg = ml_collections.ConfigDict({"person": 1.0, "l1": 3.0})
+    assert dl.as_weights(cfg) == dl.LossWeights(person=1.0, l1=3.0)
+    assert dl.as_weights({"aux": 0.0}).aux == 0.0
+    assert dl.as_weights(None) == dl.LossWeights()
+    with pytest.raises(ValueError, match="unknown loss weight fields"):
+        dl.as_weights({"gio": 1.0})
+    with pytest.raises(ValueError, match="cost_type"):
+        dl.matching_cost(_outputs(), _targets(), {"cost_type": "l2"})
