@@ -128,6 +128,7 @@ def _toy_batch():
     return jnp.asarray(video), targets
 
 
+@pytest.mark.slow  # ~20-40 s, mostly compiling the train step; `make test-slow`
 def test_overfits_one_batch(tiny):
     model, variables, _ = tiny
     video, targets = _toy_batch()

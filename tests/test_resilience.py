@@ -1,5 +1,6 @@
-"""Runs survive what clusters do to them: NaN/inf updates are skipped and counted, SIGKILL at a
-random step resumes to bitwise-identical params, SIGTERM saves at the next step and exits 0."""
+"""Runs survive what clusters do to them: NaN/inf updates are skipped and counted; SIGTERM saves at
+the next step and exits 0; after SIGKILL at a random step the same command resumes to
+bitwise-identical params."""
 
 import json
 import os
@@ -118,25 +119,15 @@ def assert_same_final_state(workdir, reference):
     jax.tree.map(np.testing.assert_array_equal, got["memory"][2], reference["memory"][2])
 
 
-def test_sigkill_at_a_random_step_resumes_bitwise(run_command, reference_run, tmp_path):
-    workdir = str(tmp_path / "killed")
-    # Steps are logged one JSON line each across phases (aux 6 + memory 10 + baseline 10).
-    kill_after = int(np.random.default_rng().integers(2, 26))
-    proc = subprocess.Popen(run_command(workdir), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_for_lines(os.path.join(workdir, "metrics.jsonl"), kill_after, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    subprocess.run(run_command(workdir), check=True, capture_output=True, timeout=300)
-    assert_same_final_state(workdir, reference_run)
-
-
-def test_sigterm_saves_at_the_next_step_and_exits_zero(run_command, reference_run, tmp_path):
-    workdir = str(tmp_path / "preempted")
+def test_sigterm_then_sigkill_resume_to_the_uninterrupted_result(run_command, reference_run,
+                                                                 tmp_path):
+    """One run is preempted (SIGTERM) inside the memory phase, restarted, killed (SIGKILL) at a
+    random later step, and restarted again: it must end exactly where an uninterrupted run ends."""
+    workdir = str(tmp_path / "interrupted")
+    metrics = os.path.join(workdir, "metrics.jsonl")
     proc = subprocess.Popen(run_command(workdir), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    wait_for_lines(os.path.join(workdir, "metrics.jsonl"), 9, proc)  # inside the memory phase
+    wait_for_lines(metrics, 9, proc)  # aux has 6 steps: this is inside the memory phase
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr[-2000:]
@@ -144,10 +135,20 @@ def test_sigterm_saves_at_the_next_step_and_exits_zero(run_command, reference_ru
         assert "preempted: saved step" in f.read()
     assert not os.path.exists(os.path.join(workdir, "results.json"))
     saved = checkpoint.manager(os.path.join(workdir, "checkpoints", "memory")).latest_step()
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        last_step = [json.loads(line) for line in f][-1]
+    with open(metrics) as f:
+        records = [json.loads(line) for line in f]
     # The checkpoint is the step at which the signal was seen, not the last periodic one.
-    assert last_step["phase"] == "memory" and saved == last_step["step"] < 16
+    assert records[-1]["phase"] == "memory" and saved == records[-1]["step"] < 16
+
+    # Lines so far + a random number more (memory 10 + baseline 10 steps in all; log_every=1).
+    kill_at = len(records) + int(np.random.default_rng().integers(1, 26 - len(records)))
+    proc = subprocess.Popen(run_command(workdir), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for_lines(metrics, kill_at, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
     subprocess.run(run_command(workdir), check=True, capture_output=True, timeout=300)
     assert os.path.exists(os.path.join(workdir, "results.json"))
     assert_same_final_state(workdir, reference_run)
