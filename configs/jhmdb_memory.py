@@ -69,19 +69,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.model.frame_encoder_kwargs.embed_dim = 16
         config.model.hidden_size = 16
         config.model.feature_dim = 8
-        config.memory.capacity = 32
-        config.memory.num_clusters = 2
-        config.memory.sample_size = 16
-        config.memory.aux_steps = 4
-        config.memory.init_batches = 2
-        config.memory.refresh_every = 2
-        config.train.num_steps = 8
-        config.train.batch_size = 8
-        config.train.warmup_steps = 2
-        config.train.log_every = 2
-        config.train.checkpoint_every = 4
-        config.eval.batch_size = 8
-        config.eval.observation_ratios = (0.2, 1.0)
+        maneuvers_memory.tiny_budget(config)
     elif variant:
         raise ValueError(f"unknown variant {variant!r}; expected '', 'split1'..'split3' or 'tiny'")
     return config

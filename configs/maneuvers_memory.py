@@ -11,6 +11,23 @@ import ml_collections
 from configs import common
 
 
+def tiny_budget(config: ml_collections.ConfigDict) -> None:
+    """Memory, step and eval sizes of every memory-classifier `tiny` variant (seconds-long runs)."""
+    config.memory.capacity = 32
+    config.memory.num_clusters = 2
+    config.memory.sample_size = 16
+    config.memory.aux_steps = 4
+    config.memory.init_batches = 2
+    config.memory.refresh_every = 2
+    config.train.num_steps = 8
+    config.train.batch_size = 8
+    config.train.warmup_steps = 2
+    config.train.log_every = 2
+    config.train.checkpoint_every = 4
+    config.eval.batch_size = 8
+    config.eval.observation_ratios = (0.2, 1.0)
+
+
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = common.base_config()
     config.experiment = "memory_classifier"
@@ -72,19 +89,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.model.frame_encoder_kwargs.embed_dim = 32
         config.model.hidden_size = 32
         config.model.feature_dim = 16
-        config.memory.capacity = 32
-        config.memory.num_clusters = 2
-        config.memory.sample_size = 16
-        config.memory.aux_steps = 4
-        config.memory.init_batches = 2
-        config.memory.refresh_every = 2
-        config.train.num_steps = 8
-        config.train.batch_size = 8
-        config.train.warmup_steps = 2
-        config.train.log_every = 2
-        config.train.checkpoint_every = 4
-        config.eval.batch_size = 8
-        config.eval.observation_ratios = (0.2, 1.0)
+        tiny_budget(config)
     elif variant:
         raise ValueError(f"unknown variant {variant!r}; expected '' or 'tiny'")
     return config

@@ -121,6 +121,7 @@ def test_memory_init_from_aux_checkpoint(tiny_run, tmp_path):
     config.memory.init = "checkpoint"
     config.memory.aux_checkpoint = aux_workdir
     config.baseline.enabled = False
+    config.eval.observation_ratios = (1.0,)
     exp = classifier.Experiment(config, str(tmp_path))
     aux_exp, aux_params = classifier.load_aux_params(exp)
     # The bank is filled with the auxiliary model's features, not the fresh model's.
