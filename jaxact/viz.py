@@ -43,3 +43,49 @@ def plot_early_prediction(curves: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_detections(images, detections, ground_truth, class_names, path: str,
+                    score_threshold: float = 0.5, top_k: int = 2, columns: int = 3) -> None:
+    """A grid of keyframes with predicted boxes (red, person score > `score_threshold`, labelled
+    with the score and the `top_k` best actions) and true boxes (green, dashed).
+
+    Args:
+      images: list of uint8 keyframes `[H, W, 3]`.
+      detections: per image, `boxes` `[N, 4]` normalized xyxy, `person_scores` `[N]` and
+        `scores` `[N, A]` per-action scores (the `frame_map` detection format).
+      ground_truth: per image, `boxes` `[M, 4]` normalized xyxy.
+      class_names: the A action names.
+      path: output .png.
+    """
+    import matplotlib.patches as patches
+
+    n = max(len(images), 1)
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, det, gt in zip(axes.ravel(), images, detections, ground_truth, strict=False):
+        h, w = image.shape[:2]
+        ax.imshow(image)
+        scale = np.array([w, h, w, h], np.float64)
+        for x0, y0, x1, y1 in np.asarray(gt["boxes"], np.float64).reshape(-1, 4) * scale:
+            ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                                           edgecolor="lime", linestyle="--", linewidth=1.0))
+        person = np.asarray(det["person_scores"], np.float64)
+        boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4) * scale
+        action = np.asarray(det["scores"], np.float64)
+        for i in np.flatnonzero(person > score_threshold):
+            x0, y0, x1, y1 = boxes[i]
+            ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                                           edgecolor="red", linewidth=1.2))
+            best = np.argsort(-action[i], kind="stable")[:top_k]
+            label = f"{person[i]:.2f} " + ", ".join(class_names[a] for a in best)
+            ax.text(x0, y0 - 1, label, color="white", fontsize=5, va="bottom",
+                    bbox=dict(facecolor="red", alpha=0.6, pad=0.5, linewidth=0))
+    fig.suptitle(f"red: predicted (person score > {score_threshold:g}, top actions), "
+                 "green dashed: ground truth", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

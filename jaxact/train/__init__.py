@@ -2,6 +2,7 @@
 
 EXPERIMENTS = {
     "memory_classifier": "jaxact.train.classifier",
+    "action_detector": "jaxact.train.detector",
 }
 
 

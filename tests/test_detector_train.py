@@ -1,0 +1,183 @@
+"""End-to-end smoke test of the action detector on the tiny classroom dataset: train, results
+contract, eval from checkpoint, resume, predict, config errors, one compile of the train step."""
+
+
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import matplotlib.image
+import numpy as np
+import pytest
+
+from configs import classroom_detector
+from jaxact.data import builders
+from jaxact.train import checkpoint, detector, parallel
+
+# A ~1 min tiny training run: kept out of the default suite (15 min budget); `make test-slow`.
+pytestmark = pytest.mark.slow
+
+CLASS_NAMES = list(builders.Classroom.CLASS_NAMES)
+
+
+def _tiny_config(data_dir):
+    config = classroom_detector.get_config("tiny")
+    config.data.data_dir = data_dir
+    return config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("detector_run"))
+    config = _tiny_config(os.environ.get("JAXACT_DATA_DIR", str(tmp_path_factory.mktemp("tfds"))))
+    make_step = detector.make_train_step
+    detector.programs.cache_clear()
+    with pytest.MonkeyPatch.context() as mp:
+        # The step is built once per setting and cached, so every later step in this module
+        # (the resume and the compile tests) runs this wrapper: a second trace fails there.
+        mp.setattr(detector, "make_train_step",
+                   lambda model, weights: chex.assert_max_traces(make_step(model, weights), n=1))
+        results = detector.train_and_evaluate(config, workdir)
+    return config, workdir, results
+
+
+def test_results_contract(tiny_run):
+    config, workdir, results = tiny_run
+    with open(os.path.join(workdir, "results.json")) as f:
+        saved = json.load(f)
+    for key in ("frame_map", "person_ap50", "per_class_ap", "num_params", "gflops_per_clip",
+                "train_seconds", "dataset", "config_name"):
+        assert key in saved, key
+    assert 0.0 <= saved["frame_map"] <= 1.0 and 0.0 <= saved["person_ap50"] <= 1.0
+    assert list(saved["per_class_ap"]) == CLASS_NAMES
+    assert all(ap is None or 0.0 <= ap <= 1.0 for ap in saved["per_class_ap"].values())
+    assert saved["num_params"] > 0 and 0.0 < saved["gflops_per_clip"] < 10.0
+    assert saved["train_seconds"] > 0 and saved["resumed_from_step"] == 0
+    assert saved["dataset"] == "classroom/tiny" and saved["config_name"] == "classroom_detector:tiny"
+    assert saved["num_clips"] == 16 and saved["num_people"] >= 2 * 16
+    assert saved == results
+    image = matplotlib.image.imread(os.path.join(workdir, "detections.png"))
+    assert image.ndim == 3 and min(image.shape[:2]) > 100
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f]
+    assert [r["step"] for r in logged] == list(range(2, config.train.num_steps + 1, 2))
+    assert all(r["phase"] == "detector" and np.isfinite(r["loss"]) for r in logged)
+
+
+def test_eval_from_checkpoint_reproduces_metrics(tiny_run):
+    config, workdir, results = tiny_run
+    again = detector.evaluate_from_checkpoint(config, workdir)
+    for key in ("frame_map", "person_ap50", "per_class_ap", "num_params", "train_seconds"):
+        assert again[key] == results[key], key
+
+
+def test_rerun_resumes_from_final_checkpoint(tiny_run):
+    config, workdir, results = tiny_run
+    mgr = checkpoint.manager(os.path.join(workdir, "checkpoints", "detector"))
+    assert mgr.latest_step() == config.train.num_steps
+    again = detector.train_and_evaluate(config, workdir)  # restores; no further steps
+    assert again["resumed_from_step"] == config.train.num_steps
+    assert again["frame_map"] == results["frame_map"]
+    assert again["train_seconds"] == results["train_seconds"]  # the time of the real training
+
+
+def test_predict_matches_evaluation_and_rejects_bad_files(tiny_run, tmp_path):
+    config, workdir, _ = tiny_run
+    config = _tiny_config(config.data.data_dir)
+    config.eval.plot_score_threshold = 0.0  # every query, so the comparison below sees them all
+    exp = detector.Experiment(config, workdir)
+    record = exp.source("test")[0]
+    assert int(record["keyframe"]) == len(record["video"]) // 2  # predict's keyframe choice
+    path = str(tmp_path / "clip.npz")
+    np.savez(path, video=record["video"])
+    out = detector.predict_video(config, workdir, path)
+    assert out["keyframe"] == len(record["video"]) // 2
+    found = out["detections"]
+    assert len(found) == config.model.num_queries
+    person = [d["person_score"] for d in found]
+    assert person == sorted(person, reverse=True)
+    for d in found:
+        x0, y0, x1, y1 = d["box_xyxy"]
+        assert 0.0 <= x0 <= x1 <= 1.0 and 0.0 <= y0 <= y1 <= 1.0
+        assert list(d["action_scores"]) == CLASS_NAMES
+        assert all(0.0 <= s <= d["person_score"] + 1e-4 for s in d["action_scores"].values())
+    # The same clip through the evaluation pipeline gives the same detections.
+    state = detector.restore_final(exp)
+    first = detector.predict_split(exp, state.params, "test")["detections"][0]
+    order = np.argsort(-first["person_scores"], kind="stable")
+    np.testing.assert_allclose(person, first["person_scores"][order], atol=2e-4)
+    np.testing.assert_allclose([d["box_xyxy"] for d in found], first["boxes"][order], atol=2e-4)
+
+    bad = str(tmp_path / "bad.npy")
+    np.save(bad, np.zeros((4, 7, 7), np.uint8))
+    with pytest.raises(ValueError, match="bad.npy.*expected"):
+        detector.predict_video(config, workdir, bad)
+    floats = str(tmp_path / "floats.npy")
+    np.save(floats, record["video"].astype(np.float32))
+    with pytest.raises(ValueError, match="floats.npy.*dtype"):
+        detector.predict_video(config, workdir, floats)
+    with pytest.raises(FileNotFoundError, match="missing.npy"):
+        detector.predict_video(config, workdir, str(tmp_path / "missing.npy"))
+
+
+def test_train_step_compiles_once_on_8_devices(tiny_run):
+    config, workdir, _ = tiny_run
+    exp = detector.Experiment(config, workdir)
+    state = detector.restore_final(exp)
+    loader = exp.train_loader()
+    for _ in range(3):  # the cached step is the fixture's assert_max_traces(n=1) wrapper
+        state, metrics = exp.train_step(state, parallel.shard_batch(next(loader), exp.mesh))
+    assert int(state.step) == config.train.num_steps + 3
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["num_people"]) >= 2 * 8
+    leaf = jax.tree.leaves(state.params)[0]
+    shards = [np.asarray(s.data) for s in leaf.addressable_shards]
+    assert len(shards) == jax.device_count() == 8
+    for shard in shards[1:]:
+        np.testing.assert_array_equal(shard, shards[0])
+    # The guard is live: a batch of another shape would need a second trace (it fails while
+    # tracing, before anything is compiled or the state donated).
+    double = {k: np.concatenate([v, v]) for k, v in next(loader).items()}
+    with pytest.raises(AssertionError, match="traced > 1 times"):
+        exp.train_step(state, parallel.shard_batch(double, exp.mesh))
+
+
+def test_detections_from_outputs_by_hand():
+    outputs = {"boxes": jnp.array([[[0.5, 0.5, 0.2, 0.4], [0.05, 0.9, 0.2, 0.4]]]),
+               "person_logits": jnp.array([[0.0, np.log(3.0)]]),
+               "action_logits": jnp.array([[[0.0, 50.0], [-50.0, 0.0]]])}
+    out = detector.detections_from_outputs(outputs)
+    np.testing.assert_allclose(out["boxes"], [[[0.4, 0.3, 0.6, 0.7], [0.0, 0.7, 0.15, 1.0]]],
+                               atol=1e-6)
+    np.testing.assert_allclose(out["person_scores"], [[0.5, 0.75]], atol=1e-6)
+    np.testing.assert_allclose(out["action_scores"], [[[0.25, 0.5], [0.0, 0.375]]], atol=1e-6)
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("train.batch_size", 12, "train.batch_size=12 .*multiple of the number of devices"),
+    ("eval.batch_size", 0, "eval.batch_size=0"),
+    ("data.max_people", 0, "data.max_people must be >= 1"),
+    ("data.max_people", 5, "data.max_people=5: .*up to 12 people"),
+    ("data.num_frames", 0, "data.num_frames"),
+    ("data.name", "maneuvers", "data.name='maneuvers'"),
+    ("data.builder_config", "huge", "data.builder_config='huge'"),
+    ("model.num_queries", 8, "model.num_queries=8 must be >= data.max_people=12"),
+    ("model.widthz", (8, 16), r"model.widthz"),
+    ("model.head_pool", "sum", "model.head_pool='sum'"),
+    ("loss.persn", 1.0, "loss: unknown loss weight fields \\['persn'\\]"),
+    ("loss.cost_type", "l2", "loss.cost_type='l2'"),
+    ("eval.split", "dev", "eval.split='dev'"),
+    ("eval.iou_threshold", 0.0, "eval.iou_threshold=0.0"),
+    ("eval.matching", "hungarian", "eval.matching='hungarian'"),
+])
+def test_config_errors_name_the_field(field, value, match, tmp_path):
+    config = _tiny_config(str(tmp_path / "tfds"))
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=match):
+        detector.validate_config(config, 8)
+    # The Experiment checks first: no dataset is generated for a bad config.
+    with pytest.raises(ValueError, match=match):
+        detector.Experiment(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "tfds")
