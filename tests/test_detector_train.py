@@ -1,7 +1,6 @@
 """End-to-end smoke test of the action detector on the tiny classroom dataset: train, results
 contract, eval from checkpoint, resume, predict, config errors, one compile of the train step."""
 
-
 import json
 import os
 
