@@ -34,7 +34,7 @@ from jaxact.models import memory as memlib
 from jaxact.models.recurrent_encoder import VideoClassifierNet
 from jaxact.ops import distances, kmeans
 from jaxact.train import checkpoint, loop, parallel
-from jaxact.train.state import TrainState, make_optimizer, nonfinite_metrics
+from jaxact.train.state import TrainState, count_params, dropout_rng, make_optimizer, nonfinite_metrics
 
 LOSS_ON = ("all", "misclassified")
 MEMORY_INIT = ("pretrain", "checkpoint")
@@ -125,10 +125,6 @@ def make_memory_step(model, config):
         return new_state.replace(memory=bank), metrics
 
     return step
-
-
-def dropout_rng(state: TrainState):
-    return jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
 
 
 def _masked_mean(values, mask):
@@ -386,28 +382,9 @@ def write_results(exp: Experiment, results: dict, extra: dict) -> dict:
     return results
 
 
-def count_params(params) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
-
-
-def check_class_names(exp: Experiment) -> None:
-    """Records the run's class names (index order = label ids) in `WORKDIR/class_names.json`, or
-    checks that the data still has the recorded ones, so ids never silently change meaning."""
-    path = os.path.join(exp.workdir, "class_names.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            recorded = json.load(f)
-        if recorded != exp.class_names:
-            raise ValueError(f"{path}: this run was trained on classes {recorded}, but the data "
-                             f"now has {exp.class_names}")
-    elif jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump(exp.class_names, f)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     exp = Experiment(config, workdir)
-    check_class_names(exp)
+    loop.check_class_names(exp.workdir, exp.class_names)
     out = train(exp)
     results = evaluate(exp, out["memory"], out["baseline"])
     return write_results(exp, results, {
@@ -425,7 +402,7 @@ def final_references(exp: Experiment, state: TrainState) -> TrainState:
 
 
 def restore_final(exp: Experiment, phase: str, with_memory: bool) -> TrainState:
-    check_class_names(exp)
+    loop.check_class_names(exp.workdir, exp.class_names)
     mgr = checkpoint.manager(os.path.join(exp.workdir, "checkpoints", phase))
     restored = checkpoint.restore(mgr, exp.init_state(with_memory))
     if restored is None:
@@ -439,11 +416,7 @@ def evaluate_from_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
     exp = Experiment(config, workdir)
     mem_state = restore_final(exp, "memory", with_memory=True)
     baseline_state = restore_final(exp, "baseline", False) if config.baseline.enabled else None
-    previous = {}
-    path = os.path.join(workdir, "results.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+    previous = loop.previous_results(workdir)
     results = evaluate(exp, mem_state, baseline_state)
     return write_results(exp, results, {
         "num_params": count_params(mem_state.params),

@@ -36,8 +36,7 @@ from jaxact.evaluation import frame_map
 from jaxact.models.detector import ActionDetector, gflops_per_clip
 from jaxact.ops.boxes import cxcywh_to_xyxy
 from jaxact.train import checkpoint, loop, parallel
-from jaxact.train.classifier import check_class_names, count_params
-from jaxact.train.state import TrainState, make_optimizer, nonfinite_metrics
+from jaxact.train.state import TrainState, count_params, dropout_rng, make_optimizer, nonfinite_metrics
 
 PHASE = "detector"
 DATASETS = ("classroom",)  # builders with keyframe boxes and per-person actions
@@ -111,10 +110,6 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
 
 def build_model(config: ml_collections.ConfigDict, num_actions: int) -> ActionDetector:
     return ActionDetector(num_actions=num_actions, **config.model)
-
-
-def dropout_rng(state: TrainState):
-    return jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
 
 
 def make_train_step(model: ActionDetector, weights):
@@ -294,7 +289,7 @@ def train(exp: Experiment) -> dict:
 
 
 def restore_final(exp: Experiment) -> TrainState:
-    check_class_names(exp)
+    loop.check_class_names(exp.workdir, exp.class_names)
     restored = checkpoint.restore(checkpoint_manager(exp), exp.init_state())
     if restored is None:
         raise FileNotFoundError(f"no '{PHASE}' checkpoint in {exp.workdir}; train first")
@@ -394,21 +389,13 @@ def model_cost(exp: Experiment, params) -> dict:
             "gflops_per_clip": round(model_gflops(exp.model, exp.input_shape(1)), 4)}
 
 
-def _previous_results(workdir: str) -> dict:
-    path = os.path.join(workdir, "results.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     exp = Experiment(config, workdir)
-    check_class_names(exp)
+    loop.check_class_names(exp.workdir, exp.class_names)
     out = train(exp)
     train_seconds = round(out["train_seconds"], 1)
     if out["resumed_from_step"] >= config.train.num_steps:  # nothing left to train: keep the time
-        train_seconds = _previous_results(workdir).get("train_seconds", train_seconds)
+        train_seconds = loop.previous_results(workdir).get("train_seconds", train_seconds)
     results = evaluate(exp, out["state"].params)
     return write_results(exp, results, {
         **model_cost(exp, out["state"].params),
@@ -422,7 +409,7 @@ def evaluate_from_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
     """--mode=eval: restores the final state and recomputes results.json."""
     exp = Experiment(config, workdir)
     state = restore_final(exp)
-    previous = _previous_results(workdir)
+    previous = loop.previous_results(workdir)
     results = evaluate(exp, state.params)
     return write_results(exp, results, {
         **model_cost(exp, state.params),

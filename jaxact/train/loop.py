@@ -16,6 +16,30 @@ from jax.sharding import Mesh
 from jaxact.train import checkpoint, parallel
 
 
+def check_class_names(workdir: str, class_names: list[str]) -> None:
+    """Records a run's class names (index order = label ids) in `WORKDIR/class_names.json`, or
+    checks that the data still has the recorded ones, so ids never silently change meaning."""
+    path = os.path.join(workdir, "class_names.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        if recorded != class_names:
+            raise ValueError(f"{path}: this run was trained on classes {recorded}, but the data "
+                             f"now has {class_names}")
+    elif jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(class_names, f)
+
+
+def previous_results(workdir: str) -> dict:
+    """`WORKDIR/results.json` of an earlier run, or {} (eval keeps e.g. its train time)."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 class MetricWriter:
     """Scalars to `WORKDIR/metrics.jsonl` and TensorBoard event files in `WORKDIR/tensorboard`
     (tag `PHASE/NAME`); process 0 writes, the others do nothing."""

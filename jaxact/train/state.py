@@ -36,6 +36,15 @@ class TrainState:
                             opt_state=opt_state)
 
 
+def dropout_rng(state: TrainState) -> jax.Array:
+    """A fresh dropout key per step, independent of the keys other uses fold from `state.rng`."""
+    return jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
+
+
+def count_params(params) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
     """AdamW with linear warmup and cosine decay over `num_steps`, plus global-norm clipping.
 
