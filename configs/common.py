@@ -16,14 +16,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0  # drives init, data order, augmentation and memory sampling
 
     config.parallel = ml_collections.ConfigDict()
-    config.parallel.mode = "jit"  # 'jit' (Mesh + NamedSharding)
+    config.parallel.mode = "jit"  # 'jit' (Mesh + NamedSharding) | 'pmap' (same numbers)
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 32  # global batch, split over all devices and hosts
     config.train.num_steps = 1000  # total optimisation steps
     config.train.learning_rate = 1e-3  # peak of the warmup-cosine schedule
     config.train.warmup_steps = 50  # linear warmup length
-    config.train.weight_decay = 1e-4  # AdamW decoupled weight decay
+    config.train.optimizer = "adamw"  # 'adamw' | 'sgd' (momentum 0.9, Nesterov)
+    config.train.weight_decay = 1e-4  # AdamW: decoupled; SGD: added to the gradient
     config.train.grad_clip = 1.0  # global-norm gradient clipping
     config.train.max_nonfinite_steps = 10  # NaN/inf updates are skipped; stop after this many in a row
     config.train.log_every = 50  # steps between metric logs

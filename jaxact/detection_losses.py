@@ -34,6 +34,7 @@ import optax
 
 from jaxact.ops import boxes as box_ops
 from jaxact.ops.hungarian import linear_sum_assignment
+from jaxact.train.parallel import global_sum, masked_share
 
 # The Hungarian solver needs finite costs; anything this large is "never match" in practice.
 _MAX_COST = 1e6
@@ -161,11 +162,11 @@ def _box_and_person_terms(outputs, targets, w: LossWeights, num_people):
         "l1": jnp.sum(l1 * matched) / num_people,
         "giou": jnp.sum((1.0 - giou) * matched) / num_people,
     }
-    matched_iou = jnp.sum(iou * matched) / jnp.maximum(jnp.sum(matched), 1.0)
-    return m, gt_idx, terms, matched_iou
+    return m, gt_idx, terms, iou
 
 
-def set_criterion(outputs: dict, targets: dict, weights=None) -> tuple[jax.Array, dict]:
+def set_criterion(outputs: dict, targets: dict, weights=None,
+                  axis_name: str | None = None) -> tuple[jax.Array, dict]:
     """Total set loss and its terms.
 
     Args:
@@ -173,11 +174,14 @@ def set_criterion(outputs: dict, targets: dict, weights=None) -> tuple[jax.Array
         `aux_outputs`).
       targets: `boxes` `[B, P, 4]` xyxy normalized, `actions` `[B, P, A]`, `person_mask` `[B, P]`.
       weights: `LossWeights`, a mapping / ConfigDict of its fields, or None for the defaults.
+      axis_name: under pmap, the device axis: terms are normalised by the number of people in
+        the global batch, so the loss and every metric is this device's share (summed over
+        devices, they equal the whole batch's values, as in DETR's all-reduced box count).
 
     Returns:
       `(loss, metrics)`: scalar loss; metrics holds the unweighted terms (`person`, `l1`, `giou`,
-      `action`, `aux`: the weighted sum of intermediate-stage losses), `num_people` and
-      `matched_iou` (mean IoU of matched pairs of the last stage).
+      `action`, `aux`: the weighted sum of intermediate-stage losses), `num_people` (people in
+      this device's batch) and `matched_iou` (mean IoU of matched pairs of the last stage).
     """
     w = as_weights(weights)
     b, n = outputs["person_logits"].shape
@@ -186,9 +190,10 @@ def set_criterion(outputs: dict, targets: dict, weights=None) -> tuple[jax.Array
     chex.assert_shape([outputs["boxes"], outputs["action_logits"]], [(b, n, 4), (b, n, a)])
     chex.assert_shape([targets["boxes"], targets["actions"], targets["person_mask"]],
                       [(b, p, 4), (b, p, a), (b, p)])
-    num_people = jnp.maximum(jnp.sum(targets["person_mask"].astype(jnp.float32)), 1.0)
+    local_people = jnp.sum(targets["person_mask"].astype(jnp.float32))
+    num_people = jnp.maximum(global_sum(local_people, axis_name), 1.0)
 
-    m, gt_idx, terms, matched_iou = _box_and_person_terms(outputs, targets, w, num_people)
+    m, gt_idx, terms, iou = _box_and_person_terms(outputs, targets, w, num_people)
     gt_actions = _gather_rows(targets["actions"].astype(jnp.float32), gt_idx)
     action_bce = optax.sigmoid_binary_cross_entropy(outputs["action_logits"], gt_actions).mean(-1)
     terms["action"] = jnp.sum(action_bce * m.pred_matched) / num_people
@@ -200,5 +205,6 @@ def set_criterion(outputs: dict, targets: dict, weights=None) -> tuple[jax.Array
         _, _, t, _ = _box_and_person_terms(stage, targets, w, num_people)
         aux = aux + w.person * t["person"] + w.l1 * t["l1"] + w.giou * t["giou"]
     loss = loss + w.aux * aux
-    metrics = dict(terms, aux=aux, loss=loss, num_people=num_people, matched_iou=matched_iou)
+    matched_iou = masked_share(iou, m.pred_matched, axis_name)
+    metrics = dict(terms, aux=aux, loss=loss, num_people=local_people, matched_iou=matched_iou)
     return loss, metrics

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxact.models import memory as memlib
+from jaxact.train.parallel import masked_share
 
 # Metrics on binarized features; their training loss uses the soft (sigmoid) relaxation.
 BINARIZED_METRICS = ("hamming", "jaccard")
@@ -22,14 +23,16 @@ def metric_kwargs(config) -> dict:
     return {}
 
 
-def softmax_loss(logits, labels, mask, frame_weight: float):
+def softmax_loss(logits, labels, mask, frame_weight: float, axis_name: str | None = None):
     """Cross-entropy on the last frame (the RNN has seen the whole clip) plus a weighted per-frame
-    term. `logits` `[B, T, C]`, `labels` `[B]`, `mask` `[B]`. Returns (loss, correct `[B]`)."""
+    term. `logits` `[B, T, C]`, `labels` `[B]`, `mask` `[B]`. Returns (loss, correct `[B]`).
+
+    Under pmap (`axis_name` set) the loss is this device's share of the global mean (summed over
+    devices, it is the loss of the whole batch), so summed gradients equal the jit path's."""
     last = optax.softmax_cross_entropy_with_integer_labels(logits[:, -1], labels)
     frames = optax.softmax_cross_entropy_with_integer_labels(
         logits, jnp.broadcast_to(labels[:, None], logits.shape[:2])).mean(axis=1)
-    weight = mask.astype(jnp.float32)
-    loss = jnp.sum((last + frame_weight * frames) * weight) / jnp.maximum(weight.sum(), 1.0)
+    loss = masked_share(last + frame_weight * frames, mask, axis_name)
     return loss, jnp.argmax(logits[:, -1], -1) == labels
 
 
@@ -41,8 +44,10 @@ def frame_class_distances(feats, references, config, soft: bool = False):
     return dist.reshape(b, t, -1)
 
 
-def memory_loss(feats, labels, mask, references, config):
+def memory_loss(feats, labels, mask, references, config, axis_name: str | None = None):
     """Cross-entropy over negative distances to the class references, per frame and per video.
+
+    `axis_name`: as in `softmax_loss` (this device's share of the global loss under pmap).
 
     Returns (loss, (prediction `[B]` by majority vote, per-video loss weights `[B]`)).
     """
@@ -60,4 +65,4 @@ def memory_loss(feats, labels, mask, references, config):
     weight = mask.astype(jnp.float32)
     if config.memory.loss_on == "misclassified":
         weight = weight * (pred != labels)
-    return jnp.sum(per_video * weight) / jnp.maximum(weight.sum(), 1.0), (pred, weight)
+    return masked_share(per_video, weight, axis_name), (pred, weight)

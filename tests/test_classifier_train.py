@@ -103,7 +103,7 @@ def test_memory_step_compiles_once_and_bank_is_replicated(tiny_run):
     config, workdir, _ = tiny_run
     exp = classifier.Experiment(config, workdir)
     state = classifier.restore_final(exp, "memory", with_memory=True)
-    step = exp.jit_step(chex.assert_max_traces(classifier.make_memory_step(exp.model, config), n=1))
+    step = exp.compile_step(chex.assert_max_traces(classifier.make_memory_step(exp.model, config), n=1))
     loader = exp.train_loader()
     for _ in range(3):
         state, metrics = step(state, parallel.shard_batch(next(loader), exp.mesh))

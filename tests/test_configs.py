@@ -56,6 +56,9 @@ def _model_and_input(config):
             resolution = _render_config(config).resolution
             num_classes = len(builders.BUILDERS[data.name].CLASS_NAMES)
             shape = (1, data.num_frames, resolution, resolution, 3)
+        elif data.name == "video_files":  # the user's clips, resized to frame_size
+            num_classes = PLACEHOLDER_NUM_CLASSES
+            shape = (1, data.num_frames, *data.frame_size, 3)
         else:  # ragged_npz of 2-D joints: run the config's own transform on a dummy clip
             joints = len(sequences.JOINT_ORDERS[data.joint_order])
             transform = sequences.SequenceTransform(num_frames=data.num_frames, train=False,

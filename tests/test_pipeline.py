@@ -111,18 +111,24 @@ def test_eval_loader_visits_every_example_once_with_padding():
     assert batches[-1]["mask"].tolist() == [True, True, False, False]
 
 
-def test_process_shards_are_disjoint_and_complete():
+@pytest.mark.parametrize("num_rows", [12, 13, 7])
+def test_process_shards_are_disjoint_complete_and_equally_long(num_rows):
     source = [{"video": np.full((3, 2, 2, 3), i, np.uint8), "label": np.int64(i),
-               "boxes": np.zeros((3, 4), np.float32)} for i in range(12)]
-    seen = []
+               "boxes": np.zeros((3, 4), np.float32)} for i in range(num_rows)]
+    seen, num_batches = [], set()
     for process in range(3):
         loader = pipeline.make_loader(source, pipeline.ManeuverTransform(2, train=False),
                                       global_batch_size=6, seed=0, train=False,
                                       process_index=process, process_count=3)
-        for batch in loader:
+        batches = list(loader)
+        # Every process runs the same number of (collective) eval steps.
+        assert len(batches) == len(loader)
+        num_batches.add(len(batches))
+        for batch in batches:
             chex.assert_shape(batch["label"], (2,))
             seen.extend(batch["label"][batch["mask"]].tolist())
-    assert sorted(seen) == list(range(12))
+    assert len(num_batches) == 1
+    assert sorted(seen) == list(range(num_rows))
 
 
 def test_loader_errors_are_clear():

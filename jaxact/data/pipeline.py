@@ -140,12 +140,34 @@ class KeyframeTransform:
 # ----------------------------------------------------------------------------- loader
 
 
+_FILLER = "_filler"  # marks the rows that even out the processes' eval shards
+
+
+class _EvenShard:
+    """This process's rows of `source` (`index`, `index + count`, ...), topped up with copies of
+    row 0 marked as filler so that every process has `ceil(len / count)` rows: eval steps are
+    collectives, and a process with one batch fewer would leave the others waiting forever."""
+
+    def __init__(self, source, index: int, count: int):
+        self.source, self.index, self.count = source, index, count
+        self.length = math.ceil(len(source) / count)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.index + i * self.count
+        filler = row >= len(self.source)
+        return {**self.source[0 if filler else row], _FILLER: filler}
+
+
 def _pad_batch(batch: dict, batch_size: int) -> dict:
     """Pads a short final batch to `batch_size` rows and adds a `mask` `[B]` of real rows."""
-    n = len(next(iter(batch.values())))
+    filler = batch.pop(_FILLER)
+    n = len(filler)
     padded = {k: np.concatenate([v, np.zeros((batch_size - n, *v.shape[1:]), v.dtype)])
               if n < batch_size else v for k, v in batch.items()}
-    padded["mask"] = np.arange(batch_size) < n
+    padded["mask"] = (np.arange(batch_size) < n) & ~np.pad(filler, (0, batch_size - n))
     return padded
 
 
@@ -195,14 +217,15 @@ def make_loader(source, transform: Callable[[dict, np.random.Generator], dict], 
     batch_size = global_batch_size // process_count
     if len(source) == 0:
         raise ValueError("the data source is empty")
-    ds = grain.MapDataset.source(source)[process_index::process_count]
     if train:
-        ds = ds.shuffle(seed=seed).repeat(None)
-    ds = ds.random_map(transform, seed=seed)
-    if train:
+        ds = grain.MapDataset.source(source)[process_index::process_count]
+        ds = ds.shuffle(seed=seed).repeat(None).random_map(transform, seed=seed)
         ds = ds.batch(batch_size, drop_remainder=True)
         num_batches = None
     else:
+        ds = grain.MapDataset.source(_EvenShard(source, process_index, process_count))
+        ds = ds.random_map(lambda record, rng: {**transform(record, rng),
+                                                _FILLER: record[_FILLER]}, seed=seed)
         num_batches = math.ceil(len(ds) / batch_size)
         ds = ds.batch(batch_size, drop_remainder=False).map(
             lambda b: _pad_batch(b, batch_size))

@@ -6,15 +6,21 @@ Each offers the same small interface, so the classifier never asks where clips c
   source(split)             random-access records `{"video": [T, ...], "label": int}`
   transform(train, fraction)  record -> fixed-shape example `{"video": f32 [num_frames, ...], ...}`
   read_clip(path)           a user's clip file -> raw frames `[T, ...]` (for --mode=predict)
+Datasets that screen their files up front also offer `problems` (`video_io.Problem`s of what they
+skipped) and `num_checked`; the classifier writes them to WORKDIR/bad_inputs.json.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import os
+from collections.abc import Callable
 
 import numpy as np
+from absl import logging
 
-from jaxact.data import builders, pipeline, sequences
+from jaxact.data import builders, pipeline, sequences, video_io
 
 
 class SyntheticVideos:
@@ -36,7 +42,10 @@ class SyntheticVideos:
 
     def read_clip(self, path: str) -> dict:
         frame_shape = self.source("train")[0]["video"].shape[1:]
-        frames = read_array(path, ("video", "frames"))
+        if path.lower().endswith(video_io.VIDEO_EXTENSIONS):  # any resolution -> training size
+            frames = video_io.read_video(path, size=tuple(frame_shape[:2]))
+        else:
+            frames = read_array(path, ("video", "frames"))
         if frames.ndim != 4 or tuple(frames.shape[1:]) != tuple(frame_shape) or len(frames) == 0:
             raise ValueError(f"{path}: frames have shape {frames.shape}, expected "
                              f"[T>=1, {', '.join(map(str, frame_shape))}]")
@@ -79,8 +88,164 @@ class RaggedNpzSequences:
         return {"video": frames.astype(np.float32), "label": 0}
 
 
+class VideoFiles:
+    """Clip files listed in two CSVs (`data.train_list`, `data.test_list`; see `read_clip_list`).
+
+    Class names are the sorted labels of the train list. On construction every listed clip is
+    read once at `data.frame_size` (`video_io.scan_clips`); malformed rows, test labels unknown to
+    the train list and unreadable clips are skipped and kept in `problems` (both splits, one per
+    bad row, out of `num_checked` rows), so the loaders only ever see good clips. A clip shorter
+    than `num_frames` is good: the sampler repeats frames of short clips (scanned with pad=True).
+    Records decode their file on every access: `{"video": uint8 [T, H, W, 3] at frame_size,
+    "label": int, "boxes": f32 [T, 4] zeros}`.
+    """
+
+    LISTS = {"train": "train_list", "test": "test_list"}
+
+    def __init__(self, config):
+        self.config = config
+        self.size = tuple(int(v) for v in config.frame_size)
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"data.frame_size={tuple(config.frame_size)}: expected (height, width)"
+                             " >= 1")
+        paths = {split: list_path(config, field) for split, field in self.LISTS.items()}
+        rows, csv_problems = {}, {}
+        for split, path in paths.items():
+            rows[split], csv_problems[split] = read_clip_list(path)
+        self.class_names = sorted({label for _, label, _ in rows["train"]})
+        self.description = f"video_files:{paths['train']}|{paths['test']}"
+        self.num_checked = sum(len(rows[s]) + len(csv_problems[s]) for s in paths)
+        ids = {name: i for i, name in enumerate(self.class_names)}
+        self.problems, self._records = [], {}
+        for split, path in paths.items():
+            problems = csv_problems[split] + [
+                video_io.Problem(path, f"label {label!r} is not a class of data.train_list",
+                                 row, "label") for _, label, row in rows[split] if label not in ids]
+            items = [(clip, label) for clip, label, _ in rows[split] if label in ids]
+            good, bad = video_io.scan_clips(items, num_frames=config.num_frames, size=self.size,
+                                            pad=True, class_names=self.class_names,
+                                            num_workers=config.scan_workers)
+            problems += bad
+            if not good:
+                raise ValueError(f"data.{self.LISTS[split]}={path}: no usable clip among its "
+                                 f"{len(rows[split]) + len(csv_problems[split])} rows; "
+                                 + video_io.summarize(problems, len(problems)))
+            self.problems += problems
+            self._records[split] = ClipRecords([(clip, ids[label]) for clip, label in good],
+                                               self.size)
+        trained = {label for _, label in self._records["train"].rows}
+        if missing := [name for i, name in enumerate(self.class_names) if i not in trained]:
+            logging.warning("classes with no usable training clip: %s", missing)
+
+    def source(self, split: str):
+        if split not in self._records:
+            raise ValueError(f"split {split!r}: video file lists give only {sorted(self._records)}")
+        return self._records[split]
+
+    def transform(self, train: bool, fraction: float = 1.0):
+        c = self.config
+        # flip_prob=0 below: ManeuverTransform's flip swaps left/right manoeuvre labels, while a
+        # mirrored action clip keeps its label.
+        base = pipeline.ManeuverTransform(num_frames=c.num_frames, train=train, fraction=fraction,
+                                          min_fraction=c.min_fraction, flip_prob=0.0)
+        return Mirror(base, c.flip_prob) if train and c.flip_prob > 0 else base
+
+    def read_clip(self, path: str) -> dict:
+        return clip_record(video_io.read_video(path, size=self.size), 0)
+
+
+class ClipRecords:
+    """Random access to `rows` of `(clip path, label id)`: `clip_record`s decoded at `size`."""
+
+    def __init__(self, rows: list[tuple[str, int]], size: tuple[int, int]):
+        self.rows, self.size = rows, size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        path, label = self.rows[i]
+        # A clip that passed the scan fails here only if its file changed since: the error names it.
+        return clip_record(video_io.read_video(path, size=self.size), label)
+
+
+def clip_record(frames: np.ndarray, label: int) -> dict:
+    """uint8 frames `[T, H, W, 3]` -> a record for `pipeline.ManeuverTransform` (zero boxes)."""
+    return {"video": frames, "label": label, "boxes": np.zeros((len(frames), 4), np.float32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mirror:
+    """`transform`'s output `video` `[T, H, W, C]` mirrored left-right with probability
+    `flip_prob`; the label is kept."""
+
+    transform: Callable[[dict, np.random.Generator], dict]
+    flip_prob: float
+
+    def __call__(self, record: dict, rng: np.random.Generator) -> dict:
+        out = self.transform(record, rng)
+        if rng.random() < self.flip_prob:
+            out["video"] = np.ascontiguousarray(out["video"][:, :, ::-1])
+        return out
+
+
+def list_path(config, field: str) -> str:
+    """`config[field]`, a clip-list path that the user must set."""
+    if not config[field]:
+        raise ValueError(f"data.{field} is not set: pass --config.data.{field}=PATH.csv "
+                         "(a CSV with one clip per row: path,label)")
+    return os.path.expanduser(config[field])
+
+
+def read_clip_list(path: str) -> tuple[list[tuple[str, str, int]], list[video_io.Problem]]:
+    """Rows `(clip path, label, row)` of a clip-list CSV, and a `video_io.Problem` per bad row.
+
+    One clip per row: `path,label` (label: a class name), optionally below a header row
+    `path,label`; blank lines are skipped; relative paths are resolved against the CSV's
+    directory. `row` is the 1-based line in the file. A missing list, or one that lists nothing,
+    raises `video_io.BadInputError` naming it: that is a setup mistake, not a clip to skip.
+    """
+    if not os.path.isfile(path):
+        raise video_io.MissingInputError(path, "no such clip list (CSV of path,label rows)")
+    base = os.path.dirname(os.path.abspath(path))
+    rows, problems = [], []
+    # utf-8-sig: spreadsheet exports start with a byte-order mark that would spoil the header.
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.reader(f)
+        try:
+            for fields in reader:
+                row, fields = reader.line_num, [v.strip() for v in fields]
+                if not any(fields):
+                    continue
+                if not rows and not problems and [v.lower() for v in fields] == ["path", "label"]:
+                    continue  # the header
+                problem = _row_problem(fields)
+                if problem:
+                    problems.append(video_io.Problem(path, problem[0], row, problem[1]))
+                else:
+                    clip = os.path.join(base, os.path.expanduser(fields[0]))
+                    rows.append((os.path.normpath(clip), fields[1], row))
+        except csv.Error as e:
+            raise video_io.BadInputError(path, f"not a readable CSV ({e})", reader.line_num) from e
+    if not rows and not problems:
+        raise video_io.BadInputError(path, "lists no clips; expected rows path,label")
+    return rows, problems
+
+
+def _row_problem(fields: list[str]) -> tuple[str, str | None] | None:
+    """(reason, field) of what is wrong with a clip-list row's fields, or None."""
+    if len(fields) == 1:
+        return "no label; expected path,label", "label"
+    if len(fields) > 2:
+        return f"{len(fields)} fields, expected 2 (path,label); quote a path with commas", None
+    for name, value in zip(("path", "label"), fields, strict=True):
+        if not value:
+            return f"empty {name}", name
+    return None
+
+
 DATASETS = {**{name: SyntheticVideos for name in builders.BUILDERS},
-            "ragged_npz": RaggedNpzSequences}
+            "ragged_npz": RaggedNpzSequences, "video_files": VideoFiles}
 
 
 def make(config):
@@ -92,9 +257,12 @@ def make(config):
 
 def read_array(path: str, keys=("video", "frames")) -> np.ndarray:
     """The frames array of a .npy file, or of a .npz file (first of `keys` present, else its
-    first array); fails naming the file on missing, unreadable or non-finite data."""
+    first array), or uint8 `[T, H, W, 3]` of a video file (`video_io.read_video`); fails naming
+    the file on missing, unreadable or non-finite data."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
+    if path.lower().endswith(video_io.VIDEO_EXTENSIONS):
+        return video_io.read_video(path)
     try:
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as data:
@@ -103,7 +271,8 @@ def read_array(path: str, keys=("video", "frames")) -> np.ndarray:
         elif path.endswith(".npy"):
             frames = np.load(path, allow_pickle=False)
         else:
-            raise ValueError(f"{path}: expected a .npy or .npz file of frames")
+            raise ValueError(f"{path}: expected a .npy or .npz file of frames or a video "
+                             f"({', '.join(video_io.VIDEO_EXTENSIONS)})")
     except (OSError, EOFError, IndexError, ValueError) as e:
         if str(e).startswith(path):
             raise

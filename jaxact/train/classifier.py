@@ -27,7 +27,7 @@ import optax
 from absl import logging
 
 from jaxact import viz
-from jaxact.data import pipeline, sources
+from jaxact.data import pipeline, sources, video_io
 from jaxact.evaluation import classification
 from jaxact.losses import frame_class_distances, memory_loss, softmax_loss
 from jaxact.models import memory as memlib
@@ -45,6 +45,7 @@ MEMORY_INIT = ("pretrain", "checkpoint")
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Fails before any compile, naming the offending field."""
+    parallel.check_mode(config.parallel.mode)
     distances.check_metric(config.memory.distance, field="memory.distance")
     if config.memory.reference_rule not in kmeans.REFERENCE_RULES:
         raise ValueError(f"memory.reference_rule={config.memory.reference_rule!r}: expected one "
@@ -87,49 +88,59 @@ def write_rows(bank, feats, labels, mask, stride: int):
 
 
 def make_softmax_step(model, config):
-    def step(state: TrainState, batch):
+    """`(state, batch, axis_name=None) -> (state, metrics)`; see `parallel.DataParallel`."""
+
+    def step(state: TrainState, batch, axis_name=None):
+        mask = batch["mask"]
+        rng = parallel.device_rng(dropout_rng(state), axis_name)
+
         def loss_fn(params):
             _, logits = model.apply({"params": params}, batch["video"], train=True,
-                                    rngs={"dropout": dropout_rng(state)})
-            return softmax_loss(logits, batch["label"], batch["mask"],
-                                config.train.frame_loss_weight)
+                                    rngs={"dropout": rng})
+            return softmax_loss(logits, batch["label"], mask, config.train.frame_loss_weight,
+                                axis_name)
 
         (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        loss, grads, accuracy = parallel.global_sum(
+            (loss, grads, parallel.masked_share(correct, mask, axis_name)), axis_name)
         state = state.apply_gradients(grads)
-        metrics = {"loss": loss, "accuracy": _masked_mean(correct, batch["mask"]),
-                   "grad_norm": optax.tree.norm(grads), **nonfinite_metrics(state.opt_state)}
+        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads),
+                   **nonfinite_metrics(state.opt_state)}
         return state, metrics
 
     return step
 
 
 def make_memory_step(model, config):
-    def step(state: TrainState, batch):
+    """`(state, batch, axis_name=None) -> (state, metrics)`; see `parallel.DataParallel`. Under
+    pmap every device writes the whole batch's features, so the banks stay identical."""
+
+    def step(state: TrainState, batch, axis_name=None):
         labels, mask = batch["label"], batch["mask"]
+        rng = parallel.device_rng(dropout_rng(state), axis_name)
 
         def loss_fn(params):
             feats, _ = model.apply({"params": params}, batch["video"], train=True,
-                                   rngs={"dropout": dropout_rng(state)})
-            loss, (pred, weight) = memory_loss(feats, labels, mask, state.references, config)
+                                   rngs={"dropout": rng})
+            loss, (pred, weight) = memory_loss(feats, labels, mask, state.references, config,
+                                               axis_name)
             return loss, (feats, pred, weight)
 
         (loss, (feats, pred, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
         correct = (pred == labels) & mask
+        loss, grads, accuracy, trained = parallel.global_sum(
+            (loss, grads, parallel.masked_share(correct, mask, axis_name),
+             parallel.masked_share(weight > 0, mask, axis_name)), axis_name)
         new_state = state.apply_gradients(grads)
         # write() drops non-finite rows, so a bad batch never enters the bank.
-        bank = write_rows(state.memory, feats, labels, correct, config.memory.write_stride)
-        metrics = {"loss": loss, "accuracy": _masked_mean(correct, mask),
-                   "trained_fraction": _masked_mean(weight > 0, mask),
+        rows = parallel.gather_rows((feats, labels, correct), axis_name)
+        bank = write_rows(state.memory, *rows, config.memory.write_stride)
+        metrics = {"loss": loss, "accuracy": accuracy, "trained_fraction": trained,
                    "grad_norm": optax.tree.norm(grads), **nonfinite_metrics(new_state.opt_state)}
         return new_state.replace(memory=bank), metrics
 
     return step
-
-
-def _masked_mean(values, mask):
-    mask = mask.astype(jnp.float32)
-    return jnp.sum(values.astype(jnp.float32) * mask) / jnp.maximum(mask.sum(), 1.0)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -143,7 +154,14 @@ class Experiment:
         os.makedirs(workdir, exist_ok=True)
         self.mesh = parallel.make_mesh()
         validate_config(config, self.mesh.size)
+        self.data_parallel = parallel.DataParallel(self.mesh, config.parallel.mode)
         self.data = sources.make(config.data)
+        if hasattr(self.data, "problems"):  # screened clips: written even when none, never stale
+            problems, checked = self.data.problems, self.data.num_checked
+            if jax.process_index() == 0:
+                report = video_io.write_report(workdir, problems, checked)
+                (logging.warning if problems else logging.info)(
+                    "%s; see %s", video_io.summarize(problems, checked), report)
         self.class_names = list(self.data.class_names)
         self.num_classes = len(self.class_names)
         self.model = build_model(config, self.num_classes)
@@ -199,9 +217,9 @@ class Experiment:
         return state.replace(**jax.device_put(
             {"memory": memory, "references": self.empty_references()}, self.replicated))
 
-    def jit_step(self, step_fn):
-        return jax.jit(step_fn, donate_argnums=(0,),
-                       out_shardings=(self.replicated, self.replicated))
+    def compile_step(self, step_fn):
+        """A `make_*_step` function compiled for `parallel.mode`; donates the state."""
+        return self.data_parallel.train_step(step_fn)
 
     @functools.cached_property
     def refresh(self):
@@ -218,7 +236,8 @@ class Experiment:
 
     @functools.cached_property
     def predict_fn(self):
-        """Jitted `(params, references|None, video [B,T,...]) -> dict` of per-video outputs."""
+        """Compiled `(params, references|None, video) -> dict` of per-video numpy outputs of this
+        process's rows; `video` is `data_parallel.batch(...)` of `[B_local, T, ...]`."""
         config = self.config
 
         def predict(params, references, video):
@@ -230,7 +249,7 @@ class Experiment:
                 out["memory_logp"] = memlib.scores(dist, temperature=config.memory.temperature)
             return out
 
-        return jax.jit(predict, out_shardings=self.replicated)
+        return self.data_parallel.map_rows(predict, num_broadcast=2)
 
     @functools.cached_property
     def fill_fn(self):
@@ -248,7 +267,8 @@ class Experiment:
 
 def run_phase(exp: Experiment, phase: str, state: TrainState, step_fn, loader, end_step: int,
               on_step=None) -> TrainState:
-    return loop.run_phase(workdir=exp.workdir, mesh=exp.mesh, train_config=exp.config.train,
+    return loop.run_phase(workdir=exp.workdir, data_parallel=exp.data_parallel,
+                          train_config=exp.config.train,
                           phase=phase, state=state, step_fn=step_fn, loader=loader,
                           end_step=end_step, on_step=on_step)
 
@@ -292,8 +312,8 @@ def load_aux_params(exp: Experiment):
 def train(exp: Experiment) -> dict:
     """Runs all phases; returns the final {'memory': state, 'baseline': state|None}."""
     c = exp.config
-    softmax_step = exp.jit_step(make_softmax_step(exp.model, c))
-    memory_step = exp.jit_step(make_memory_step(exp.model, c))
+    softmax_step = exp.compile_step(make_softmax_step(exp.model, c))
+    memory_step = exp.compile_step(make_memory_step(exp.model, c))
     start = time.time()
 
     if c.memory.init == "pretrain":
@@ -334,10 +354,10 @@ def predict_split(exp: Experiment, params, references, split: str, fraction: flo
     """Per-video outputs over a split: dict of numpy arrays (padding removed) plus `label`."""
     outputs = []
     for batch in exp.eval_loader(split, fraction):
-        video = parallel.shard_batch({"video": batch["video"]}, exp.mesh)["video"]
-        out = jax.device_get(exp.predict_fn(params, references, video))
-        keep = batch["mask"]
-        outputs.append({"label": batch["label"][keep], **{k: v[keep] for k, v in out.items()}})
+        out = exp.predict_fn(params, references, exp.data_parallel.batch(batch["video"]))
+        rows = parallel.all_hosts({"label": batch["label"], "mask": batch["mask"], **out})
+        keep = rows.pop("mask")
+        outputs.append({k: v[keep] for k, v in rows.items()})
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
@@ -372,8 +392,7 @@ def write_results(exp: Experiment, results: dict, extra: dict) -> dict:
     full = results.pop("_full")
     results.update(extra)
     if jax.process_index() == 0:
-        with open(os.path.join(exp.workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        loop.write_json(os.path.join(exp.workdir, "results.json"), results)
         viz.plot_confusion_matrix(
             classification.confusion_matrix(full["memory_pred"], full["label"], exp.num_classes),
             exp.class_names, os.path.join(exp.workdir, "confusion_matrix.png"))
@@ -433,9 +452,8 @@ def predict_video(config: ml_collections.ConfigDict, workdir: str, video_path: s
     state = restore_final(exp, "memory", with_memory=True)
     clip = exp.data.read_clip(video_path)
     video = exp.data.transform(train=False)(clip, None)["video"][None]
-    video = np.repeat(video, exp.mesh.size, axis=0)  # one row per device
-    video = parallel.shard_batch({"video": video}, exp.mesh)["video"]
-    out = jax.device_get(exp.predict_fn(state.params, state.references, video))
+    video = np.repeat(video, jax.local_device_count(), axis=0)  # one row per device
+    out = exp.predict_fn(state.params, state.references, exp.data_parallel.batch(video))
     logp = out["memory_logp"][0]
     order = np.argsort(-logp)[:top_k]
     pred = int(out["memory_pred"][0])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -28,10 +27,9 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from jax.experimental import multihost_utils
 
 from jaxact import detection_losses, viz
-from jaxact.data import builders, pipeline, sources
+from jaxact.data import builders, pipeline, sources, video_io
 from jaxact.evaluation import frame_map
 from jaxact.models.detector import ActionDetector, gflops_per_clip
 from jaxact.ops.boxes import cxcywh_to_xyxy
@@ -62,6 +60,7 @@ def dataset_max_people(config) -> int:
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Fails before any data generation or compile, naming the offending field."""
+    parallel.check_mode(config.parallel.mode)
     if config.data.name not in DATASETS:
         raise ValueError(f"data.name={config.data.name!r}: the detector needs keyframe boxes and "
                          f"actions; expected one of {DATASETS}")
@@ -113,22 +112,25 @@ def build_model(config: ml_collections.ConfigDict, num_actions: int) -> ActionDe
 
 
 def make_train_step(model: ActionDetector, weights):
-    """`(state, batch) -> (state, metrics)` on the set loss with `weights` (anything
-    `detection_losses.as_weights` takes). batch: `video` `[B, T, H, W, 3]`, `boxes` `[B, P, 4]`
-    xyxy normalized, `actions` `[B, P, A]`, `person_mask` `[B, P]`."""
+    """`(state, batch, axis_name=None) -> (state, metrics)` on the set loss with `weights`
+    (anything `detection_losses.as_weights` takes); `axis_name`: see `parallel.DataParallel`.
+    batch: `video` `[B, T, H, W, 3]`, `boxes` `[B, P, 4]` xyxy normalized, `actions`
+    `[B, P, A]`, `person_mask` `[B, P]`."""
     weights = detection_losses.as_weights(weights)  # hashable: a constant of the trace
 
-    def step(state: TrainState, batch):
+    def step(state: TrainState, batch, axis_name=None):
         targets = {k: batch[k] for k in ("boxes", "actions", "person_mask")}
+        rng = parallel.device_rng(dropout_rng(state), axis_name)
 
         def loss_fn(params):
             # `train` and the dropout rng are unused by today's detector; passing them keeps the
             # step right once a module starts using them.
             outputs = model.apply({"params": params}, batch["video"], train=True,
-                                  rngs={"dropout": dropout_rng(state)})
-            return detection_losses.set_criterion(outputs, targets, weights)
+                                  rngs={"dropout": rng})
+            return detection_losses.set_criterion(outputs, targets, weights, axis_name)
 
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        terms, grads = parallel.global_sum((terms, grads), axis_name)
         new_state = state.apply_gradients(grads)
         metrics = {**terms, "grad_norm": optax.tree.norm(grads),
                    "param_norm": optax.tree.norm(new_state.params),
@@ -155,7 +157,8 @@ def detections_from_outputs(outputs: dict) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Programs:
-    """The jitted functions of one setting: model, loss weights, optimizer, mesh, input shape.
+    """The compiled functions of one setting: model, loss weights, optimizer, parallel mode,
+    input shape.
 
     Built once per process by `programs` and shared by every `Experiment` with equal settings, so
     evaluation or prediction after training (or a second run in the same process) reuses the
@@ -166,16 +169,16 @@ class Programs:
     tx: optax.GradientTransformation
     init: Callable  # rng key -> TrainState, replicated
     train_step: Callable  # (state, batch) -> (state, metrics); donates the state
-    predict: Callable  # (params, video [B, T, H, W, 3]) -> detections_from_outputs(...)
+    predict: Callable  # (params, data_parallel.batch(video)) -> this process's detections
 
 
 @functools.cache
 def programs(model: ActionDetector, weights: detection_losses.LossWeights,
-             train_config: ml_collections.FrozenConfigDict, mesh,
-             input_shape: tuple[int, ...]) -> Programs:
+             train_config: ml_collections.FrozenConfigDict,
+             data_parallel: parallel.DataParallel, input_shape: tuple[int, ...]) -> Programs:
     """`Programs` for `model` on clips of `input_shape` `[1, T, H, W, 3]` (cached)."""
     tx = make_optimizer(train_config)
-    replicated = parallel.replicated(mesh)
+    replicated = parallel.replicated(data_parallel.mesh)
 
     def init(rng):
         params_rng, state_rng = jax.random.split(rng)
@@ -195,9 +198,8 @@ def programs(model: ActionDetector, weights: detection_losses.LossWeights,
 
     return Programs(
         tx=tx, init=init_fn,
-        train_step=jax.jit(make_train_step(model, weights), donate_argnums=(0,),
-                           out_shardings=(replicated, replicated), compiler_options=options),
-        predict=jax.jit(predict, out_shardings=replicated, compiler_options=options))
+        train_step=data_parallel.train_step(make_train_step(model, weights), options),
+        predict=data_parallel.map_rows(predict, num_broadcast=1, compiler_options=options))
 
 
 @functools.cache
@@ -215,6 +217,7 @@ class Experiment:
         os.makedirs(workdir, exist_ok=True)
         self.mesh = parallel.make_mesh()
         validate_config(config, self.mesh.size)
+        self.data_parallel = parallel.DataParallel(self.mesh, config.parallel.mode)
         c = config.data
         self.builder = builders.load(c.name, c.builder_config, c.data_dir)
         self.description = f"{c.name}/{c.builder_config}"
@@ -223,7 +226,7 @@ class Experiment:
         self.frame_shape = tuple(self.builder.info.features["video"].shape[1:])  # (H, W, 3)
         self.model = build_model(config, self.num_actions)
         self.programs = programs(self.model, detection_losses.as_weights(config.loss),
-                                 ml_collections.FrozenConfigDict(config.train), self.mesh,
+                                 ml_collections.FrozenConfigDict(config.train), self.data_parallel,
                                  self.input_shape(1))
 
     # -- data
@@ -269,7 +272,8 @@ class Experiment:
 
 
 def run_phase(exp: Experiment, state: TrainState, step_fn, loader, end_step: int) -> TrainState:
-    return loop.run_phase(workdir=exp.workdir, mesh=exp.mesh, train_config=exp.config.train,
+    return loop.run_phase(workdir=exp.workdir, data_parallel=exp.data_parallel,
+                          train_config=exp.config.train,
                           phase=PHASE, state=state, step_fn=step_fn, loader=loader,
                           end_step=end_step)
 
@@ -299,13 +303,6 @@ def restore_final(exp: Experiment) -> TrainState:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _all_hosts(tree):
-    """This process's rows -> every process's rows, in the global batch order."""
-    if jax.process_count() == 1:
-        return tree
-    return multihost_utils.process_allgather(tree, tiled=True)
-
-
 def _keyframe_image(video: np.ndarray) -> np.ndarray:
     """Normalized clip `[T, H, W, 3]` -> its keyframe as uint8 `[H, W, 3]`."""
     frame = video[video.shape[0] // 2] * pipeline.PIXEL_STD + pipeline.PIXEL_MEAN
@@ -321,16 +318,17 @@ def predict_split(exp: Experiment, params, split: str, num_images: int = 0) -> d
     """
     detections, ground_truth, images = [], [], []
     for batch in exp.eval_loader(split):
-        video = parallel.shard_batch({"video": batch["video"]}, exp.mesh)["video"]
-        out = jax.device_get(exp.predict_fn(params, video))
+        out = exp.predict_fn(params, exp.data_parallel.batch(batch["video"]))
+        out["boxes_pred"] = out.pop("boxes")  # `boxes` is the ground truth's key
         local_rows = len(batch["mask"])
-        gt = _all_hosts({k: batch[k] for k in ("boxes", "actions", "person_mask", "mask")})
-        for i in np.flatnonzero(gt["mask"]):
-            people = gt["person_mask"][i]
-            detections.append({"boxes": out["boxes"][i], "scores": out["action_scores"][i],
-                               "person_scores": out["person_scores"][i]})
-            ground_truth.append({"boxes": gt["boxes"][i][people],
-                                 "labels": gt["actions"][i][people]})
+        rows = parallel.all_hosts(
+            {**out, **{k: batch[k] for k in ("boxes", "actions", "person_mask", "mask")}})
+        for i in np.flatnonzero(rows["mask"]):
+            people = rows["person_mask"][i]
+            detections.append({"boxes": rows["boxes_pred"][i], "scores": rows["action_scores"][i],
+                               "person_scores": rows["person_scores"][i]})
+            ground_truth.append({"boxes": rows["boxes"][i][people],
+                                 "labels": rows["actions"][i][people]})
             if len(images) < num_images and i < local_rows:
                 images.append((len(detections) - 1, _keyframe_image(batch["video"][i])))
     return {"detections": detections, "ground_truth": ground_truth, "images": images}
@@ -376,8 +374,7 @@ def write_results(exp: Experiment, results: dict, extra: dict) -> dict:
     plot = results.pop("_plot")
     results.update(extra)
     if jax.process_index() == 0:
-        with open(os.path.join(exp.workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2, allow_nan=False)
+        loop.write_json(os.path.join(exp.workdir, "results.json"), results)
         viz.plot_detections(plot["images"], plot["detections"], plot["ground_truth"],
                             exp.class_names, os.path.join(exp.workdir, "detections.png"),
                             score_threshold=exp.config.eval.plot_score_threshold)
@@ -423,8 +420,12 @@ def evaluate_from_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
 
 
 def read_frames(path: str, frame_shape: tuple[int, ...]) -> np.ndarray:
-    """uint8 frames `[T, H, W, 3]` of a .npy / .npz file; fails naming the file otherwise."""
-    frames = sources.read_array(path, ("video", "frames"))
+    """uint8 frames `[T, H, W, 3]` of a .npy / .npz file or a video file (decoded and resized to
+    the training resolution); fails naming the file otherwise."""
+    if path.lower().endswith(video_io.VIDEO_EXTENSIONS):
+        frames = video_io.read_video(path, size=tuple(frame_shape[:2]))
+    else:
+        frames = sources.read_array(path, ("video", "frames"))
     expected = f"[T>=1, {', '.join(map(str, frame_shape))}] uint8"
     if frames.ndim != 4 or tuple(frames.shape[1:]) != tuple(frame_shape) or len(frames) == 0:
         raise ValueError(f"{path}: frames have shape {frames.shape}, expected {expected}")
@@ -436,8 +437,8 @@ def read_frames(path: str, frame_shape: tuple[int, ...]) -> np.ndarray:
 def predict_video(config: ml_collections.ConfigDict, workdir: str, video_path: str) -> dict:
     """--mode=predict: detects people and their actions at the middle frame of one clip.
 
-    The clip is a .npy / .npz of uint8 frames `[T, H, W, 3]` at the training resolution; the
-    keyframe is frame `T // 2`. Returns (and logs) the boxes whose person score exceeds
+    The clip is a video file, or a .npy / .npz of uint8 frames `[T, H, W, 3]` at the training
+    resolution; the keyframe is frame `T // 2`. Returns (and logs) the boxes whose person score exceeds
     `eval.plot_score_threshold`, best first, each with its per-action scores.
     """
     exp = Experiment(config, workdir)
@@ -449,8 +450,7 @@ def predict_video(config: ml_collections.ConfigDict, workdir: str, video_path: s
               "person_ids": np.zeros((0,), np.int64)}
     video = exp.transform(train=False)(record, None)["video"][None]
     video = np.repeat(video, jax.local_device_count(), axis=0)  # one row per local device
-    video = parallel.shard_batch({"video": video}, exp.mesh)["video"]
-    out = jax.device_get(exp.predict_fn(state.params, video))
+    out = exp.predict_fn(state.params, exp.data_parallel.batch(video))
     threshold = config.eval.plot_score_threshold
     person = out["person_scores"][0]
     found = []

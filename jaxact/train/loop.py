@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import jax
 from absl import logging
-from jax.sharding import Mesh
 
 from jaxact.train import checkpoint, parallel
 
@@ -27,8 +26,16 @@ def check_class_names(workdir: str, class_names: list[str]) -> None:
             raise ValueError(f"{path}: this run was trained on classes {recorded}, but the data "
                              f"now has {class_names}")
     elif jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump(class_names, f)
+        write_json(path, class_names)
+
+
+def write_json(path: str, obj, **kwargs) -> None:
+    """Writes via a temporary file and a rename, so a kill mid-write never leaves a truncated
+    file where a finished one was (resume and eval read these)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, **kwargs)
+    os.replace(tmp, path)
 
 
 def previous_results(workdir: str) -> dict:
@@ -106,11 +113,12 @@ def check_nonfinite(phase: str, step: int, metrics: dict, max_in_a_row: int) -> 
             f"train.max_nonfinite_steps={max_in_a_row}); last metrics {metrics}")
 
 
-def run_phase(*, workdir: str, mesh: Mesh, train_config, phase: str, state, step_fn, loader,
-              end_step: int, on_step: Callable | None = None):
+def run_phase(*, workdir: str, data_parallel: parallel.DataParallel, train_config, phase: str,
+              state, step_fn, loader, end_step: int, on_step: Callable | None = None):
     """Trains `state` until `end_step`, resuming from this phase's latest checkpoint if any.
 
-    `step_fn(state, batch) -> (state, metrics)` is jitted; `loader` yields numpy batches and has
+    `step_fn(state, batch) -> (state, metrics)` is compiled by `data_parallel`, which also lays
+    out each batch; `loader` yields numpy batches and has
     `get_state`/`set_state` (its position is checkpointed with the state); `on_step(state) -> state`
     runs before every step (e.g. a memory-reference refresh). `train_config` gives `log_every`,
     `checkpoint_every`, `max_to_keep`. Checkpoints go to `WORKDIR/checkpoints/PHASE`.
@@ -126,7 +134,7 @@ def run_phase(*, workdir: str, mesh: Mesh, train_config, phase: str, state, step
     writer, preemption = MetricWriter(workdir), PreemptionWatch()
     try:
         state = _train_until(mgr, writer, preemption, c, phase, state, step_fn, loader, end_step,
-                             on_step, mesh)
+                             on_step, data_parallel)
     finally:
         preemption.close()
         writer.close()
@@ -135,13 +143,13 @@ def run_phase(*, workdir: str, mesh: Mesh, train_config, phase: str, state, step
 
 
 def _train_until(mgr, writer, preemption, c, phase, state, step_fn, loader, end_step, on_step,
-                 mesh):
+                 data_parallel):
     step = int(state.step)
     start_step, start_time = step, time.time()
     while step < end_step:
         if on_step is not None:
             state = on_step(state)
-        batch = parallel.shard_batch(next(loader), mesh)
+        batch = data_parallel.batch(next(loader))
         state, metrics = step_fn(state, batch)
         step += 1
         save = step % c.checkpoint_every == 0 or step == end_step

@@ -46,18 +46,26 @@ def count_params(params) -> int:
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-    """AdamW with linear warmup and cosine decay over `num_steps`, plus global-norm clipping.
+    """AdamW (or SGD with Nesterov momentum) with linear warmup and cosine decay over
+    `num_steps`, plus global-norm clipping.
 
-    `config` is the `train` section: learning_rate, warmup_steps, num_steps, weight_decay,
-    grad_clip, max_nonfinite_steps. Updates whose gradients hold NaN/inf are skipped (params and
-    moments unchanged) and counted; `nonfinite_metrics` reads the counts and the training loop
-    stops once `max_nonfinite_steps` come in a row.
+    `config` is the `train` section: optimizer, learning_rate, warmup_steps, num_steps,
+    weight_decay, grad_clip, max_nonfinite_steps. Updates whose gradients hold NaN/inf are
+    skipped (params and moments unchanged) and counted; `nonfinite_metrics` reads the counts and
+    the training loop stops once `max_nonfinite_steps` come in a row.
     """
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
         decay_steps=max(config.num_steps, config.warmup_steps + 1), end_value=0.0)
-    inner = optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                        optax.adamw(schedule, weight_decay=config.weight_decay))
+    name = config.get("optimizer", "adamw")
+    if name == "adamw":
+        optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
+    elif name == "sgd":
+        optimizer = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                                optax.sgd(schedule, momentum=0.9, nesterov=True))
+    else:
+        raise ValueError(f"train.optimizer={name!r}: expected 'adamw' or 'sgd'")
+    inner = optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)
     return optax.apply_if_finite(inner, max_consecutive_errors=config.max_nonfinite_steps)
 
 

@@ -1,0 +1,31 @@
+"""Memory-matching classifier on your own video files, listed in two CSVs.
+
+  python launch.py --config=configs/video_files_memory.py --workdir=workdirs/my_clips \
+      --config.data.train_list=train.csv --config.data.test_list=test.csv
+
+A list has one clip per row, `path,label` (optional header row `path,label`; label: a class name;
+relative paths are relative to the CSV). A clip is any video FFmpeg decodes or .npy / .npz frames,
+resized to `data.frame_size`. Bad rows and unreadable clips are skipped and listed in
+WORKDIR/bad_inputs.json. Method, model and budget are those of configs/maneuvers_memory.py.
+"""
+
+import ml_collections
+
+from configs import maneuvers_memory
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    config = maneuvers_memory.get_config(variant)  # '' or 'tiny' (tests write their own clips)
+    inherited = config.data
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "video_files"
+    config.data.train_list = ""  # required: CSV of path,label rows; class names = its labels
+    config.data.test_list = ""  # required: same format; labels must occur in the train list
+    config.data.frame_size = (64, 64)  # (H, W) every clip is resized to
+    config.data.scan_workers = 4  # threads decoding every clip once up front to find bad ones
+    for field in ("num_frames", "min_fraction", "num_threads", "prefetch"):
+        config.data[field] = inherited[field]
+    config.data.flip_prob = inherited.flip_prob  # mirror left-right; the label is kept
+    if variant == "tiny":
+        config.data.frame_size = (32, 32)
+    return config

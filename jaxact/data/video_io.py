@@ -1,0 +1,326 @@
+"""Reading clip files (video or frame arrays) and screening a dataset's clips for bad input.
+
+Every failure that is the input's fault raises one exception type, `BadInputError`, whose message
+names the file (and the row / field where there is one) and says what was expected. A loader that
+trains on file lists calls `scan_clips` once up front: bad clips are counted, logged and written to
+`WORKDIR/bad_inputs.json` (`write_report`), and the deterministic loader only ever sees good ones.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import zipfile
+import zlib
+from collections.abc import Iterable, Sequence
+from concurrent import futures
+from typing import NamedTuple
+
+import numpy as np
+from absl import logging
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+ARRAY_EXTENSIONS = (".npy", ".npz")
+ARRAY_KEYS = ("video", "frames")  # keys looked up in a .npz, in this order
+_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}
+
+# A container's own frame count may be off by a frame; more frames missing than this means the file
+# was cut short (FFmpeg decodes what is there without complaint, so we have to check).
+_TRUNCATION_SLACK = 0.01  # fraction of the header's count, at least 1 frame
+
+
+class Problem(NamedTuple):
+    """One bad input: unpacks as `(path, reason, row, field)`; `row` is 1-based where set."""
+
+    path: str
+    reason: str
+    row: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.path
+        if self.row is not None:
+            where += f": row {self.row}"
+        if self.field is not None:
+            where += f"{',' if self.row is not None else ':'} field '{self.field}'"
+        return f"{where}: {self.reason}"
+
+
+class BadInputError(ValueError):
+    """A file (or one of its rows / fields) that cannot be used; `str(e)` names all of them."""
+
+    def __init__(self, path: str, reason: str, row: int | None = None, field: str | None = None):
+        self.problem = Problem(str(path), reason, row, field)
+        self.path, self.reason, self.row, self.field = self.problem
+        super().__init__(str(self.problem))
+
+    def __str__(self) -> str:
+        return str(self.problem)
+
+    def __reduce__(self):  # pickles across processes with all four parts
+        return type(self), tuple(self.problem)
+
+
+class MissingInputError(BadInputError, FileNotFoundError):
+    """A path that does not exist; also a FileNotFoundError so `except FileNotFoundError` works."""
+
+    def __init__(self, path: str, reason: str = "no such file", row=None, field=None):
+        super().__init__(path, reason, row, field)
+        self.errno, self.strerror, self.filename = errno.ENOENT, reason, str(path)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_video(path: str, num_frames: int | None = None, size: tuple[int, int] | None = None,
+               pad: bool = False) -> np.ndarray:
+    """uint8 RGB frames `[T, H, W, 3]` of a video file (PyAV) or a .npy / .npz frame array.
+
+    Arrays (.npz: the `video` or else `frames` array) may be `[T, H, W]` or `[T, H, W, 1]`
+    grayscale (copied to 3 channels), `[T, H, W, 3]` RGB or `[T, H, W, 4]` RGBA (alpha dropped,
+    not composited). Value rule: uint8 as is; other integers must lie in [0, 255]; floats must be
+    finite and in [0, 255], and are read as [0, 1] (scaled by 255) when their maximum is <= 1, else
+    as [0, 255]; then rounded. (An all-dark [0, 255] float clip would be misread: store uint8.)
+
+    `size=(H, W)` resizes every frame: videos with FFmpeg's scaler while decoding, arrays with
+    `jax.image.resize` ("linear", antialiased when shrinking) on the CPU. `num_frames` picks that
+    many evenly spaced frames, first and last included; a clip with fewer frames raises, or with
+    `pad=True` keeps all its frames and repeats the last. A video is decoded whole (meant for
+    clips, not hour-long films).
+
+    Raises `BadInputError` naming the file for anything wrong with it: missing (also a
+    `FileNotFoundError`), empty, truncated or corrupt, unsupported extension, bad shape or dtype,
+    NaN / inf or out-of-range values, too few frames.
+    """
+    if not os.path.exists(path):
+        raise MissingInputError(path, "no such file")
+    if os.path.isdir(path):
+        raise BadInputError(path, "is a directory, expected a video or frame-array file")
+    if os.path.getsize(path) == 0:
+        raise BadInputError(path, "empty file (0 bytes)")
+    _check_arguments(num_frames, size)
+    ext = os.path.splitext(path)[1].lower()
+    if ext in ARRAY_EXTENSIONS:
+        frames = to_rgb_uint8(_load_array(path), path)
+        frames = sample_frames(frames, num_frames, pad, path)
+        return frames if size is None else _resize(frames, size)
+    if ext in VIDEO_EXTENSIONS:
+        return sample_frames(_decode(path, size), num_frames, pad, path)
+    raise BadInputError(path, f"unsupported extension {ext!r}; expected a video "
+                              f"({', '.join(VIDEO_EXTENSIONS)}) or a frame array (.npy, .npz)")
+
+
+def _check_arguments(num_frames, size):
+    """The caller's mistakes are plain ValueErrors, not the file's."""
+    if num_frames is not None and num_frames < 1:
+        raise ValueError(f"num_frames={num_frames}: expected >= 1 or None")
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"size={size}: expected (height, width) >= 1 or None")
+
+
+def _load_array(path: str) -> np.ndarray:
+    # np.load goes by the content, not the name: a zip named .npy would come back as a dict.
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, "rb") as f:
+            start = f.read(8)
+        if not start.startswith(_MAGIC[ext]):
+            raise BadInputError(path, f"not a {ext} file (starts with {start!r})")
+        if ext == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                key = next((k for k in ARRAY_KEYS if k in data.files), None)
+                if key is None:
+                    raise BadInputError(path, f"no array named {' or '.join(map(repr, ARRAY_KEYS))}; "
+                                              f"found {data.files}", field=ARRAY_KEYS[0])
+                return data[key]
+        return np.load(path, allow_pickle=False)
+    except BadInputError:
+        raise
+    # np.load reports a truncated / garbage file as any of these, depending on where it breaks.
+    except (OSError, EOFError, ValueError, KeyError, IndexError, zipfile.BadZipFile, zlib.error) as e:
+        raise BadInputError(path, f"not a readable {ext} file "
+                                  f"({type(e).__name__}: {e})") from e
+
+
+def to_rgb_uint8(frames: np.ndarray, path: str = "<array>") -> np.ndarray:
+    """Any accepted frame array (see `read_video`) -> uint8 `[T, H, W, 3]`; `path` names errors."""
+    shape, dtype = frames.shape, frames.dtype
+    if frames.dtype.kind not in "uif":
+        raise BadInputError(path, f"dtype {dtype}, expected uint8, integers or floats", field="video")
+    if frames.ndim == 3 and shape[-1] in (1, 3, 4):
+        raise BadInputError(path, f"shape {shape} looks like one frame [H, W, C]; expected "
+                                  "[T, H, W, C] or grayscale [T, H, W]", field="video")
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4:
+        raise BadInputError(path, f"shape {shape}, expected [T, H, W, C] or grayscale [T, H, W]",
+                            field="video")
+    if frames.shape[-1] not in (1, 3, 4):
+        hint = " (channels first? expected channels last)" if shape[1] in (1, 3, 4) else ""
+        raise BadInputError(path, f"shape {shape}: {shape[-1]} channels, expected 1 (gray), 3 (RGB) "
+                                  f"or 4 (RGBA){hint}", field="video")
+    if min(frames.shape[:3]) == 0:
+        raise BadInputError(path, f"shape {shape} has no pixels; expected T, H, W >= 1",
+                            field="video")
+    if frames.dtype.kind == "f":
+        bad = ~np.isfinite(frames)
+        if bad.any():
+            t = int(np.argwhere(bad)[0][0])
+            raise BadInputError(path, f"NaN or inf values (first in frame {t})", field="video")
+    if frames.dtype != np.uint8:
+        lo, hi = float(frames.min()), float(frames.max())
+        if lo < 0 or hi > 255:
+            raise BadInputError(path, f"values in [{lo:g}, {hi:g}], expected [0, 255] (or [0, 1] "
+                                      "floats)", field="video")
+        if frames.dtype.kind == "f" and hi <= 1.0:
+            frames = frames * 255.0
+        frames = np.rint(frames).astype(np.uint8)
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    return np.ascontiguousarray(frames[..., :3])  # RGBA: alpha dropped
+
+
+def sample_frames(frames: np.ndarray, num_frames: int | None, pad: bool = False,
+                  path: str = "<array>") -> np.ndarray:
+    """`num_frames` evenly spaced frames of `[T, ...]` (all of them when None): `[num_frames, ...]`.
+
+    Fewer than `num_frames` frames: `BadInputError` naming `path` and both counts, or with
+    `pad=True` every frame followed by copies of the last.
+    """
+    if num_frames is None:
+        return frames
+    t = len(frames)
+    if t < num_frames:
+        if not pad:
+            raise BadInputError(path, f"{t} frames, fewer than the {num_frames} needed "
+                                      "(pad=True repeats the last frame)")
+        return np.concatenate([frames, np.repeat(frames[-1:], num_frames - t, axis=0)])
+    return frames[np.rint(np.linspace(0, t - 1, num_frames)).astype(np.int64)]
+
+
+def _resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if tuple(frames.shape[1:3]) == tuple(size):
+        return frames
+    import jax  # lazily: reading never touches JAX unless asked to resize an array
+
+    # On the CPU: this runs in data-loading threads and must not take accelerator memory.
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        out = jax.image.resize(frames.astype(np.float32), (len(frames), *size, frames.shape[-1]),
+                               method="linear")
+    return np.clip(np.rint(np.asarray(out)), 0, 255).astype(np.uint8)
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError as e:
+        raise ImportError("reading video files needs PyAV: pip install -e .[video]") from e
+    return av
+
+
+def _decode(path: str, size: tuple[int, int] | None) -> np.ndarray:
+    av = _import_av()
+    resize = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
+    frames = []
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise BadInputError(path, "no video stream")
+            stream = container.streams.video[0]
+            expected = stream.frames  # 0 when the container does not say
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24", **resize))
+    except BadInputError:
+        raise
+    except (av.error.FFmpegError, OSError, EOFError, ValueError) as e:
+        raise BadInputError(path, f"cannot decode ({type(e).__name__}: {e}); truncated or "
+                                  "corrupt?") from e
+    if not frames:
+        raise BadInputError(path, "no frames could be decoded; truncated or corrupt?")
+    if expected and len(frames) < expected - max(1, int(_TRUNCATION_SLACK * expected)):
+        raise BadInputError(path, f"decoded {len(frames)} of the {expected} frames its header "
+                                  "lists; truncated?")
+    return np.stack(frames)
+
+
+# ----------------------------------------------------------------------------- screening
+
+
+def summarize(problems: Sequence[Problem], checked: int, what: str = "clips", show: int = 5) -> str:
+    """One line: 'skipped 3 of 20 clips: a.mp4: empty file (0 bytes); ...'."""
+    if not problems:
+        return f"all {checked} {what} good"
+    shown = "; ".join(str(p) for p in problems[:show])
+    more = f"; and {len(problems) - show} more" if len(problems) > show else ""
+    return f"skipped {len(problems)} of {checked} {what}: {shown}{more}"
+
+
+def scan_clips(items: Iterable[Sequence], *, num_frames: int | None = None,
+               size: tuple[int, int] | None = None, pad: bool = False,
+               num_classes: int | None = None, class_names: Sequence[str] | None = None,
+               num_workers: int = 0) -> tuple[list, list[Problem]]:
+    """Screens `(path, label, ...)` items by reading each clip as training would.
+
+    Each clip is decoded in full with `read_video(path, num_frames, size, pad)` (only a full
+    decode finds a truncated file); int labels must lie in `[0, num_classes)` and str labels in
+    `class_names`, where given. Returns `(good, problems)`: the good items unchanged and in their
+    order, and a `Problem` per bad one. Nothing escapes: an unexpected error is recorded (and logged
+    with its traceback) like a bad file. `num_workers > 0` reads in a thread pool (decoding releases
+    the GIL). Logs a one-line summary.
+    """
+    _check_arguments(num_frames, size)
+    items = list(items)
+    classes = None if class_names is None else set(class_names)
+
+    def check_label(path: str, label) -> Problem | None:
+        if isinstance(label, str):
+            if classes is not None and label not in classes:
+                return Problem(path, f"label {label!r} is not a known class", field="label")
+        elif num_classes is not None:
+            if not isinstance(label, int | np.integer) or not 0 <= label < num_classes:
+                return Problem(path, f"label {label!r}, expected an int in [0, {num_classes})",
+                               field="label")
+        return None
+
+    def check(item) -> Problem | None:
+        path = str(item[0])
+        if problem := check_label(path, item[1]):
+            return problem
+        try:
+            read_video(path, num_frames=num_frames, size=size, pad=pad)
+        except BadInputError as e:
+            return e.problem
+        except ImportError:
+            raise  # a missing library is the environment's fault, not the clip's
+        except Exception as e:  # screening must outlive any one file
+            logging.warning("unexpected error reading %s", path, exc_info=True)
+            return Problem(path, f"unexpected {type(e).__name__}: {e}")
+        return None
+
+    if num_workers > 0:
+        with futures.ThreadPoolExecutor(num_workers) as pool:
+            results = list(pool.map(check, items))
+    else:
+        results = [check(item) for item in items]
+    good = [item for item, p in zip(items, results, strict=True) if p is None]
+    problems = [p for p in results if p is not None]
+    (logging.warning if problems else logging.info)("%s", summarize(problems, len(items)))
+    return good, problems
+
+
+def write_report(workdir: str, problems: Sequence[Problem], checked: int | None = None,
+                 filename: str = "bad_inputs.json") -> str:
+    """Writes `problems` to `workdir/filename` as JSON (call it from process 0 only); returns the path.
+
+    Format: `{"checked": N, "skipped": len(problems), "problems": [{path, row, field, reason}]}`.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    out = os.path.join(workdir, filename)
+    report = {"checked": checked, "skipped": len(problems),
+              "problems": [p._asdict() for p in problems]}
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=1)
+    os.replace(tmp, out)  # never a half-written report
+    return out
