@@ -7,8 +7,8 @@
 
 Target on the `classroom/default` test split (400 clips): person AP@0.5 >= 0.9 and frame-mAP@0.5
 >= 0.6, with training in <= 20 minutes on 2 CPU cores. 1,000 steps at batch 8 (8 frames,
-128 x 128; ~7 epochs of the 1,100 training clips) take 1.0-1.2 s each there: measured 19.3 min of
-training with another job on the cores, frame-mAP 0.718, person AP50 0.943 (README "Results");
+128 x 128; ~7 epochs of the 1,100 training clips) take 0.8 s each there: measured 13.5 min of
+training (19.3 min with another job on the cores), frame-mAP 0.718, person AP50 0.943 (README);
 dataset generation, once per machine, is not counted. On one H100, 1,300 steps train in 87 s
 (frame-mAP 0.804). `:resnet50` swaps in the ResNet-50-sized preset
 (`jaxact.models.detector.PRESETS`), meant for an accelerator; its training settings are a starting
