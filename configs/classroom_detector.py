@@ -24,7 +24,7 @@ from jaxact.models.detector import PRESETS
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = common.base_config()
     config.experiment = "action_detector"
-    config.config_name = "classroom_detector" + (f":{variant}" if variant else "")  # in results.json
+    config.config_name = "classroom_detector" + (f":{variant}" if variant else "")
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "classroom"  # builder in jaxact.data.builders.BUILDERS (detection: classroom)

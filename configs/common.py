@@ -13,6 +13,7 @@ def data_dir() -> str:
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.experiment = ""  # registry key in jaxact.train.EXPERIMENTS
+    config.config_name = ""  # "file[:variant]", copied into results.json
     config.seed = 0  # drives init, data order, augmentation and memory sampling
 
     config.parallel = ml_collections.ConfigDict()

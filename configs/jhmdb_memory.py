@@ -26,6 +26,7 @@ def split_paths(split: int) -> tuple[str, str]:
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = maneuvers_memory.get_config()  # same method; data, model size and budget differ
+    config.config_name = "jhmdb_memory" + (f":{variant}" if variant else "")
     split = 1
     if variant.startswith("split"):
         split, variant = int(variant[len("split"):]), ""

@@ -31,6 +31,7 @@ def tiny_budget(config: ml_collections.ConfigDict) -> None:
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = common.base_config()
     config.experiment = "memory_classifier"
+    config.config_name = "maneuvers_memory" + (f":{variant}" if variant else "")
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "maneuvers"  # builder in jaxact.data.builders.BUILDERS

@@ -16,6 +16,7 @@ from configs import maneuvers_memory
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = maneuvers_memory.get_config(variant)  # '' or 'tiny' (tests write their own clips)
+    config.config_name = "video_files_memory" + (f":{variant}" if variant else "")
     inherited = config.data
     config.data = ml_collections.ConfigDict()
     config.data.name = "video_files"

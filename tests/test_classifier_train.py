@@ -35,6 +35,7 @@ def test_results_contract(tiny_run):
     assert set(saved["early_prediction"]) == {"memory", "baseline"}
     assert set(saved["early_prediction"]["memory"]) == {"0.2", "1.0"}
     assert 0.0 <= saved["top1"] <= 1.0 and saved["num_params"] > 0
+    assert saved["config_name"] == "maneuvers_memory:tiny"
     for name in ("confusion_matrix.png", "early_prediction.png", "metrics.jsonl"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
     events = os.listdir(os.path.join(workdir, "tensorboard"))

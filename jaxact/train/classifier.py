@@ -410,7 +410,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "num_params": count_params(out["memory"].params),
         "train_seconds": round(out["train_seconds"], 1),
         "total_train_seconds": round(out["total_train_seconds"], 1),
-        "config_name": config.get("config_name", ""),
+        "config_name": config.config_name,
     })
 
 
@@ -440,7 +440,7 @@ def evaluate_from_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
     return write_results(exp, results, {
         "num_params": count_params(mem_state.params),
         "train_seconds": previous.get("train_seconds"),
-        "config_name": config.get("config_name", ""),
+        "config_name": config.config_name,
     })
 
 
