@@ -56,8 +56,8 @@ def main(argv):
     logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
                  jax.process_count())
     if jax.process_index() == 0 and _MODE.value == "train":  # eval/predict keep the run's config
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        loop.write_json(os.path.join(workdir, "config.json"),
+                        json.loads(config.to_json_best_effort()))
     experiment = get_experiment(config.experiment)
     if _MODE.value == "train":
         try:
