@@ -14,15 +14,8 @@ from jaxact.train import checkpoint, classifier, parallel
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("memory_run"))
-    config = maneuvers_memory.get_config("tiny")
-    config.data.data_dir = os.environ.get("JAXACT_DATA_DIR",
-                                          str(tmp_path_factory.mktemp("tfds")))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort())
-    results = classifier.train_and_evaluate(config, workdir)
-    return config, workdir, results
+def tiny_run(tiny_memory_run):
+    return tiny_memory_run
 
 
 def test_results_contract(tiny_run):
