@@ -115,7 +115,7 @@ def test_detector_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
         exp = _experiment(detector, config, str(tmp_path / f"{mode}{num_devices}"), num_devices,
                           monkeypatch)
         step = exp.data_parallel.train_step(chex.assert_max_traces(
-            detector.make_train_step(exp.model, config.loss), n=1))
+            detector.make_train_step(exp.model, config.loss), n=1), detector.FAST_COMPILE)
         state = exp.init_state()
         init_params = jax.device_get(state.params)
         for batch in _batches(exp.train_loader(), num_steps):
