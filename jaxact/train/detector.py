@@ -282,7 +282,8 @@ def run_phase(exp: Experiment, state: TrainState, step_fn, loader, end_step: int
 
 
 def checkpoint_manager(exp: Experiment):
-    return checkpoint.manager(os.path.join(exp.workdir, "checkpoints", PHASE))
+    return checkpoint.manager(os.path.join(exp.workdir, "checkpoints", PHASE),
+                              exp.config.train.max_to_keep)
 
 
 def train(exp: Experiment) -> dict:
