@@ -14,13 +14,15 @@ if "xla_force_host_platform_device_count" not in _flags:
 
 # Many tests build the same tiny programs again (new Experiment objects, and the subprocess runs of
 # the resilience and multi-host tests), so a session-wide persistent compilation cache saves minutes.
-# Fresh per session and inherited by subprocesses; a cache hit is the same executable, so bitwise
-# comparisons are unaffected.
+# Fresh per session and inherited by subprocesses and pytest-xdist workers; a cache hit is the same
+# executable, so bitwise comparisons are unaffected. A size limit turns on JAX's file lock, so
+# concurrent processes never read an entry that another one is still writing.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache_dir = tempfile.mkdtemp(prefix="jaxact_xla_cache_")
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 
 @pytest.fixture(scope="session")
