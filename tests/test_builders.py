@@ -2,6 +2,7 @@
 
 import hashlib
 import pathlib
+import subprocess
 import sys
 
 import chex
@@ -88,3 +89,20 @@ def test_oversized_split_fails_before_rendering(monkeypatch):
     monkeypatch.setattr(builders.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match="split 'train'.*num_train"):
         builders.make_builder("maneuvers", "default", "/tmp/x", num_train=3000)
+
+
+def test_processes_sharing_a_data_dir_prepare_it_once(tmp_path):
+    """Hosts of one job (or test workers) loading the same dataset into one empty directory."""
+    script = ("import sys; from jaxact.data import builders; "
+              "b = builders.load('maneuvers', 'tiny', sys.argv[1], "
+              "{'num_train': 6, 'num_validation': 2, 'num_test': 2}); "
+              "print(b.info.splits['train'].num_examples)")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert out.split()[-1] == "6"
+    assert not list(tmp_path.rglob("incomplete*"))

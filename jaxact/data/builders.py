@@ -19,6 +19,7 @@ import importlib.util
 import multiprocessing
 import os
 
+import filelock
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -211,8 +212,15 @@ def _check_split_sizes(name: str, config: SyntheticConfig) -> None:
 
 @functools.cache
 def _prepared(name, config_name, data_dir, overrides):
-    builder = make_builder(name, config_name, data_dir, **dict(overrides))
-    builder.download_and_prepare(file_format="array_record")
+    probe = make_builder(name, config_name, data_dir, **dict(overrides))
+    # Processes sharing a data_dir (hosts of one job, test workers) would otherwise race to move
+    # their finished copies into place; the lock makes the later ones find it prepared and skip.
+    # The builder is made under the lock so that it reads the info of a copy finished meanwhile.
+    os.makedirs(probe.data_dir_root, exist_ok=True)
+    lock_name = f"{probe.name}.{probe.builder_config.name}.{probe.version}.lock"
+    with filelock.FileLock(os.path.join(probe.data_dir_root, lock_name)):
+        builder = make_builder(name, config_name, data_dir, **dict(overrides))
+        builder.download_and_prepare(file_format="array_record")
     return builder
 
 
