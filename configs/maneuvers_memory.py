@@ -67,6 +67,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.memory.loss_on = "all"  # 'all' | 'misclassified'
     config.memory.frame_loss_weight = 1.0  # per-frame cross-entropy weight
     config.memory.video_loss_weight = 1.0  # per-video (mean frame logits) cross-entropy weight
+    # > 0 keeps the softmax head's cross-entropy (train.frame_loss_weight) in the memory phase as a
+    # regulariser of the features; 0 trains on the memory loss alone, as the method describes.
+    config.memory.softmax_loss_weight = 0.0
     config.memory.write_stride = 2  # write every n-th frame's feature of correct videos
     config.memory.init = "pretrain"  # 'pretrain' (softmax pre-training) | 'checkpoint'
     config.memory.aux_steps = 300  # pre-training steps (part of train.num_steps)

@@ -6,6 +6,7 @@ import os
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -138,3 +139,24 @@ def test_memory_init_from_missing_checkpoint_is_clear(tmp_path):
     exp = classifier.Experiment(config, str(tmp_path / "run"))
     with pytest.raises(FileNotFoundError, match="nowhere"):
         classifier.load_aux_params(exp)
+
+
+def test_softmax_loss_weight_adds_the_head_loss(tiny_run):
+    config, workdir, _ = tiny_run
+    exp = classifier.Experiment(config, workdir)
+    state = classifier.restore_final(exp, "memory", with_memory=True)
+    batch = parallel.shard_batch(next(exp.train_loader()), exp.mesh)
+    weighted = config.copy_and_resolve_references()
+    weighted.memory.softmax_loss_weight = 0.5
+    losses = {}
+    for name, make, cfg in (("memory", classifier.make_memory_step, config),
+                            ("weighted", classifier.make_memory_step, weighted),
+                            ("softmax", classifier.make_softmax_step, config)):
+        step = exp.compile_step(make(exp.model, cfg))
+        _, metrics = step(jax.tree.map(jnp.copy, state), batch)
+        losses[name] = float(metrics["loss"])
+    np.testing.assert_allclose(losses["weighted"], losses["memory"] + 0.5 * losses["softmax"],
+                               rtol=1e-5)
+    weighted.memory.softmax_loss_weight = -1.0
+    with pytest.raises(ValueError, match="memory.softmax_loss_weight"):
+        classifier.validate_config(weighted, 1)

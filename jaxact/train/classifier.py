@@ -53,6 +53,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     for field, allowed in (("loss_on", LOSS_ON), ("init", MEMORY_INIT)):
         if config.memory[field] not in allowed:
             raise ValueError(f"memory.{field}={config.memory[field]!r}: expected one of {allowed}")
+    if config.memory.get("softmax_loss_weight", 0.0) < 0:
+        raise ValueError(f"memory.softmax_loss_weight must be >= 0, got "
+                         f"{config.memory.softmax_loss_weight}")
     for field in ("capacity", "num_clusters", "sample_size", "refresh_every", "write_stride",
                   "kmeans_iters"):
         if config.memory[field] <= 0:
@@ -120,10 +123,15 @@ def make_memory_step(model, config):
         rng = parallel.device_rng(dropout_rng(state), axis_name)
 
         def loss_fn(params):
-            feats, _ = model.apply({"params": params}, batch["video"], train=True,
-                                   rngs={"dropout": rng})
+            feats, logits = model.apply({"params": params}, batch["video"], train=True,
+                                        rngs={"dropout": rng})
             loss, (pred, weight) = memory_loss(feats, labels, mask, state.references, config,
                                                axis_name)
+            head_weight = config.memory.get("softmax_loss_weight", 0.0)  # absent in older configs
+            if head_weight:
+                head_loss, _ = softmax_loss(logits, labels, mask, config.train.frame_loss_weight,
+                                            axis_name)
+                loss = loss + head_weight * head_loss
             return loss, (feats, pred, weight)
 
         (loss, (feats, pred, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
