@@ -52,6 +52,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.bidirectional = True  # every frame's feature sees the whole observed clip
     config.model.feature_dim = 64  # per-frame feature size D stored in the memory
     config.model.dropout_rate = 0.0  # on frame embeddings and RNN outputs, training only
+    config.model.normalize_features = False  # unit-length memory features (the head reads raw ones)
 
     config.memory = ml_collections.ConfigDict()
     config.memory.capacity = 256  # K vectors per class (ring buffer)
@@ -63,6 +64,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.memory.minkowski_p = 3.0  # p of the minkowski distance
     config.memory.binarize_threshold = 0.0  # hamming / jaccard binarize features at this value
     config.memory.temperature = 1.0  # logits = -distance / temperature in the loss and scores
+    config.memory.margin = 0.0  # loss only: added to the right class's distance
     config.memory.refresh_every = 25  # steps between reference refreshes
     config.memory.loss_on = "all"  # 'all' | 'misclassified'
     config.memory.frame_loss_weight = 1.0  # per-frame cross-entropy weight

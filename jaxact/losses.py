@@ -45,7 +45,8 @@ def frame_class_distances(feats, references, config, soft: bool = False):
 
 
 def memory_loss(feats, labels, mask, references, config, axis_name: str | None = None):
-    """Cross-entropy over negative distances to the class references, per frame and per video.
+    """Cross-entropy over negative distances to the class references, per frame and per video,
+    with `memory.margin` added to the right class's distance (0: none).
 
     `axis_name`: as in `softmax_loss` (this device's share of the global loss under pmap).
 
@@ -56,7 +57,9 @@ def memory_loss(feats, labels, mask, references, config, axis_name: str | None =
     hard = frame_class_distances(jax.lax.stop_gradient(feats), references, config) \
         if binarized else jax.lax.stop_gradient(dist)
     pred, _ = memlib.vote(hard)
-    logits = -dist / config.memory.temperature
+    # A margin makes the right class win only when it is `margin` closer than every other class.
+    margin = config.memory.get("margin", 0.0) * jax.nn.one_hot(labels, dist.shape[-1])
+    logits = -(dist + margin[:, None]) / config.memory.temperature
     frame_ce = optax.softmax_cross_entropy_with_integer_labels(
         logits, jnp.broadcast_to(labels[:, None], logits.shape[:2])).mean(axis=1)
     video_ce = optax.softmax_cross_entropy_with_integer_labels(logits.mean(axis=1), labels)

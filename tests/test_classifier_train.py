@@ -160,3 +160,6 @@ def test_softmax_loss_weight_adds_the_head_loss(tiny_run):
     weighted.memory.softmax_loss_weight = -1.0
     with pytest.raises(ValueError, match="memory.softmax_loss_weight"):
         classifier.validate_config(weighted, 1)
+    weighted.memory.softmax_loss_weight, weighted.memory.margin = 0.0, -0.1
+    with pytest.raises(ValueError, match="memory.margin"):
+        classifier.validate_config(weighted, 1)

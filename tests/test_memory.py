@@ -175,6 +175,29 @@ def test_memory_loss_gradient_moves_features_toward_true_class(distance):
     assert np.any(margin_after > margin_before)
 
 
+def test_memory_loss_margin_is_added_to_the_true_class_distance():
+    refs = _refs([[[1.0, 0.0]], [[-1.0, 0.0]], [[0.0, 1.0]]])
+    feats = jax.random.normal(jax.random.key(0), (2, 3, 2))  # [B=2, T=3, D=2]
+    labels, mask = jnp.array([2, 0]), jnp.array([True, True])
+    config = _loss_config()
+    config.memory.margin, config.memory.temperature = 0.3, 0.5
+    dist = np.asarray(losses.frame_class_distances(feats, refs, config))  # [B, T, C]
+    logits = -(dist + 0.3 * np.eye(3)[np.asarray(labels)][:, None]) / 0.5
+
+    def ce(z, y):  # z [..., C], y [...]
+        z = z - z.max(-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        return -np.take_along_axis(logp, y[..., None], -1)[..., 0]
+
+    y = np.asarray(labels)
+    expected = np.mean(ce(logits, np.repeat(y[:, None], 3, 1)).mean(1) + ce(logits.mean(1), y))
+    loss, (pred, _) = losses.memory_loss(feats, labels, mask, refs, config)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    config.memory.margin = 0.0  # the margin shapes the loss only, never the prediction
+    np.testing.assert_array_equal(pred, losses.memory_loss(feats, labels, mask, refs, config)[1][0])
+    assert float(losses.memory_loss(feats, labels, mask, refs, config)[0]) < float(loss)
+
+
 def test_memory_loss_misclassified_only():
     refs = _refs([[[1.0, 0.0]], [[-1.0, 0.0]]])
     feats = jnp.array([[[0.9, 0.0]], [[0.9, 0.0]]])  # both nearest to class 0

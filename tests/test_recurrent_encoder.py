@@ -40,3 +40,18 @@ def test_future_frames_affect_past_features_only_when_bidirectional(bidirectiona
     a, b = model.apply(params, x), model.apply(params, changed)
     same_past = np.allclose(a[:, :-1], b[:, :-1])
     assert same_past != bidirectional
+
+
+def test_normalized_features_are_unit_length_and_leave_the_head_unchanged():
+    encoder = dict(frame_encoder="mlp", frame_encoder_kwargs={"widths": (8,)}, hidden_size=8,
+                   feature_dim=6)
+    raw = VideoClassifierNet(num_classes=3, encoder=encoder)
+    unit = VideoClassifierNet(num_classes=3, encoder=encoder, normalize_features=True)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 5))
+    params = raw.init(jax.random.key(1), x)  # same tree: normalising adds no parameters
+    raw_feats, raw_logits = raw.apply(params, x)
+    feats, logits = unit.apply(params, x)
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(feats, raw_feats / np.linalg.norm(raw_feats, axis=-1,
+                                                                 keepdims=True), rtol=1e-5)
+    np.testing.assert_array_equal(logits, raw_logits)

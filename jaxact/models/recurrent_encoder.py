@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import chex
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -135,14 +136,24 @@ class VideoClassifierNet(nn.Module):
 
     The memory classifier uses `features`; the auxiliary pre-training and the softmax baseline use
     `logits`. One parameter tree serves both, so a baseline forks from the same pre-training.
+
+    Attributes:
+      num_classes: C.
+      encoder: `RecurrentEncoder` arguments.
+      normalize_features: return unit-length features (the head still reads the raw ones, so
+        pre-training and the baseline are unchanged); distances between them are then bounded,
+        which makes the memory loss's temperature and margin mean the same at any feature scale.
     """
 
     num_classes: int
     encoder: dict
+    normalize_features: bool = False
 
     @nn.compact
     def __call__(self, frames, train: bool = False):
         """`frames` `[B, T, ...]` -> (features `[B, T, D]`, logits `[B, T, C]`)."""
         feats = RecurrentEncoder(**self.encoder, name="encoder")(frames, train)
         logits = nn.Dense(self.num_classes, name="head")(nn.relu(feats))
+        if self.normalize_features:
+            feats = feats * jax.lax.rsqrt(jnp.sum(feats**2, axis=-1, keepdims=True) + 1e-12)
         return feats, logits

@@ -53,9 +53,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     for field, allowed in (("loss_on", LOSS_ON), ("init", MEMORY_INIT)):
         if config.memory[field] not in allowed:
             raise ValueError(f"memory.{field}={config.memory[field]!r}: expected one of {allowed}")
-    if config.memory.get("softmax_loss_weight", 0.0) < 0:
-        raise ValueError(f"memory.softmax_loss_weight must be >= 0, got "
-                         f"{config.memory.softmax_loss_weight}")
+    for field in ("softmax_loss_weight", "margin"):  # absent in older workdirs' configs
+        if config.memory.get(field, 0.0) < 0:
+            raise ValueError(f"memory.{field} must be >= 0, got {config.memory[field]}")
     for field in ("capacity", "num_clusters", "sample_size", "refresh_every", "write_stride",
                   "kmeans_iters"):
         if config.memory[field] <= 0:
@@ -79,7 +79,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
 def build_model(config, num_classes: int) -> VideoClassifierNet:
     encoder = dict(config.model)
     encoder["frame_encoder_kwargs"] = dict(encoder["frame_encoder_kwargs"])
-    return VideoClassifierNet(num_classes=num_classes, encoder=encoder)
+    normalize = encoder.pop("normalize_features", False)  # absent in older workdirs' configs
+    return VideoClassifierNet(num_classes=num_classes, encoder=encoder,
+                              normalize_features=normalize)
 
 
 def write_rows(bank, feats, labels, mask, stride: int):
