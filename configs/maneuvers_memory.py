@@ -52,7 +52,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.bidirectional = True  # every frame's feature sees the whole observed clip
     config.model.feature_dim = 64  # per-frame feature size D stored in the memory
     config.model.dropout_rate = 0.0  # on frame embeddings and RNN outputs, training only
-    config.model.normalize_features = False  # unit-length memory features (the head reads raw ones)
+    # Unit-length memory features (the head reads the raw ones): with sqeuclidean distance and
+    # temperature 0.1 the loss is a cosine softmax of scale 20. Chosen on a 1,200-clip validation
+    # split over 3 seeds (README "Results"); the method's plain euclidean setup is
+    # normalize_features=False, distance='euclidean', temperature=1.
+    config.model.normalize_features = True
 
     config.memory = ml_collections.ConfigDict()
     config.memory.capacity = 256  # K vectors per class (ring buffer)
@@ -60,10 +64,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.memory.kmeans_iters = 10  # Lloyd iterations
     config.memory.reference_rule = "nearest_to_centre"  # 'nearest_to_centre' | 'random' | 'farthest'
     config.memory.sample_size = 128  # vectors per class sampled before clustering
-    config.memory.distance = "euclidean"  # any name in jaxact.ops.distances.METRICS
+    config.memory.distance = "sqeuclidean"  # any name in jaxact.ops.distances.METRICS
     config.memory.minkowski_p = 3.0  # p of the minkowski distance
     config.memory.binarize_threshold = 0.0  # hamming / jaccard binarize features at this value
-    config.memory.temperature = 1.0  # logits = -distance / temperature in the loss and scores
+    config.memory.temperature = 0.1  # logits = -distance / temperature in the loss and scores
     config.memory.margin = 0.0  # loss only: added to the right class's distance
     config.memory.refresh_every = 25  # steps between reference refreshes
     config.memory.loss_on = "all"  # 'all' | 'misclassified'
