@@ -105,6 +105,7 @@ def test_classifier_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
         _assert_trees_close(ref_out, out, f"predictions {setting}")
 
 
+@pytest.mark.slow  # 2-3.5 min on 2 cores (three detector compiles): `make test-slow`
 def test_detector_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
     config = classroom_detector.get_config("tiny")
     config.data.data_dir = data_dir

@@ -119,6 +119,7 @@ def assert_same_final_state(workdir, reference):
     jax.tree.map(np.testing.assert_array_equal, got["memory"][2], reference["memory"][2])
 
 
+@pytest.mark.slow  # 2.5-3.5 min on 2 cores with its reference run: `make test-slow`
 def test_sigterm_then_sigkill_resume_to_the_uninterrupted_result(run_command, reference_run,
                                                                  tmp_path):
     """One run is preempted (SIGTERM) inside the memory phase, restarted, killed (SIGKILL) at a
