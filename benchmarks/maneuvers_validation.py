@@ -2,12 +2,17 @@
 
   python benchmarks/maneuvers_validation.py workdirs/seed0 workdirs/seed1 workdirs/seed2
   python benchmarks/maneuvers_validation.py --num_validation=2400 workdirs/seed*
+  python benchmarks/maneuvers_validation.py --split=test workdirs/seed*   # the standard test split
 
 The 300-clip validation split is too small to rank memory setups that differ by a few clips, and
 choosing on the test split would bias the comparison. This renders a larger validation split from
 the same generator (same seed stream, a superset of the standard one, disjoint from train and test)
 and evaluates each workdir's final memory state, and its baseline when it has one. Without the
 [tf] extra a split must stay under TFDS's 1 GB in-memory shuffle, about 1,200 clips.
+
+Workdirs with a baseline also get a paired comparison: the clips only the memory classifier gets
+right, those only the baseline gets right, and the exact McNemar p-value of the pooled counts
+(two-sided binomial test on the discordant clips; needs scipy, in the [test] extra).
 """
 
 import json
@@ -24,28 +29,31 @@ from jaxact.data import builders  # noqa: E402
 from jaxact.train import classifier  # noqa: E402
 
 _NUM_VALIDATION = flags.DEFINE_integer("num_validation", 1200, "Clips in the validation split.")
+_SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"],
+                           "'validation': the enlarged split; 'test': the standard test split.")
 
 
-def evaluate_workdir(workdir: str, num_validation: int) -> dict:
+def evaluate_workdir(workdir: str, split: str, num_validation: int) -> dict:
+    """Per-clip correctness of the workdir's memory classifier (and baseline, if trained)."""
     with open(os.path.join(workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
     if config.data.name != "maneuvers":
         raise ValueError(f"{workdir}/config.json: data.name={config.data.name!r}, expected "
                          "'maneuvers'")
     exp = classifier.Experiment(config, workdir)
-    # Tiny train and test splits: only validation is read, and rendering them would cost minutes.
-    exp.data.builder = builders.load(
-        "maneuvers", config.data.builder_config, config.data.data_dir,
-        {"num_train": 6, "num_test": 6, "num_validation": num_validation})
+    if split == "validation":
+        # Tiny train and test splits: only validation is read, and rendering them costs minutes.
+        exp.data.builder = builders.load(
+            "maneuvers", config.data.builder_config, config.data.data_dir,
+            {"num_train": 6, "num_test": 6, "num_validation": num_validation})
     row = {"workdir": workdir, "seed": config.seed}
     state = classifier.restore_final(exp, "memory", with_memory=True)
-    out = classifier.predict_split(exp, state.params, state.references, "validation")
-    row["clips"] = len(out["label"])
-    row["memory"] = float(np.mean(out["memory_pred"] == out["label"]))
+    out = classifier.predict_split(exp, state.params, state.references, split)
+    row["memory"] = out["memory_pred"] == out["label"]
     if os.path.isdir(os.path.join(workdir, "checkpoints", "baseline")):
         state = classifier.restore_final(exp, "baseline", with_memory=False)
-        out = classifier.predict_split(exp, state.params, None, "validation")
-        row["baseline"] = float(np.mean(np.argmax(out["softmax_logp"], -1) == out["label"]))
+        base = classifier.predict_split(exp, state.params, None, split)
+        row["baseline"] = np.argmax(base["softmax_logp"], -1) == base["label"]
     return row
 
 
@@ -53,15 +61,33 @@ def main(argv):
     workdirs = argv[1:]
     if not workdirs:
         raise app.UsageError("name one or more trained workdirs")
-    rows = [evaluate_workdir(w, _NUM_VALIDATION.value) for w in workdirs]
-    print("\n| workdir | seed | clips | memory top-1 | baseline top-1 |\n|---|---|---|---|---|")
+    rows = [evaluate_workdir(w, _SPLIT.value, _NUM_VALIDATION.value) for w in workdirs]
+    print(f"\n{_SPLIT.value} split\n"
+          "| workdir | seed | clips | memory top-1 | baseline top-1 | only memory right "
+          "| only baseline right |\n|---|---|---|---|---|---|---|")
+    only_memory = only_baseline = 0
     for r in rows:
-        base = f"{r['baseline']:.4f}" if "baseline" in r else "-"
-        print(f"| {r['workdir']} | {r['seed']} | {r['clips']} | {r['memory']:.4f} | {base} |")
-    mean = np.mean([r["memory"] for r in rows])
-    bases = [r["baseline"] for r in rows if "baseline" in r]
-    print(f"| **mean** | | | {mean:.4f} | {np.mean(bases):.4f} |" if bases
-          else f"| **mean** | | | {mean:.4f} | - |")
+        cells = ["-", "-", "-"]
+        if "baseline" in r:
+            mem_only = int(np.sum(r["memory"] & ~r["baseline"]))
+            base_only = int(np.sum(r["baseline"] & ~r["memory"]))
+            only_memory, only_baseline = only_memory + mem_only, only_baseline + base_only
+            cells = [f"{r['baseline'].mean():.4f}", str(mem_only), str(base_only)]
+        print(f"| {r['workdir']} | {r['seed']} | {len(r['memory'])} | {r['memory'].mean():.4f} | "
+              + " | ".join(cells) + " |")
+    mean = np.mean([r["memory"].mean() for r in rows])
+    bases = [r["baseline"].mean() for r in rows if "baseline" in r]
+    if not bases:
+        print(f"| **mean** | | | {mean:.4f} | - | | |")
+        return
+    print(f"| **mean / total** | | | {mean:.4f} | {np.mean(bases):.4f} | {only_memory} "
+          f"| {only_baseline} |")
+    from scipy import stats  # only for the paired test
+
+    discordant = only_memory + only_baseline
+    p = stats.binomtest(only_memory, discordant, 0.5).pvalue if discordant else 1.0
+    print(f"\nMcNemar exact test, pooled over workdirs: {only_memory} vs {only_baseline} "
+          f"discordant clips, two-sided p = {p:.3f}")
 
 
 if __name__ == "__main__":
