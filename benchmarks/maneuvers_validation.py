@@ -15,18 +15,16 @@ right, those only the baseline gets right, and the exact McNemar p-value of the 
 (two-sided binomial test on the discordant clips; needs scipy, in the [test] extra).
 """
 
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from jaxact.data import builders  # noqa: E402
-from jaxact.train import classifier  # noqa: E402
+from jaxact.train import classifier, loop  # noqa: E402
 
 _NUM_VALIDATION = flags.DEFINE_integer("num_validation", 1200, "Clips in the validation split.")
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"],
@@ -35,8 +33,7 @@ _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"],
 
 def evaluate_workdir(workdir: str, split: str, num_validation: int) -> dict:
     """Per-clip correctness of the workdir's memory classifier (and baseline, if trained)."""
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = loop.read_config(workdir)
     if config.data.name != "maneuvers":
         raise ValueError(f"{workdir}/config.json: data.name={config.data.name!r}, expected "
                          "'maneuvers'")

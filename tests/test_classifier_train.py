@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import maneuvers_memory
-from jaxact.train import checkpoint, classifier, parallel
+from jaxact.train import checkpoint, classifier, loop, parallel
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +139,13 @@ def test_memory_init_from_missing_checkpoint_is_clear(tmp_path):
     exp = classifier.Experiment(config, str(tmp_path / "run"))
     with pytest.raises(FileNotFoundError, match="nowhere"):
         classifier.load_aux_params(exp)
+
+
+def test_read_config_round_trips_and_names_a_missing_workdir(tiny_run, tmp_path):
+    config, workdir, _ = tiny_run
+    assert loop.read_config(workdir).to_dict() == json.loads(config.to_json())
+    with pytest.raises(FileNotFoundError, match=r"workdir='.*nowhere': no config.json"):
+        loop.read_config(str(tmp_path / "nowhere"))
 
 
 def test_softmax_loss_weight_adds_the_head_loss(tiny_run):

@@ -15,7 +15,6 @@ and resumes from there.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 
@@ -301,11 +300,7 @@ def fill_memory(exp: Experiment, state: TrainState, params=None, fill_fn=None) -
 def load_aux_params(exp: Experiment):
     """Params of the auxiliary model in `memory.aux_checkpoint` (a workdir of this experiment)."""
     aux_dir = exp.config.memory.aux_checkpoint
-    config_path = os.path.join(aux_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f"memory.aux_checkpoint={aux_dir!r}: no config.json there")
-    with open(config_path) as f:
-        aux_config = ml_collections.ConfigDict(json.load(f))
+    aux_config = loop.read_config(aux_dir, "memory.aux_checkpoint")
     aux = Experiment(aux_config, aux_dir)
     if aux_config.model.feature_dim != exp.config.model.feature_dim:
         raise ValueError(f"memory.aux_checkpoint: feature_dim {aux_config.model.feature_dim} "

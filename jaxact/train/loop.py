@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import ml_collections
 from absl import logging
 
 from jaxact.train import checkpoint, parallel
@@ -36,6 +37,16 @@ def write_json(path: str, obj, **kwargs) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, **kwargs)
     os.replace(tmp, path)
+
+
+def read_config(workdir: str, what: str = "workdir") -> ml_collections.ConfigDict:
+    """The `ml_collections.ConfigDict` a run saved in `WORKDIR/config.json`; `what` names where the
+    workdir came from (a flag, a config field) in the error when there is none."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what}={workdir!r}: no config.json there")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
 
 
 def previous_results(workdir: str) -> dict:
