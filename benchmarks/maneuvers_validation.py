@@ -3,12 +3,15 @@
   python benchmarks/maneuvers_validation.py workdirs/seed0 workdirs/seed1 workdirs/seed2
   python benchmarks/maneuvers_validation.py --num_validation=2400 workdirs/seed*
   python benchmarks/maneuvers_validation.py --split=test workdirs/seed*   # the standard test split
+  python benchmarks/maneuvers_validation.py --temporal_views=1 --flip_view=false workdirs/seed*
 
 The 300-clip validation split is too small to rank memory setups that differ by a few clips, and
 choosing on the test split would bias the comparison. This renders a larger validation split from
 the same generator (same seed stream, a superset of the standard one, disjoint from train and test)
-and evaluates each workdir's final memory state, and its baseline when it has one. Without the
-[tf] extra a split must stay under TFDS's 1 GB in-memory shuffle, about 1,200 clips.
+and evaluates each workdir's final memory state, and its baseline when it has one, with the test
+views of the workdir's config (`eval.temporal_views`, `eval.flip_view`) unless flags override
+them. Without the [tf] extra a split must stay under TFDS's 1 GB in-memory shuffle, about 1,200
+clips.
 
 Workdirs with a baseline also get a paired comparison: the clips only the memory classifier gets
 right, those only the baseline gets right, and the exact McNemar p-value of the pooled counts
@@ -29,11 +32,18 @@ from jaxact.train import classifier, loop  # noqa: E402
 _NUM_VALIDATION = flags.DEFINE_integer("num_validation", 1200, "Clips in the validation split.")
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"],
                            "'validation': the enlarged split; 'test': the standard test split.")
+_TEMPORAL_VIEWS = flags.DEFINE_integer("temporal_views", None,
+                                       "Overrides eval.temporal_views of every workdir's config.")
+_FLIP_VIEW = flags.DEFINE_boolean("flip_view", None,
+                                  "Overrides eval.flip_view of every workdir's config.")
 
 
 def evaluate_workdir(workdir: str, split: str, num_validation: int) -> dict:
     """Per-clip correctness of the workdir's memory classifier (and baseline, if trained)."""
     config = loop.read_config(workdir)
+    for field, flag in (("temporal_views", _TEMPORAL_VIEWS), ("flip_view", _FLIP_VIEW)):
+        if flag.value is not None:
+            config.eval[field] = flag.value
     if config.data.name != "maneuvers":
         raise ValueError(f"{workdir}/config.json: data.name={config.data.name!r}, expected "
                          "'maneuvers'")
@@ -43,13 +53,13 @@ def evaluate_workdir(workdir: str, split: str, num_validation: int) -> dict:
         exp.data.builder = builders.load(
             "maneuvers", config.data.builder_config, config.data.data_dir,
             {"num_train": 6, "num_test": 6, "num_validation": num_validation})
-    row = {"workdir": workdir, "seed": config.seed}
+    row = {"workdir": workdir, "seed": config.seed, "views": len(exp.views)}
     state = classifier.restore_final(exp, "memory", with_memory=True)
-    out = classifier.predict_split(exp, state.params, state.references, split)
+    out = classifier.predict_split(exp, state.params, state.references, split, views=exp.views)
     row["memory"] = out["memory_pred"] == out["label"]
     if os.path.isdir(os.path.join(workdir, "checkpoints", "baseline")):
         state = classifier.restore_final(exp, "baseline", with_memory=False)
-        base = classifier.predict_split(exp, state.params, None, split)
+        base = classifier.predict_split(exp, state.params, None, split, views=exp.views)
         row["baseline"] = np.argmax(base["softmax_logp"], -1) == base["label"]
     return row
 
@@ -60,8 +70,8 @@ def main(argv):
         raise app.UsageError("name one or more trained workdirs")
     rows = [evaluate_workdir(w, _SPLIT.value, _NUM_VALIDATION.value) for w in workdirs]
     print(f"\n{_SPLIT.value} split\n"
-          "| workdir | seed | clips | memory top-1 | baseline top-1 | only memory right "
-          "| only baseline right |\n|---|---|---|---|---|---|---|")
+          "| workdir | seed | views | clips | memory top-1 | baseline top-1 | only memory right "
+          "| only baseline right |\n|---|---|---|---|---|---|---|---|")
     only_memory = only_baseline = 0
     for r in rows:
         cells = ["-", "-", "-"]
@@ -70,14 +80,14 @@ def main(argv):
             base_only = int(np.sum(r["baseline"] & ~r["memory"]))
             only_memory, only_baseline = only_memory + mem_only, only_baseline + base_only
             cells = [f"{r['baseline'].mean():.4f}", str(mem_only), str(base_only)]
-        print(f"| {r['workdir']} | {r['seed']} | {len(r['memory'])} | {r['memory'].mean():.4f} | "
-              + " | ".join(cells) + " |")
+        print(f"| {r['workdir']} | {r['seed']} | {r['views']} | {len(r['memory'])} "
+              f"| {r['memory'].mean():.4f} | " + " | ".join(cells) + " |")
     mean = np.mean([r["memory"].mean() for r in rows])
     bases = [r["baseline"].mean() for r in rows if "baseline" in r]
     if not bases:
-        print(f"| **mean** | | | {mean:.4f} | - | | |")
+        print(f"| **mean** | | | | {mean:.4f} | - | | |")
         return
-    print(f"| **mean / total** | | | {mean:.4f} | {np.mean(bases):.4f} | {only_memory} "
+    print(f"| **mean / total** | | | | {mean:.4f} | {np.mean(bases):.4f} | {only_memory} "
           f"| {only_baseline} |")
     from scipy import stats  # only for the paired test
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import maneuvers_memory
+from jaxact.data import pipeline
 from jaxact.train import checkpoint, classifier, loop, parallel
 
 
@@ -62,7 +63,9 @@ def test_predict_npy_and_bad_input(tiny_run, tmp_path):
     np.save(path, record["video"])
     out = classifier.predict_video(config, workdir, path)
     assert out["class"] in exp.class_names and len(out["top_k"]) == 5
-    assert 0.0 <= out["score"] <= 1.0 and sum(out["votes"]) == config.data.num_frames
+    # Every frame of every test view votes.
+    num_views = len(classifier.eval_views(config))
+    assert 0.0 <= out["score"] <= 1.0 and sum(out["votes"]) == config.data.num_frames * num_views
     bad = str(tmp_path / "bad.npy")
     np.save(bad, np.zeros((4, 7, 7), np.uint8))
     with pytest.raises(ValueError, match="bad.npy"):
@@ -170,3 +173,67 @@ def test_softmax_loss_weight_adds_the_head_loss(tiny_run):
     weighted.memory.softmax_loss_weight, weighted.memory.margin = 0.0, -0.1
     with pytest.raises(ValueError, match="memory.margin"):
         classifier.validate_config(weighted, 1)
+
+
+def test_predict_video_agrees_with_the_split_evaluation(tiny_run, tmp_path):
+    config, workdir, _ = tiny_run
+    exp = classifier.Experiment(config, workdir)
+    assert len(exp.views) == 6  # the tiny config keeps the default's 3 offsets x mirror
+    state = classifier.restore_final(exp, "memory", with_memory=True)
+    split = classifier.predict_split(exp, state.params, state.references, "test", views=exp.views)
+    for i in range(3):
+        path = str(tmp_path / f"clip{i}.npy")
+        np.save(path, exp.source("test")[i]["video"])
+        out = classifier.predict_video(config, workdir, path)
+        assert out["class"] == exp.class_names[split["memory_pred"][i]]
+        np.testing.assert_array_equal(out["votes"], split["memory_votes"][i])
+
+
+def _combine(per_view, views, perm):
+    return classifier.combine_views(per_view, views, perm, temperature=1.0)
+
+
+@pytest.mark.parametrize("perm", [[0, 2, 1, 4, 3, 5], [1, 2, 3, 4, 5, 0]])
+def test_combine_views_maps_mirrored_classes_back(perm):
+    """A mirrored view of a clip of class c is a clip of class perm[c]. A model that is exactly
+    mirror-equivariant gives the mirrored view the original's outputs with classes permuted;
+    combining must undo that, so both views add the same evidence."""
+    perm = np.array(perm)
+    rng = np.random.default_rng(0)
+    n, t, c = 5, 4, 6
+    dist = rng.random((n, t, c)).astype(np.float32)
+    logp = np.asarray(jax.nn.log_softmax(rng.normal(size=(n, c)), -1))
+    label = rng.integers(0, c, n)
+    inverse = np.argsort(perm)
+    plain = {"label": label, "softmax_logp": logp, "memory_dist": dist}
+    mirrored = {"label": perm[label], "softmax_logp": logp[:, inverse],
+                "memory_dist": dist[..., inverse]}
+    views = (pipeline.View(), pipeline.View(flip=True))
+    one = _combine([plain], views[:1], None)
+    both = _combine([plain, mirrored], views, perm)
+    np.testing.assert_array_equal(both["label"], label)
+    np.testing.assert_array_equal(both["memory_pred"], one["memory_pred"])
+    np.testing.assert_array_equal(both["memory_votes"], 2 * one["memory_votes"])
+    np.testing.assert_allclose(both["memory_logp"], one["memory_logp"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both["softmax_logp"], logp, rtol=1e-5, atol=1e-6)
+    # The mirrored view alone, mapped back, is the plain one.
+    alone = _combine([mirrored], views[1:], perm)
+    np.testing.assert_array_equal(alone["label"], label)
+    np.testing.assert_array_equal(alone["memory_pred"], one["memory_pred"])
+
+
+def test_combine_views_pools_frame_votes_across_views():
+    """Frames of all views vote together: 2 frames for class 0 in one view and 3 for class 1 in
+    the other give class 1, although class 0 wins the first view."""
+    far, near = 5.0, 1.0
+    a = np.full((1, 3, 2), far, np.float32)
+    a[0, :2, 0] = near
+    a[0, 2, 1] = near
+    b = np.full((1, 3, 2), far, np.float32)
+    b[0, :, 1] = near
+    logp = np.log(np.full((1, 2), 0.5, np.float32))
+    views = (pipeline.View(0.25), pipeline.View(0.75))
+    out = _combine([{"label": np.zeros(1, int), "softmax_logp": logp, "memory_dist": d}
+                    for d in (a, b)], views, None)
+    np.testing.assert_array_equal(out["memory_votes"], [[2, 4]])
+    assert out["memory_pred"][0] == 1

@@ -33,6 +33,23 @@ def test_uniform_indices_cover_clip_in_eval():
     np.testing.assert_array_equal(pipeline.uniform_indices(8, 4), [1, 3, 5, 7])
 
 
+def test_uniform_indices_take_the_view_offset_of_each_segment():
+    np.testing.assert_array_equal(pipeline.uniform_indices(8, 4, offset=0.25), [0, 2, 4, 6])
+    np.testing.assert_array_equal(pipeline.uniform_indices(8, 4, offset=0.75), [1, 3, 5, 7])
+    np.testing.assert_array_equal(pipeline.first_fraction_indices(16, 4, 0.5, offset=0.25),
+                                  [0, 2, 4, 6])
+
+
+def test_eval_views():
+    assert pipeline.eval_views(1, False) == (pipeline.View(),)
+    views = pipeline.eval_views(3, True)
+    assert views[0] == pipeline.View(0.5, False) and len(set(views)) == 6
+    assert {(v.offset, v.flip) for v in views} == {
+        (o, f) for o in (0.25, 0.5, 0.75) for f in (False, True)}
+    with pytest.raises(ValueError, match="eval.temporal_views"):
+        pipeline.eval_views(0, False)
+
+
 def test_first_fraction_indices_stay_in_prefix():
     for fraction in (0.1, 0.2, 0.5, 1.0):
         idx = pipeline.first_fraction_indices(50, 8, fraction, np.random.default_rng(1))
@@ -61,6 +78,20 @@ def test_flip_swaps_left_right_labels_and_mirrors():
             "@", "right")
         np.testing.assert_array_equal(flipped["video"], plain["video"][:, :, ::-1])
         np.testing.assert_allclose(flipped["boxes"][:, [0, 2]], 1 - plain["boxes"][:, [2, 0]])
+
+
+def test_eval_view_mirrors_deterministically_and_train_ignores_it():
+    record = _fake_maneuver_source(1)[0]
+    record["label"] = np.int64(maneuvers.MANEUVERS.index("turn_left"))
+    rng = np.random.default_rng(0)
+    plain = pipeline.ManeuverTransform(num_frames=4, train=False, flip_prob=1.0)(record, rng)
+    assert plain["label"] == record["label"]  # flip_prob is a training augmentation only
+    view = pipeline.View(flip=True)
+    mirrored = pipeline.ManeuverTransform(num_frames=4, train=False, view=view)(record, None)
+    assert maneuvers.MANEUVERS[int(mirrored["label"])] == "turn_right"
+    np.testing.assert_array_equal(mirrored["video"], plain["video"][:, :, ::-1])
+    train = pipeline.ManeuverTransform(num_frames=4, train=True, flip_prob=0.0, view=view)
+    assert train(record, np.random.default_rng(0))["label"] == record["label"]
 
 
 def _batches(loader, n):

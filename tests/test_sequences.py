@@ -235,3 +235,7 @@ def test_memory_classifier_on_vectors_end_to_end(tmp_path):
     config.data.test_path = config.data.train_path
     with pytest.raises(ValueError, match="class_names.json"):
         classifier.evaluate_from_checkpoint(config, workdir)
+    # Linearly resampled sequences have one test view: more fail before any training.
+    config.eval.temporal_views = 3
+    with pytest.raises(ValueError, match="eval.temporal_views=1"):
+        classifier.Experiment(config, str(tmp_path / "views"))

@@ -12,7 +12,7 @@ import pytest
 from test_bad_input import CLIPS, encode, frames_rgb
 
 from configs import video_files_memory
-from jaxact.data import sources, video_io
+from jaxact.data import pipeline, sources, video_io
 from jaxact.train import classifier
 
 CLASSES = ("jump", "run", "wave")
@@ -149,6 +149,12 @@ def test_transforms_give_fixed_shapes_and_mirror_keeps_labels(corpus, dataset):
     mirrored = sources.Mirror(train.transform, 1.0)(record, np.random.default_rng(0))
     np.testing.assert_array_equal(mirrored["video"], plain["video"][:, :, ::-1])
     assert mirrored["label"] == plain["label"] == 1
+    # A mirrored test view keeps the label too.
+    centre = dataset.transform(train=False)(record, None)
+    view = dataset.transform(False, view=pipeline.View(flip=True))(record, None)
+    np.testing.assert_array_equal(view["video"], centre["video"][:, :, ::-1])
+    assert view["label"] == 1
+    np.testing.assert_array_equal(dataset.flip_permutation, np.arange(len(dataset.class_names)))
 
 
 def test_read_clip_for_predict(corpus, dataset):

@@ -25,29 +25,51 @@ PIXEL_STD = 64.0
 # ----------------------------------------------------------------------------- samplers
 
 
-def uniform_indices(length: int, num_frames: int, rng: np.random.Generator | None = None):
+def uniform_indices(length: int, num_frames: int, rng: np.random.Generator | None = None,
+                    offset: float = 0.5):
     """`num_frames` sorted indices spread over `[0, length)`: int32 `[num_frames]`.
 
     The clip is cut into `num_frames` equal segments; training (`rng` given) takes a random frame of
-    each, evaluation the centre. Clips shorter than `num_frames` repeat frames.
+    each, evaluation the frame at `offset` (in `[0, 1)`; 0.5 = the centre) of each. Clips shorter
+    than `num_frames` repeat frames.
     """
     if length < 1:
         raise ValueError(f"clip length must be >= 1, got {length}")
     edges = np.linspace(0.0, length, num_frames + 1)
-    if rng is None:
-        points = (edges[:-1] + edges[1:]) / 2
-    else:
-        points = edges[:-1] + rng.random(num_frames) * (edges[1:] - edges[:-1])
+    position = offset if rng is None else rng.random(num_frames)
+    points = edges[:-1] + position * (edges[1:] - edges[:-1])
     return np.clip(np.floor(points), 0, length - 1).astype(np.int32)
 
 
 def first_fraction_indices(length: int, num_frames: int, fraction: float,
-                           rng: np.random.Generator | None = None):
+                           rng: np.random.Generator | None = None, offset: float = 0.5):
     """Indices from the first `fraction` of the clip only (early prediction): int32 `[num_frames]`."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"observation fraction must be in (0, 1], got {fraction}")
     observed = max(1, math.ceil(fraction * length - 1e-9))
-    return uniform_indices(observed, num_frames, rng)
+    return uniform_indices(observed, num_frames, rng, offset)
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One deterministic evaluation view of a clip: the frame taken at `offset` (`[0, 1)`) of each
+    of the `num_frames` segments, mirrored left-right if `flip`."""
+
+    offset: float = 0.5
+    flip: bool = False
+
+
+CENTRE_VIEW = View()  # single-view testing
+
+
+def eval_views(temporal_views: int, flip: bool) -> tuple[View, ...]:
+    """Multi-view testing: `temporal_views` evenly spaced segment offsets (1 -> the centre only;
+    3 -> 1/4, 1/2, 3/4), each also mirrored if `flip`; unmirrored views nearest the centre come first."""
+    if temporal_views < 1:
+        raise ValueError(f"eval.temporal_views must be >= 1, got {temporal_views}")
+    offsets = sorted((np.arange(temporal_views) + 1) / (temporal_views + 1),
+                     key=lambda o: abs(o - 0.5))
+    return tuple(View(float(o), f) for f in ((False, True) if flip else (False,)) for o in offsets)
 
 
 def keyframe_window_indices(length: int, keyframe: int, num_frames: int, stride: int = 1):
@@ -72,7 +94,9 @@ class ManeuverTransform:
     """Raw maneuvers record -> `{"video": f32 [T, H, W, 3], "label": i32, "boxes": f32 [T, 4]}`.
 
     `fraction` observes only the first part of each clip (early prediction); in training a
-    `min_fraction` < 1 draws the fraction uniformly from `[min_fraction, 1]` per clip.
+    `min_fraction` < 1 draws the fraction uniformly from `[min_fraction, 1]` per clip. In
+    evaluation `view` picks the frames and whether they are mirrored; a mirrored clip, like a
+    training flip, gets the mirrored manoeuvre's label (`maneuvers.FLIP_PERMUTATION`).
     """
 
     num_frames: int
@@ -80,6 +104,7 @@ class ManeuverTransform:
     fraction: float = 1.0
     min_fraction: float = 1.0
     flip_prob: float = 0.5
+    view: View = CENTRE_VIEW
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict:
         video = record["video"]
@@ -88,9 +113,10 @@ class ManeuverTransform:
         if self.train and self.min_fraction < 1.0:
             fraction = rng.uniform(self.min_fraction, 1.0)
         idx = first_fraction_indices(length, self.num_frames, fraction,
-                                     rng if self.train else None)
+                                     rng if self.train else None, self.view.offset)
         frames, boxes, label = video[idx], record["boxes"][idx], int(record["label"])
-        if self.train and rng.random() < self.flip_prob:
+        flip = rng.random() < self.flip_prob if self.train else self.view.flip
+        if flip:
             frames = frames[:, :, ::-1]
             boxes = maneuvers.flip_boxes(boxes)
             label = int(maneuvers.FLIP_PERMUTATION[label])

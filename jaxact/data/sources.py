@@ -4,7 +4,8 @@ Each offers the same small interface, so the classifier never asks where clips c
   class_names               sorted class names
   description               what results.json calls the dataset
   source(split)             random-access records `{"video": [T, ...], "label": int}`
-  transform(train, fraction)  record -> fixed-shape example `{"video": f32 [num_frames, ...], ...}`
+  transform(train, fraction, view)  record -> fixed-shape example `{"video": f32 [num_frames, ...], ...}`
+  flip_permutation          `[C]` class of each class's mirror image (for mirrored test views)
   read_clip(path)           a user's clip file -> raw frames `[T, ...]` (for --mode=predict)
 Datasets that screen their files up front also offer `problems` (`video_io.Problem`s of what they
 skipped) and `num_checked`; the classifier writes them to WORKDIR/bad_inputs.json.
@@ -20,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
-from jaxact.data import builders, pipeline, sequences, video_io
+from jaxact.data import builders, maneuvers, pipeline, sequences, video_io
 
 
 class SyntheticVideos:
@@ -35,10 +36,15 @@ class SyntheticVideos:
     def source(self, split: str):
         return self.builder.as_data_source(split)
 
-    def transform(self, train: bool, fraction: float = 1.0):
+    @property
+    def flip_permutation(self) -> np.ndarray:
+        return maneuvers.FLIP_PERMUTATION
+
+    def transform(self, train: bool, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
         c = self.config
         return pipeline.ManeuverTransform(num_frames=c.num_frames, train=train, fraction=fraction,
-                                          min_fraction=c.min_fraction, flip_prob=c.flip_prob)
+                                          min_fraction=c.min_fraction, flip_prob=c.flip_prob,
+                                          view=view)
 
     def read_clip(self, path: str) -> dict:
         frame_shape = self.source("train")[0]["video"].shape[1:]
@@ -71,7 +77,11 @@ class RaggedNpzSequences:
             raise ValueError(f"split {split!r}: ragged npz data has only {sorted(self._sources)}")
         return self._sources[split]
 
-    def transform(self, train: bool, fraction: float = 1.0):
+    def transform(self, train: bool, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
+        if view != pipeline.CENTRE_VIEW:
+            raise ValueError(f"{view}: ragged npz sequences are resampled linearly, so they have "
+                             "only the default test view; set eval.temporal_views=1 and "
+                             "eval.flip_view=False")
         c = self.config
         return sequences.SequenceTransform(
             num_frames=c.num_frames, train=train, fraction=fraction, min_fraction=c.min_fraction,
@@ -142,13 +152,18 @@ class VideoFiles:
             raise ValueError(f"split {split!r}: video file lists give only {sorted(self._records)}")
         return self._records[split]
 
-    def transform(self, train: bool, fraction: float = 1.0):
+    @property
+    def flip_permutation(self) -> np.ndarray:
+        return np.arange(len(self.class_names))  # a mirrored action clip keeps its label
+
+    def transform(self, train: bool, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
         c = self.config
-        # flip_prob=0 below: ManeuverTransform's flip swaps left/right manoeuvre labels, while a
-        # mirrored action clip keeps its label.
+        # No flips inside ManeuverTransform: they swap left/right manoeuvre labels.
         base = pipeline.ManeuverTransform(num_frames=c.num_frames, train=train, fraction=fraction,
-                                          min_fraction=c.min_fraction, flip_prob=0.0)
-        return Mirror(base, c.flip_prob) if train and c.flip_prob > 0 else base
+                                          min_fraction=c.min_fraction, flip_prob=0.0,
+                                          view=dataclasses.replace(view, flip=False))
+        flip_prob = c.flip_prob if train else float(view.flip)
+        return Mirror(base, flip_prob) if flip_prob > 0 else base
 
     def read_clip(self, path: str) -> dict:
         return clip_record(video_io.read_video(path, size=self.size), 0)
@@ -177,14 +192,14 @@ def clip_record(frames: np.ndarray, label: int) -> dict:
 @dataclasses.dataclass(frozen=True)
 class Mirror:
     """`transform`'s output `video` `[T, H, W, C]` mirrored left-right with probability
-    `flip_prob`; the label is kept."""
+    `flip_prob` (1: always, no random draw); the label is kept."""
 
     transform: Callable[[dict, np.random.Generator], dict]
     flip_prob: float
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict:
         out = self.transform(record, rng)
-        if rng.random() < self.flip_prob:
+        if self.flip_prob >= 1.0 or rng.random() < self.flip_prob:
             out["video"] = np.ascontiguousarray(out["video"][:, :, ::-1])
         return out
 

@@ -64,12 +64,19 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
                          f"(0, train.num_steps={config.train.num_steps})")
     if config.memory.init == "checkpoint" and not config.memory.aux_checkpoint:
         raise ValueError("memory.init='checkpoint' needs memory.aux_checkpoint (a workdir)")
+    eval_views(config)  # names eval.temporal_views when it is bad
     for field in ("train.batch_size", "eval.batch_size"):
         section, name = field.split(".")
         value = config[section][name]
         if value <= 0 or value % num_devices:
             raise ValueError(f"{field}={value} must be a positive multiple of the number of "
                              f"devices ({num_devices})")
+
+
+def eval_views(config) -> tuple[pipeline.View, ...]:
+    """The test views of `config.eval` (absent in older workdirs' configs: the centre view)."""
+    return pipeline.eval_views(config.eval.get("temporal_views", 1),
+                               config.eval.get("flip_view", False))
 
 
 # ----------------------------------------------------------------------------- model + steps
@@ -171,6 +178,9 @@ class Experiment:
                 report = video_io.write_report(workdir, problems, checked)
                 (logging.warning if problems else logging.info)(
                     "%s; see %s", video_io.summarize(problems, checked), report)
+        self.views = eval_views(config)
+        for view in self.views:  # a source without such views fails now, not after training
+            self.data.transform(False, view=view)
         self.class_names = list(self.data.class_names)
         self.num_classes = len(self.class_names)
         self.model = build_model(config, self.num_classes)
@@ -188,9 +198,9 @@ class Experiment:
                                     seed=self.config.seed + seed_offset, train=True,
                                     num_threads=c.num_threads, prefetch=c.prefetch)
 
-    def eval_loader(self, split: str, fraction: float = 1.0):
+    def eval_loader(self, split: str, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
         c = self.config.data
-        return pipeline.make_loader(self.source(split), self.data.transform(False, fraction),
+        return pipeline.make_loader(self.source(split), self.data.transform(False, fraction, view),
                                     global_batch_size=self.config.eval.batch_size,
                                     seed=self.config.seed, train=False,
                                     num_threads=c.num_threads, prefetch=c.prefetch)
@@ -253,9 +263,7 @@ class Experiment:
             feats, logits = self.model.apply({"params": params}, video)
             out = {"softmax_logp": jax.nn.log_softmax(logits[:, -1])}
             if references is not None:
-                dist = frame_class_distances(feats, references, config)
-                out["memory_pred"], out["memory_votes"] = memlib.vote(dist)
-                out["memory_logp"] = memlib.scores(dist, temperature=config.memory.temperature)
+                out["memory_dist"] = frame_class_distances(feats, references, config)
             return out
 
         return self.data_parallel.map_rows(predict, num_broadcast=2)
@@ -355,22 +363,58 @@ def train(exp: Experiment) -> dict:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def predict_split(exp: Experiment, params, references, split: str, fraction: float = 1.0):
-    """Per-video outputs over a split: dict of numpy arrays (padding removed) plus `label`."""
-    outputs = []
-    for batch in exp.eval_loader(split, fraction):
-        out = exp.predict_fn(params, references, exp.data_parallel.batch(batch["video"]))
-        rows = parallel.all_hosts({"label": batch["label"], "mask": batch["mask"], **out})
-        keep = rows.pop("mask")
-        outputs.append({k: v[keep] for k, v in rows.items()})
-    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+def predict_split(exp: Experiment, params, references, split: str, fraction: float = 1.0,
+                  views=(pipeline.CENTRE_VIEW,)):
+    """Per-video outputs over a split, from every view in `views`: dict of numpy arrays (padding
+    removed) of `combine_views`, plus `label`."""
+    per_view = []
+    for view in views:
+        outputs = []
+        for batch in exp.eval_loader(split, fraction, view):
+            out = exp.predict_fn(params, references, exp.data_parallel.batch(batch["video"]))
+            rows = parallel.all_hosts({"label": batch["label"], "mask": batch["mask"], **out})
+            keep = rows.pop("mask")
+            outputs.append({k: v[keep] for k, v in rows.items()})
+        per_view.append({k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]})
+    return combine_views(per_view, views, exp.data.flip_permutation if any(
+        v.flip for v in views) else None, exp.config.memory.temperature)
+
+
+def combine_views(per_view: list[dict], views, flip_permutation, temperature: float) -> dict:
+    """Merges per-view outputs of the same clips into one prediction per clip.
+
+    Each view has `softmax_logp` `[N, C]`, `label` `[N]` and, for the memory classifier,
+    `memory_dist` `[N, T, C]`. A mirrored view's classes are mapped back through
+    `flip_permutation` (`[C]`, the class of each class's mirror image). The memory classifier's
+    frames of all views vote together (`memlib.vote`), so `memory_votes` counts `V * T` frames;
+    the baseline averages its log-probabilities over the views.
+
+    Returns `label`, `softmax_logp` and, with distances, `memory_pred`, `memory_votes`,
+    `memory_logp` (`[N]`, `[N, C]`, `[N, C]`).
+    """
+    def unflip(x, view):  # class axis last
+        return x[..., flip_permutation] if view.flip else x
+
+    first, pairs = per_view[0], list(zip(per_view, views, strict=True))
+    label = first["label"]
+    if views[0].flip:
+        label = np.argsort(flip_permutation)[label]
+    logp = np.mean([unflip(o["softmax_logp"], v) for o, v in pairs], axis=0)
+    out = {"label": label, "softmax_logp": np.asarray(jax.nn.log_softmax(logp, axis=-1))}
+    if "memory_dist" in first:
+        dist = np.concatenate([unflip(o["memory_dist"], v) for o, v in pairs], axis=1)
+        pred, votes = memlib.vote(dist)
+        out.update(memory_pred=np.asarray(pred), memory_votes=np.asarray(votes),
+                   memory_logp=np.asarray(memlib.scores(dist, temperature=temperature)))
+    return out
 
 
 def evaluate(exp: Experiment, mem_state: TrainState, baseline_state: TrainState | None) -> dict:
     """Test metrics for both methods and the early-prediction curves."""
     c = exp.config
     split = c.eval.split
-    results = {"dataset": exp.data.description, "split": split,
+    # The early-prediction sweep takes the centre view only: views multiply its cost.
+    results = {"dataset": exp.data.description, "split": split, "eval_views": len(exp.views),
                "class_names": exp.class_names, "early_prediction": {"memory": {}, "baseline": {}}}
     for ratio in c.eval.observation_ratios:
         out = predict_split(exp, mem_state.params, mem_state.references, split, ratio)
@@ -380,11 +424,11 @@ def evaluate(exp: Experiment, mem_state: TrainState, baseline_state: TrainState 
             base = predict_split(exp, baseline_state.params, None, split, ratio)
             results["early_prediction"]["baseline"][f"{ratio:.1f}"] = classification.top1(
                 np.argmax(base["softmax_logp"], -1), base["label"])
-    full = predict_split(exp, mem_state.params, mem_state.references, split)
+    full = predict_split(exp, mem_state.params, mem_state.references, split, views=exp.views)
     results.update(classification.summary(full["memory_pred"], full["label"], full["memory_logp"],
                                           exp.num_classes))
     if baseline_state is not None:
-        base = predict_split(exp, baseline_state.params, None, split)
+        base = predict_split(exp, baseline_state.params, None, split, views=exp.views)
         base_pred = np.argmax(base["softmax_logp"], -1)
         results["baseline_top1"] = classification.top1(base_pred, base["label"])
         results["baseline_mean_class_accuracy"] = classification.mean_class_accuracy(
@@ -456,9 +500,15 @@ def predict_video(config: ml_collections.ConfigDict, workdir: str, video_path: s
     exp = Experiment(config, workdir)
     state = restore_final(exp, "memory", with_memory=True)
     clip = exp.data.read_clip(video_path)
-    video = exp.data.transform(train=False)(clip, None)["video"][None]
-    video = np.repeat(video, jax.local_device_count(), axis=0)  # one row per device
+    views = exp.views
+    video = np.stack([exp.data.transform(False, view=v)(clip, None)["video"] for v in views])
+    rows = -(-len(views) // jax.local_device_count()) * jax.local_device_count()
+    video = np.concatenate([video, np.repeat(video[-1:], rows - len(views), axis=0)])
     out = exp.predict_fn(state.params, state.references, exp.data_parallel.batch(video))
+    flip = exp.data.flip_permutation if any(v.flip for v in views) else None
+    per_view = [{"label": np.zeros(1, np.int32), "softmax_logp": out["softmax_logp"][i:i + 1],
+                 "memory_dist": out["memory_dist"][i:i + 1]} for i in range(len(views))]
+    out = combine_views(per_view, views, flip, config.memory.temperature)
     logp = out["memory_logp"][0]
     order = np.argsort(-logp)[:top_k]
     pred = int(out["memory_pred"][0])
