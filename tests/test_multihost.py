@@ -9,6 +9,7 @@ aborts (SIGABRT) instead of raising.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxact.train import parallel
+from jaxact.train import classifier, loop, parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
@@ -145,12 +146,16 @@ def test_two_processes_match_one(mode, reference, data_flag, tmp_path):
         assert got.keys() == want.keys()
         np.testing.assert_allclose([got[k] for k in got if k != "phase"],
                                    [want[k] for k in want if k != "phase"], rtol=RTOL, atol=ATOL)
+    # The metrics the two processes gathered are those one process computes from their state.
+    # (Not the reference run's: after 4 steps, float noise at 1e-7 can flip a k-means assignment
+    # of the final references, and with it whole votes.)
     with open(os.path.join(workdir, "results.json")) as f:
         results = json.load(f)
-    with open(os.path.join(ref_workdir, "results.json")) as f:
-        ref_results = json.load(f)
-    for key in ("top1", "mean_class_accuracy", "early_prediction"):
-        assert results[key] == ref_results[key], key
+    copy = str(tmp_path / "one_process_eval")
+    shutil.copytree(workdir, copy)
+    again = classifier.evaluate_from_checkpoint(loop.read_config(copy), copy)
+    for key in ("top1", "mean_class_accuracy", "early_prediction", "eval_views"):
+        assert results[key] == again[key], key
 
     # Process 0 writes what a single process writes; process 1 only its checkpoint shards.
     for paths, where in ((ref_written, ref_workdir), (written[0], workdir)):
