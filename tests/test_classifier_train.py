@@ -95,6 +95,10 @@ def test_config_errors_name_the_field():
     config.train.batch_size = 6
     with pytest.raises(ValueError, match="train.batch_size"):
         classifier.validate_config(config, 4)
+    config = maneuvers_memory.get_config("tiny")
+    config.eval.temporal_views = 0
+    with pytest.raises(ValueError, match="eval.temporal_views"):
+        classifier.validate_config(config, 1)
 
 
 def test_memory_step_compiles_once_and_bank_is_replicated(tiny_run):
