@@ -77,6 +77,10 @@ class RaggedNpzSequences:
             raise ValueError(f"split {split!r}: ragged npz data has only {sorted(self._sources)}")
         return self._sources[split]
 
+    @property
+    def flip_permutation(self) -> np.ndarray:
+        return np.arange(len(self.class_names))  # a mirrored joint sequence keeps its label
+
     def transform(self, train: bool, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
         if view != pipeline.CENTRE_VIEW:
             raise ValueError(f"{view}: ragged npz sequences are resampled linearly, so they have "

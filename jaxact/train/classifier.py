@@ -376,8 +376,8 @@ def predict_split(exp: Experiment, params, references, split: str, fraction: flo
             keep = rows.pop("mask")
             outputs.append({k: v[keep] for k, v in rows.items()})
         per_view.append({k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]})
-    return combine_views(per_view, views, exp.data.flip_permutation if any(
-        v.flip for v in views) else None, exp.config.memory.temperature)
+    return combine_views(per_view, views, exp.data.flip_permutation,
+                         exp.config.memory.temperature)
 
 
 def combine_views(per_view: list[dict], views, flip_permutation, temperature: float) -> dict:
@@ -505,10 +505,9 @@ def predict_video(config: ml_collections.ConfigDict, workdir: str, video_path: s
     rows = -(-len(views) // jax.local_device_count()) * jax.local_device_count()
     video = np.concatenate([video, np.repeat(video[-1:], rows - len(views), axis=0)])
     out = exp.predict_fn(state.params, state.references, exp.data_parallel.batch(video))
-    flip = exp.data.flip_permutation if any(v.flip for v in views) else None
     per_view = [{"label": np.zeros(1, np.int32), "softmax_logp": out["softmax_logp"][i:i + 1],
                  "memory_dist": out["memory_dist"][i:i + 1]} for i in range(len(views))]
-    out = combine_views(per_view, views, flip, config.memory.temperature)
+    out = combine_views(per_view, views, exp.data.flip_permutation, config.memory.temperature)
     logp = out["memory_logp"][0]
     order = np.argsort(-logp)[:top_k]
     pred = int(out["memory_pred"][0])
