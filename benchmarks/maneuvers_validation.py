@@ -55,12 +55,14 @@ def evaluate_workdir(workdir: str, split: str, num_validation: int) -> dict:
             {"num_train": 6, "num_test": 6, "num_validation": num_validation})
     row = {"workdir": workdir, "seed": config.seed, "views": len(exp.views)}
     state = classifier.restore_final(exp, "memory", with_memory=True)
-    out = classifier.predict_split(exp, state.params, state.references, split, views=exp.views)
-    row["memory"] = out["memory_pred"] == out["label"]
+    models = {"memory": (state.params, state.references)}
     if os.path.isdir(os.path.join(workdir, "checkpoints", "baseline")):
         state = classifier.restore_final(exp, "baseline", with_memory=False)
-        base = classifier.predict_split(exp, state.params, None, split, views=exp.views)
-        row["baseline"] = np.argmax(base["softmax_logp"], -1) == base["label"]
+        models["baseline"] = (state.params, None)
+    out = classifier.predict_split(exp, models, split, views=exp.views)
+    row["memory"] = out["memory"]["memory_pred"] == out["memory"]["label"]
+    if "baseline" in out:
+        row["baseline"] = out["baseline"]["softmax_pred"] == out["baseline"]["label"]
     return row
 
 

@@ -184,13 +184,34 @@ def test_predict_video_agrees_with_the_split_evaluation(tiny_run, tmp_path):
     exp = classifier.Experiment(config, workdir)
     assert len(exp.views) == 6  # the tiny config keeps the default's 3 offsets x mirror
     state = classifier.restore_final(exp, "memory", with_memory=True)
-    split = classifier.predict_split(exp, state.params, state.references, "test", views=exp.views)
+    split = classifier.predict_split(exp, {"memory": (state.params, state.references)}, "test",
+                                     views=exp.views)["memory"]
     for i in range(3):
         path = str(tmp_path / f"clip{i}.npy")
         np.save(path, exp.source("test")[i]["video"])
         out = classifier.predict_video(config, workdir, path)
         assert out["class"] == exp.class_names[split["memory_pred"][i]]
         np.testing.assert_array_equal(out["votes"], split["memory_votes"][i])
+
+
+def test_one_loader_pass_feeds_both_models_without_mixing_them(tiny_run):
+    config, workdir, _ = tiny_run
+    exp = classifier.Experiment(config, workdir)
+    mem = classifier.restore_final(exp, "memory", with_memory=True)
+    base = classifier.restore_final(exp, "baseline", with_memory=False)
+    models = {"memory": (mem.params, mem.references), "baseline": (base.params, None)}
+    views, loader, passes = exp.views[-2:], exp.eval_loader, []
+    exp.eval_loader = lambda *args: passes.append(args) or loader(*args)
+    both = classifier.predict_split(exp, models, "test", views=views)
+    assert len(passes) == len(views)
+    assert "memory_pred" in both["memory"] and "memory_pred" not in both["baseline"]
+    for name, model in models.items():
+        alone = classifier.predict_split(exp, {name: model}, "test", views=views)[name]
+        assert set(alone) == set(both[name])
+        for key, value in alone.items():
+            np.testing.assert_array_equal(both[name][key], value, err_msg=f"{name}/{key}")
+    # The two models really differ, so equality above is not one model's outputs twice.
+    assert not np.array_equal(both["memory"]["softmax_logp"], both["baseline"]["softmax_logp"])
 
 
 def _combine(per_view, views, perm):

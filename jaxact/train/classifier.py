@@ -363,21 +363,29 @@ def train(exp: Experiment) -> dict:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def predict_split(exp: Experiment, params, references, split: str, fraction: float = 1.0,
-                  views=(pipeline.CENTRE_VIEW,)):
-    """Per-video outputs over a split, from every view in `views`: dict of numpy arrays (padding
-    removed) of `combine_views`, plus `label`."""
-    per_view = []
+def predict_split(exp: Experiment, models: dict, split: str, fraction: float = 1.0,
+                  views=(pipeline.CENTRE_VIEW,)) -> dict:
+    """Per-video outputs over a split of every model in `models` (name -> `(params, references)`,
+    references `None` for a softmax-only model). Each view's loader runs once and every batch is fed
+    to all models, so adding the baseline costs its forward passes, not another decoding pass.
+
+    Returns name -> dict of numpy arrays (padding removed) of `combine_views`, plus `label`.
+    """
+    per_view = {name: [] for name in models}
     for view in views:
-        outputs = []
+        outputs = {name: [] for name in models}
         for batch in exp.eval_loader(split, fraction, view):
-            out = exp.predict_fn(params, references, exp.data_parallel.batch(batch["video"]))
-            rows = parallel.all_hosts({"label": batch["label"], "mask": batch["mask"], **out})
-            keep = rows.pop("mask")
-            outputs.append({k: v[keep] for k, v in rows.items()})
-        per_view.append({k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]})
-    return combine_views(per_view, views, exp.data.flip_permutation,
-                         exp.config.memory.temperature)
+            video = exp.data_parallel.batch(batch["video"])
+            for name, (params, references) in models.items():
+                rows = parallel.all_hosts({"label": batch["label"], "mask": batch["mask"],
+                                           **exp.predict_fn(params, references, video)})
+                keep = rows.pop("mask")
+                outputs[name].append({k: v[keep] for k, v in rows.items()})
+        for name, outs in outputs.items():
+            per_view[name].append({k: np.concatenate([o[k] for o in outs]) for k in outs[0]})
+    return {name: combine_views(pv, views, exp.data.flip_permutation,
+                                exp.config.memory.temperature)
+            for name, pv in per_view.items()}
 
 
 def combine_views(per_view: list[dict], views, flip_permutation, temperature: float) -> dict:
@@ -389,8 +397,8 @@ def combine_views(per_view: list[dict], views, flip_permutation, temperature: fl
     frames of all views vote together (`memlib.vote`), so `memory_votes` counts `V * T` frames;
     the baseline averages its log-probabilities over the views.
 
-    Returns `label`, `softmax_logp` and, with distances, `memory_pred`, `memory_votes`,
-    `memory_logp` (`[N]`, `[N, C]`, `[N, C]`).
+    Returns `label`, `softmax_logp`, `softmax_pred` and, with distances, `memory_pred`,
+    `memory_votes`, `memory_logp` (`[N]`, `[N, C]`, `[N]`; `[N]`, `[N, C]`, `[N, C]`).
     """
     def unflip(x, view):  # class axis last
         return x[..., flip_permutation] if view.flip else x
@@ -400,7 +408,8 @@ def combine_views(per_view: list[dict], views, flip_permutation, temperature: fl
     if views[0].flip:
         label = np.argsort(flip_permutation)[label]
     logp = np.mean([unflip(o["softmax_logp"], v) for o, v in pairs], axis=0)
-    out = {"label": label, "softmax_logp": np.asarray(jax.nn.log_softmax(logp, axis=-1))}
+    logp = np.asarray(jax.nn.log_softmax(logp, axis=-1))
+    out = {"label": label, "softmax_logp": logp, "softmax_pred": np.argmax(logp, -1)}
     if "memory_dist" in first:
         dist = np.concatenate([unflip(o["memory_dist"], v) for o, v in pairs], axis=1)
         pred, votes = memlib.vote(dist)
@@ -416,23 +425,24 @@ def evaluate(exp: Experiment, mem_state: TrainState, baseline_state: TrainState 
     # The early-prediction sweep takes the centre view only: views multiply its cost.
     results = {"dataset": exp.data.description, "split": split, "eval_views": len(exp.views),
                "class_names": exp.class_names, "early_prediction": {"memory": {}, "baseline": {}}}
+    models = {"memory": (mem_state.params, mem_state.references)}
+    if baseline_state is not None:
+        models["baseline"] = (baseline_state.params, None)
     for ratio in c.eval.observation_ratios:
-        out = predict_split(exp, mem_state.params, mem_state.references, split, ratio)
-        results["early_prediction"]["memory"][f"{ratio:.1f}"] = classification.top1(
-            out["memory_pred"], out["label"])
-        if baseline_state is not None:
-            base = predict_split(exp, baseline_state.params, None, split, ratio)
-            results["early_prediction"]["baseline"][f"{ratio:.1f}"] = classification.top1(
-                np.argmax(base["softmax_logp"], -1), base["label"])
-    full = predict_split(exp, mem_state.params, mem_state.references, split, views=exp.views)
+        out = predict_split(exp, models, split, ratio)
+        for name, pred in (("memory", "memory_pred"), ("baseline", "softmax_pred")):
+            if name in out:
+                results["early_prediction"][name][f"{ratio:.1f}"] = classification.top1(
+                    out[name][pred], out[name]["label"])
+    out = predict_split(exp, models, split, views=exp.views)
+    full = out["memory"]
     results.update(classification.summary(full["memory_pred"], full["label"], full["memory_logp"],
                                           exp.num_classes))
     if baseline_state is not None:
-        base = predict_split(exp, baseline_state.params, None, split, views=exp.views)
-        base_pred = np.argmax(base["softmax_logp"], -1)
-        results["baseline_top1"] = classification.top1(base_pred, base["label"])
+        base = out["baseline"]
+        results["baseline_top1"] = classification.top1(base["softmax_pred"], base["label"])
         results["baseline_mean_class_accuracy"] = classification.mean_class_accuracy(
-            base_pred, base["label"], exp.num_classes)
+            base["softmax_pred"], base["label"], exp.num_classes)
     results["_full"] = full
     return results
 
