@@ -15,7 +15,7 @@ clips.
 
 Workdirs with a baseline also get a paired comparison: the clips only the memory classifier gets
 right, those only the baseline gets right, and the exact McNemar p-value of the pooled counts
-(two-sided binomial test on the discordant clips; needs scipy, in the [test] extra).
+(two-sided binomial test on the discordant clips, `classification.paired_comparison`).
 """
 
 import os
@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from jaxact.data import builders  # noqa: E402
+from jaxact.evaluation import classification  # noqa: E402
 from jaxact.train import classifier, loop  # noqa: E402
 
 _NUM_VALIDATION = flags.DEFINE_integer("num_validation", 1200, "Clips in the validation split.")
@@ -74,29 +75,27 @@ def main(argv):
     print(f"\n{_SPLIT.value} split\n"
           "| workdir | seed | views | clips | memory top-1 | baseline top-1 | only memory right "
           "| only baseline right |\n|---|---|---|---|---|---|---|---|")
-    only_memory = only_baseline = 0
     for r in rows:
         cells = ["-", "-", "-"]
         if "baseline" in r:
-            mem_only = int(np.sum(r["memory"] & ~r["baseline"]))
-            base_only = int(np.sum(r["baseline"] & ~r["memory"]))
-            only_memory, only_baseline = only_memory + mem_only, only_baseline + base_only
-            cells = [f"{r['baseline'].mean():.4f}", str(mem_only), str(base_only)]
+            paired = classification.paired_comparison(r["memory"], r["baseline"])
+            cells = [f"{r['baseline'].mean():.4f}", str(paired["only_a_right"]),
+                     str(paired["only_b_right"])]
         print(f"| {r['workdir']} | {r['seed']} | {r['views']} | {len(r['memory'])} "
               f"| {r['memory'].mean():.4f} | " + " | ".join(cells) + " |")
     mean = np.mean([r["memory"].mean() for r in rows])
-    bases = [r["baseline"].mean() for r in rows if "baseline" in r]
-    if not bases:
+    paired_rows = [r for r in rows if "baseline" in r]
+    if not paired_rows:
         print(f"| **mean** | | | | {mean:.4f} | - | | |")
         return
-    print(f"| **mean / total** | | | | {mean:.4f} | {np.mean(bases):.4f} | {only_memory} "
-          f"| {only_baseline} |")
-    from scipy import stats  # only for the paired test
-
-    discordant = only_memory + only_baseline
-    p = stats.binomtest(only_memory, discordant, 0.5).pvalue if discordant else 1.0
-    print(f"\nMcNemar exact test, pooled over workdirs: {only_memory} vs {only_baseline} "
-          f"discordant clips, two-sided p = {p:.3f}")
+    pooled = classification.paired_comparison(
+        np.concatenate([r["memory"] for r in paired_rows]),
+        np.concatenate([r["baseline"] for r in paired_rows]))
+    print(f"| **mean / total** | | | | {mean:.4f} "
+          f"| {np.mean([r['baseline'].mean() for r in paired_rows]):.4f} "
+          f"| {pooled['only_a_right']} | {pooled['only_b_right']} |")
+    print(f"\nMcNemar exact test, pooled over workdirs: {pooled['only_a_right']} vs "
+          f"{pooled['only_b_right']} discordant clips, two-sided p = {pooled['mcnemar_p']:.3f}")
 
 
 if __name__ == "__main__":

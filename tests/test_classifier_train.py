@@ -36,6 +36,10 @@ def test_results_contract(tiny_run):
     events = os.listdir(os.path.join(workdir, "tensorboard"))
     assert any(e.startswith("events.out.tfevents") for e in events), events
     assert results["top1"] == saved["top1"]
+    paired, n = saved["memory_vs_baseline"], saved["num_examples"]
+    assert 0.0 < paired["mcnemar_p"] <= 1.0
+    assert saved["top1"] - saved["baseline_top1"] == pytest.approx(
+        (paired["only_memory_right"] - paired["only_baseline_right"]) / n)
 
 
 def test_checkpoint_holds_memory_bank(tiny_run):

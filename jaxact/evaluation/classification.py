@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 
 def top1(pred, labels) -> float:
@@ -37,3 +38,18 @@ def summary(pred, labels, scores, num_classes: int) -> dict:
         "top5_scores": topk_accuracy(scores, labels, min(5, num_classes)),
         "num_examples": int(len(labels)),
     }
+
+
+def paired_comparison(correct_a, correct_b) -> dict:
+    """Two classifiers on the same examples (`[N]` bool each, row i = example i in both): the
+    examples only one of them gets right and the exact McNemar p-value, a two-sided binomial test
+    of those discordant counts (1.0 when there are none). Accuracies that differ by a few
+    examples are chance unless p is small."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired_comparison needs two [N] arrays of the same examples, got "
+                         f"shapes {a.shape} and {b.shape}")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(b & ~a))
+    discordant = only_a + only_b
+    p = stats.binomtest(only_a, discordant, 0.5).pvalue if discordant else 1.0
+    return {"only_a_right": only_a, "only_b_right": only_b, "mcnemar_p": float(p)}

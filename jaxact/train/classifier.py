@@ -443,6 +443,13 @@ def evaluate(exp: Experiment, mem_state: TrainState, baseline_state: TrainState 
         results["baseline_top1"] = classification.top1(base["softmax_pred"], base["label"])
         results["baseline_mean_class_accuracy"] = classification.mean_class_accuracy(
             base["softmax_pred"], base["label"], exp.num_classes)
+        # Same clips in the same order (one loader pass), so the per-clip pairing is exact.
+        paired = classification.paired_comparison(full["memory_pred"] == full["label"],
+                                                  base["softmax_pred"] == base["label"])
+        results["memory_vs_baseline"] = {"only_memory_right": paired["only_a_right"],
+                                         "only_baseline_right": paired["only_b_right"],
+                                         "mcnemar_p": paired["mcnemar_p"]}
+        logging.info("memory vs baseline on %s: %s", split, results["memory_vs_baseline"])
     results["_full"] = full
     return results
 
