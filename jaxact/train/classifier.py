@@ -376,11 +376,15 @@ def predict_split(exp: Experiment, models: dict, split: str, fraction: float = 1
         outputs = {name: [] for name in models}
         for batch in exp.eval_loader(split, fraction, view):
             video = exp.data_parallel.batch(batch["video"])
-            for name, (params, references) in models.items():
-                rows = parallel.all_hosts({"label": batch["label"], "mask": batch["mask"],
-                                           **exp.predict_fn(params, references, video)})
-                keep = rows.pop("mask")
-                outputs[name].append({k: v[keep] for k, v in rows.items()})
+            preds = {name: exp.predict_fn(params, references, video)
+                     for name, (params, references) in models.items()}
+            # One gather per batch for all models; `keep` drops the padding rows.
+            rows = parallel.all_hosts({"label": batch["label"], "mask": batch["mask"],
+                                       "models": preds})
+            keep = rows["mask"]
+            for name in models:
+                outputs[name].append({"label": rows["label"][keep],
+                                      **{k: v[keep] for k, v in rows["models"][name].items()}})
         for name, outs in outputs.items():
             per_view[name].append({k: np.concatenate([o[k] for o in outs]) for k in outs[0]})
     return {name: combine_views(pv, views, exp.data.flip_permutation,
