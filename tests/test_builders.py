@@ -58,6 +58,23 @@ def test_maneuvers_records_and_pipeline_shapes(tmp_path):
     assert np.all(batch["label"] < len(maneuvers.MANEUVERS))
 
 
+def test_rendered_examples_are_the_prepared_split_and_extend_it(tmp_path):
+    builder = builders.make_builder("maneuvers", "tiny", str(tmp_path), num_train=2,
+                                    num_validation=3, num_test=2)
+    builder.download_and_prepare(file_format="array_record")
+    source = builder.as_data_source("validation")
+
+    def digest(video):
+        return hashlib.sha256(np.ascontiguousarray(video).tobytes()).hexdigest()
+
+    prepared = {digest(source[i]["video"]): int(source[i]["label"]) for i in range(3)}
+    rendered = list(builder.render_examples("validation", range(5)))
+    assert [key for key, _ in rendered] == [f"validation_{i:06d}" for i in range(5)]
+    assert {digest(r["video"]): int(r["label"]) for _, r in rendered[:3]} == prepared
+    assert not {digest(r["video"]) for _, r in rendered[3:]} & set(prepared)
+    assert [int(r["label"]) for _, r in rendered] == [i % len(maneuvers.MANEUVERS) for i in range(5)]
+
+
 def test_classroom_records_and_keyframe_pipeline(tmp_path):
     builder = builders.make_builder("classroom", "tiny", str(tmp_path), num_train=4,
                                     num_validation=1, num_test=1)

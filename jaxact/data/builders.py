@@ -95,8 +95,15 @@ class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in SPLIT_IDS}
 
     def _generate_examples(self, split):
-        config = self.builder_config
-        items = [(split, i, config.render) for i in range(_sizes(split, config))]
+        yield from self.render_examples(split, range(_sizes(split, self.builder_config)))
+
+    def render_examples(self, split: str, indices):
+        """`(key, example)` of the split's examples at `indices`, rendered in worker processes.
+
+        Any index works, also past the split's size (more clips of the same seed stream), and
+        nothing goes through TFDS, so there is no size limit without TensorFlow.
+        """
+        items = [(split, i, self.builder_config.render) for i in indices]
         workers = min(os.cpu_count() or 1, 8)
         yield from _map_in_processes(type(self)._render_fn, items, workers)
 
