@@ -110,7 +110,7 @@ def evaluate_holdout(runs: list, first_clip: int, num_clips: int, chunk: int,
         for (exp, models), part in zip(runs, parts, strict=True):
             exp.data.records = records
             part.append(evaluate(exp, models, "holdout"))
-        print(f"holdout clips {indices.start}-{indices.stop - 1} evaluated", flush=True)
+        print(f"validation-stream clips {indices.start}-{indices.stop - 1} evaluated", flush=True)
     return [{k: np.concatenate([p[k] for p in part]) for k in part[0]} for part in parts]
 
 
