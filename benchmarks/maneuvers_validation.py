@@ -36,12 +36,16 @@ from jaxact.data import builders  # noqa: E402
 from jaxact.evaluation import classification  # noqa: E402
 from jaxact.train import classifier, loop  # noqa: E402
 
-_NUM_VALIDATION = flags.DEFINE_integer("num_validation", 1200, "Clips in the validation split.")
+_NUM_VALIDATION = flags.DEFINE_integer("num_validation", 1200, "Clips in the validation split.",
+                                       lower_bound=1)
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test", "holdout"],
                            "'validation': the enlarged split; 'test': the standard test split; "
                            "'holdout': validation-stream clips past the enlarged split.")
-_HOLDOUT_CLIPS = flags.DEFINE_integer("holdout_clips", 6000, "Clips in the holdout split.")
-_CHUNK = flags.DEFINE_integer("chunk", 1200, "Holdout clips rendered and held in memory at once.")
+_HOLDOUT_CLIPS = flags.DEFINE_integer("holdout_clips", 6000, "Clips in the holdout split.",
+                                      lower_bound=1)
+# Public: benchmarks/memory_readouts.py renders its clips with the same flag.
+CHUNK = flags.DEFINE_integer("chunk", 1200, "Holdout clips rendered and held in memory at once.",
+                             lower_bound=1)
 _TEMPORAL_VIEWS = flags.DEFINE_integer("temporal_views", None,
                                        "Overrides eval.temporal_views of every workdir's config.")
 _FLIP_VIEW = flags.DEFINE_boolean("flip_view", None,
@@ -121,7 +125,7 @@ def main(argv):
     split = _SPLIT.value
     runs = [restore_workdir(w, split, _NUM_VALIDATION.value) for w in workdirs]
     if split == "holdout":
-        rows = evaluate_holdout(runs, _NUM_VALIDATION.value, _HOLDOUT_CLIPS.value, _CHUNK.value)
+        rows = evaluate_holdout(runs, _NUM_VALIDATION.value, _HOLDOUT_CLIPS.value, CHUNK.value)
     else:
         rows = [correct_clips(exp, models, split) for exp, models in runs]
     for row, w, (exp, _) in zip(rows, workdirs, runs, strict=True):

@@ -17,6 +17,7 @@ each decided by the method's frame vote and by the smallest mean distance. Print
 workdir and in total.
 """
 
+import functools
 import os
 import sys
 
@@ -26,15 +27,17 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from benchmarks import maneuvers_validation  # noqa: E402  (its --temporal_views, --flip_view)
+from benchmarks import maneuvers_validation  # noqa: E402  (--temporal_views, --flip_view, --chunk)
 from jaxact import losses  # noqa: E402
 from jaxact.models import memory as memlib  # noqa: E402
 from jaxact.train import classifier  # noqa: E402
 
-_FIRST_CLIP = flags.DEFINE_integer("first_clip", 7200, "First validation-stream clip index.")
-_NUM_CLIPS = flags.DEFINE_integer("num_clips", 3600, "Clips per workdir.")
-_CLUSTERS = flags.DEFINE_list("clusters", ["1", "4", "8", "16", "32"],
-                              "k of the whole-bank k-means readouts.")
+_FIRST_CLIP = flags.DEFINE_integer("first_clip", 7200, "First validation-stream clip index.",
+                                   lower_bound=0)
+_NUM_CLIPS = flags.DEFINE_integer("num_clips", 3600, "Clips per workdir.", lower_bound=1)
+_CLUSTERS = flags.DEFINE_multi_integer("clusters", [1, 4, 8, 16, 32],
+                                       "k of the whole-bank k-means readouts (repeat the flag).",
+                                       lower_bound=1)
 
 
 def reference_sets(exp, state, clusters) -> dict:
@@ -51,12 +54,19 @@ def reference_sets(exp, state, clusters) -> dict:
     return sets
 
 
+@functools.cache
+def compiled(exp):
+    """`(encode, distances)` jitted once per experiment, not once per rendered chunk."""
+    encode = jax.jit(lambda params, video: exp.model.apply({"params": params}, video)[0])
+    distances = jax.jit(lambda feats, refs: losses.frame_class_distances(feats, refs, exp.config))
+    return encode, distances
+
+
 def readout_correctness(exp, model, split: str) -> dict:
     """Per-clip correctness `[N]` of every reference set and decision rule on the split."""
     params, sets = model
     config = exp.config
-    encode = jax.jit(lambda p, video: exp.model.apply({"params": p}, video)[0])
-    distances = jax.jit(lambda feats, refs: losses.frame_class_distances(feats, refs, config))
+    encode, distances = compiled(exp)
     per_view = {name: [] for name in sets}
     for view in exp.views:
         dists, labels = {name: [] for name in sets}, []
@@ -85,14 +95,13 @@ def main(argv):
     workdirs = argv[1:]
     if not workdirs:
         raise app.UsageError("name one or more trained workdirs")
-    clusters = [int(k) for k in _CLUSTERS.value]
     runs = []
     for workdir in workdirs:
         exp, _ = maneuvers_validation.restore_workdir(workdir, "holdout", 0)
         state = classifier.restore_final(exp, "memory", with_memory=True)
-        runs.append((exp, (state.params, reference_sets(exp, state, clusters))))
+        runs.append((exp, (state.params, reference_sets(exp, state, _CLUSTERS.value))))
     rows = maneuvers_validation.evaluate_holdout(runs, _FIRST_CLIP.value, _NUM_CLIPS.value,
-                                                 maneuvers_validation._CHUNK.value,
+                                                 maneuvers_validation.CHUNK.value,
                                                  evaluate=readout_correctness)
     views = len(runs[0][0].views)
     print(f"\nerrors on validation-stream clips {_FIRST_CLIP.value}-"
