@@ -50,6 +50,8 @@ def main(argv):
     elif any(v is not None for v in cluster.values()):
         raise app.UsageError(f"--{'/--'.join(cluster)} need --distributed")
     config, workdir = _CONFIG.value, _WORKDIR.value
+    if _MODE.value == "predict" and not _VIDEO.value:
+        raise app.UsageError("--mode=predict needs --video=FILE")
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:  # the other processes log to stderr (their job's output)
         logging.get_absl_handler().use_absl_log_file("launch", workdir)
@@ -58,19 +60,17 @@ def main(argv):
     if jax.process_index() == 0 and _MODE.value == "train":  # eval/predict keep the run's config
         loop.write_json(os.path.join(workdir, "config.json"),
                         json.loads(config.to_json_best_effort()))
-    experiment = get_experiment(config.experiment)
+    experiment = get_experiment(config.experiment)(config, workdir)
     if _MODE.value == "train":
         try:
-            results = experiment.train_and_evaluate(config, workdir)
+            results = experiment.train_and_evaluate()
         except loop.Preempted as e:  # checkpoint saved; the same command resumes
             logging.warning("%s", e)
             return 0
     elif _MODE.value == "eval":
-        results = experiment.evaluate_from_checkpoint(config, workdir)
+        results = experiment.evaluate_from_checkpoint()
     else:
-        if not _VIDEO.value:
-            raise app.UsageError("--mode=predict needs --video=FILE")
-        results = experiment.predict_video(config, workdir, _VIDEO.value)
+        results = experiment.predict_video(_VIDEO.value)
     print(json.dumps(results, indent=2))
 
 

@@ -1,25 +1,26 @@
 """Memory classifier vs softmax baseline on the three JHMDB joint splits; prints a table.
 
-  python benchmarks/jhmdb.py                        # configs/jhmdb_memory.py on splits 1-3
-  python benchmarks/jhmdb.py --splits=1 --config.train.num_steps=500
+Run from the repository root:
+
+  python -m benchmarks.jhmdb                        # configs/jhmdb_memory.py on splits 1-3
+  python -m benchmarks.jhmdb --splits=1 --config.train.num_steps=500
 
 Each split trains in its own workdir (`--workdir_root/splitN`), so a finished split is reused
-(restored, not retrained) when the benchmark is run again. Needs ../shared/data/jhmdb_joints.
+(restored, not retrained) when the benchmark is run again; its config is named
+`jhmdb_memory:split=N`, as `--config=configs/jhmdb_memory.py:split=N` would name it. Needs
+../shared/data/jhmdb_joints.
 """
 
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from configs import jhmdb_memory  # noqa: E402
-from jaxact.train import classifier  # noqa: E402
+from configs import jhmdb_memory
+from jaxact.train import classifier
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/jhmdb_memory.py", "Base config.",
                                           lock_config=True)
@@ -37,10 +38,10 @@ def run_split(split: int) -> dict:
     config = _CONFIG.value.copy_and_resolve_references()
     with config.unlocked():
         config.data.train_path, config.data.test_path = jhmdb_memory.split_paths(split)
-        config.config_name = f"jhmdb_memory:split{split}"
+        config.config_name = f"jhmdb_memory:split={split}"
     workdir = os.path.join(_WORKDIR_ROOT.value, f"split{split}")
     start = time.time()
-    results = classifier.train_and_evaluate(config, workdir)
+    results = classifier.Experiment(config, workdir).train_and_evaluate()
     results["wall_seconds"] = time.time() - start
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))

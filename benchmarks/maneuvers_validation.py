@@ -1,10 +1,12 @@
 """Top-1 of trained maneuvers workdirs on an enlarged validation split; prints a table.
 
-  python benchmarks/maneuvers_validation.py workdirs/seed0 workdirs/seed1 workdirs/seed2
-  python benchmarks/maneuvers_validation.py --num_validation=2400 workdirs/seed*
-  python benchmarks/maneuvers_validation.py --split=test workdirs/seed*   # the standard test split
-  python benchmarks/maneuvers_validation.py --temporal_views=1 --flip_view=false workdirs/seed*
-  python benchmarks/maneuvers_validation.py --split=holdout --holdout_clips=6000 workdirs/seed*
+Run from the repository root:
+
+  python -m benchmarks.maneuvers_validation workdirs/seed0 workdirs/seed1 workdirs/seed2
+  python -m benchmarks.maneuvers_validation --num_validation=2400 workdirs/seed*
+  python -m benchmarks.maneuvers_validation --split=test workdirs/seed*   # the standard test split
+  python -m benchmarks.maneuvers_validation --temporal_views=1 --flip_view=false workdirs/seed*
+  python -m benchmarks.maneuvers_validation --split=holdout --holdout_clips=6000 workdirs/seed*
 
 The 300-clip validation split is too small to rank memory setups that differ by a few clips, and
 choosing on the test split would bias the comparison. This renders a larger validation split from
@@ -24,17 +26,15 @@ right, those only the baseline gets right, and the exact McNemar p-value of the 
 (two-sided binomial test on the discordant clips, `classification.paired_comparison`).
 """
 
+import dataclasses
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+import numpy as np
+from absl import app, flags
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from jaxact.data import builders  # noqa: E402
-from jaxact.evaluation import classification  # noqa: E402
-from jaxact.train import classifier, loop  # noqa: E402
+from jaxact.data import builders
+from jaxact.evaluation import classification
+from jaxact.train import classifier, loop
 
 _NUM_VALIDATION = flags.DEFINE_integer("num_validation", 1200, "Clips in the validation split.",
                                        lower_bound=1)
@@ -43,7 +43,7 @@ _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test", "holdou
                            "'holdout': validation-stream clips past the enlarged split.")
 _HOLDOUT_CLIPS = flags.DEFINE_integer("holdout_clips", 6000, "Clips in the holdout split.",
                                       lower_bound=1)
-# Public: benchmarks/memory_readouts.py renders its clips with the same flag.
+# Public: benchmarks.memory_readouts renders its clips with the same flag.
 CHUNK = flags.DEFINE_integer("chunk", 1200, "Holdout clips rendered and held in memory at once.",
                              lower_bound=1)
 _TEMPORAL_VIEWS = flags.DEFINE_integer("temporal_views", None,
@@ -53,7 +53,8 @@ _FLIP_VIEW = flags.DEFINE_boolean("flip_view", None,
 
 
 def restore_workdir(workdir: str, split: str, num_validation: int):
-    """The workdir's experiment (its config, with the views of the flags) and its final models."""
+    """The workdir's experiment (its config, with the views of the flags) and its final models:
+    name -> (params, references or None), the baseline's when the workdir has one."""
     config = loop.read_config(workdir)
     for field, flag in (("temporal_views", _TEMPORAL_VIEWS), ("flip_view", _FLIP_VIEW)):
         if flag.value is not None:
@@ -61,23 +62,20 @@ def restore_workdir(workdir: str, split: str, num_validation: int):
     if config.data.name != "maneuvers":
         raise ValueError(f"{workdir}/config.json: data.name={config.data.name!r}, expected "
                          "'maneuvers'")
+    config.baseline.enabled = os.path.isdir(os.path.join(workdir, "checkpoints", "baseline"))
     exp = classifier.Experiment(config, workdir)
     if split == "validation":
         # Tiny train and test splits: only validation is read, and rendering them costs minutes.
         exp.data.builder = builders.load(
             "maneuvers", config.data.builder_config, config.data.data_dir,
             {"num_train": 6, "num_test": 6, "num_validation": num_validation})
-    state = classifier.restore_final(exp, "memory", with_memory=True)
-    models = {"memory": (state.params, state.references)}
-    if os.path.isdir(os.path.join(workdir, "checkpoints", "baseline")):
-        state = classifier.restore_final(exp, "baseline", with_memory=False)
-        models["baseline"] = (state.params, None)
-    return exp, models
+    return exp, exp.restore_final()
 
 
 def correct_clips(exp, models, split: str) -> dict:
     """Per-clip correctness `[N]` bool of each model on the split."""
-    out = classifier.predict_split(exp, models, split, views=exp.views)
+    evaluator = dataclasses.replace(exp.classification_evaluator(), split=split)
+    out = evaluator.outputs(models)
     row = {"memory": out["memory"]["memory_pred"] == out["memory"]["label"]}
     if "baseline" in out:
         row["baseline"] = out["baseline"]["softmax_pred"] == out["baseline"]["label"]

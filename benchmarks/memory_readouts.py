@@ -1,10 +1,12 @@
 """Memory-classifier errors of trained maneuvers workdirs under other readouts of the same features.
 
-  python benchmarks/memory_readouts.py --first_clip=7200 --num_clips=3600 workdirs/seed*
+Run from the repository root:
+
+  python -m benchmarks.memory_readouts --first_clip=7200 --num_clips=3600 workdirs/seed*
 
 Asks whether the memory classifier's errors come from how the memory is read or from the features
 themselves. Each workdir's final encoder embeds clips of the validation seed stream
-`[first_clip, first_clip + num_clips)` (rendered in memory, as `maneuvers_validation.py
+`[first_clip, first_clip + num_clips)` (rendered in memory, as `benchmarks.maneuvers_validation
 --split=holdout` does; the default range lies past the enlarged validation split and the holdout
 clips that script reads by default) with the test views of the workdir's config, and the same
 frame features are classified against several reference sets of the final memory bank:
@@ -18,19 +20,15 @@ workdir and in total.
 """
 
 import functools
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+import jax
+import numpy as np
+from absl import app, flags
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from benchmarks import maneuvers_validation  # noqa: E402  (--temporal_views, --flip_view, --chunk)
-from jaxact import losses  # noqa: E402
-from jaxact.models import memory as memlib  # noqa: E402
-from jaxact.train import classifier  # noqa: E402
+from benchmarks import maneuvers_validation  # defines --temporal_views, --flip_view, --chunk
+from jaxact import losses
+from jaxact.evaluation import classification
+from jaxact.models import memory as memlib
 
 _FIRST_CLIP = flags.DEFINE_integer("first_clip", 7200, "First validation-stream clip index.",
                                    lower_bound=0)
@@ -42,7 +40,7 @@ _CLUSTERS = flags.DEFINE_multi_integer("clusters", [1, 4, 8, 16, 32],
 
 def reference_sets(exp, state, clusters) -> dict:
     """Readout name -> `References` from the state's final memory bank."""
-    m, bank = exp.config.memory, state.memory
+    m, bank = exp.memory, state.memory
     rng = jax.random.fold_in(state.rng, state.step)
     sets = {f"run's references ({m.num_clusters} of a {m.sample_size} sample)": state.references}
     for k in clusters:
@@ -58,14 +56,13 @@ def reference_sets(exp, state, clusters) -> dict:
 def compiled(exp):
     """`(encode, distances)` jitted once per experiment, not once per rendered chunk."""
     encode = jax.jit(lambda params, video: exp.model.apply({"params": params}, video)[0])
-    distances = jax.jit(lambda feats, refs: losses.frame_class_distances(feats, refs, exp.config))
+    distances = jax.jit(lambda feats, refs: losses.frame_class_distances(feats, refs, exp.memory))
     return encode, distances
 
 
 def readout_correctness(exp, model, split: str) -> dict:
     """Per-clip correctness `[N]` of every reference set and decision rule on the split."""
     params, sets = model
-    config = exp.config
     encode, distances = compiled(exp)
     per_view = {name: [] for name in sets}
     for view in exp.views:
@@ -84,8 +81,8 @@ def readout_correctness(exp, model, split: str) -> dict:
                                    "softmax_logp": np.zeros((len(dist), dist.shape[-1]))})
     row = {}
     for name, outputs in per_view.items():
-        out = classifier.combine_views(outputs, exp.views, exp.data.flip_permutation,
-                                       config.memory.temperature)
+        out = classification.combine_views(outputs, exp.views, exp.data.flip_permutation,
+                                           exp.memory.temperature)
         row[(name, "frame vote")] = out["memory_pred"] == out["label"]
         row[(name, "mean distance")] = np.argmax(out["memory_logp"], -1) == out["label"]
     return row
@@ -98,7 +95,8 @@ def main(argv):
     runs = []
     for workdir in workdirs:
         exp, _ = maneuvers_validation.restore_workdir(workdir, "holdout", 0)
-        state = classifier.restore_final(exp, "memory", with_memory=True)
+        # The final memory-phase state, bank included, with the references of its final bank.
+        state = exp.programs.refresh(exp.restore("memory", exp.with_memory(exp.init_state())))
         runs.append((exp, (state.params, reference_sets(exp, state, _CLUSTERS.value))))
     rows = maneuvers_validation.evaluate_holdout(runs, _FIRST_CLIP.value, _NUM_CLIPS.value,
                                                  maneuvers_validation.CHUNK.value,

@@ -1,8 +1,10 @@
 """Train-step time of each experiment on this machine's devices; prints a table.
 
-  python benchmarks/step_time.py                                    # default configs
-  python benchmarks/step_time.py --variant=tiny --steps=5           # seconds, for a smoke check
-  python benchmarks/step_time.py --experiments=detector --variant=resnet50
+Run from the repository root:
+
+  python -m benchmarks.step_time                                    # default configs
+  python -m benchmarks.step_time --variant=tiny --steps=5           # seconds, for a smoke check
+  python -m benchmarks.step_time --experiments=detector --variant=resnet50
 
 One real batch from each experiment's train loader is fed repeatedly, so the numbers are the
 compiled step alone (the input pipeline is timed by the training logs' steps/s). The first call
@@ -10,16 +12,13 @@ compiled step alone (the input pipeline is timed by the training logs' steps/s).
 """
 
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+import jax
+from absl import app, flags
 
-import jax  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from configs import classroom_detector, maneuvers_memory  # noqa: E402
-from jaxact.train import classifier, detector  # noqa: E402
+from configs import classroom_detector, maneuvers_memory
+from jaxact.train import classifier, detector
 
 _EXPERIMENTS = flags.DEFINE_list("experiments", ["memory", "softmax", "detector"],
                                  "Steps to time: memory, softmax (classifier), detector.")
@@ -52,23 +51,22 @@ def _time(step, state, batch) -> tuple[float, float]:
 
 
 def classifier_step(kind: str):
+    """The memory or softmax train step of the classifier, a state it takes, one batch."""
     config = _config(maneuvers_memory, _VARIANT.value)
     exp = classifier.Experiment(config, os.path.join(_WORKDIR.value, "classifier"))
     batch = exp.data_parallel.batch(next(exp.train_loader()))
-    state = exp.init_state(with_memory=False)
+    state = exp.init_state()
     if kind == "memory":
-        state = classifier.fill_memory(exp, exp.with_memory(state))
-        step = exp.compile_step(classifier.make_memory_step(exp.model, config))
-    else:
-        step = exp.compile_step(classifier.make_softmax_step(exp.model, config))
-    return config, exp, step, state, batch
+        return config, exp, exp.programs.memory_step, exp.fill_memory(exp.with_memory(state)), batch
+    return config, exp, exp.programs.softmax_step, state, batch
 
 
 def detector_step():
     config = _config(classroom_detector, _VARIANT.value)
     exp = detector.Experiment(config, os.path.join(_WORKDIR.value, "detector"))
-    batch = exp.data_parallel.batch(next(exp.train_loader()))
-    return config, exp, exp.train_step, exp.init_state(), batch
+    loader = exp.make_loader("train", exp.data.transform(train=True), train=True)
+    batch = exp.data_parallel.batch(next(loader))
+    return config, exp, exp.programs.train_step, exp.init_state(), batch
 
 
 def main(argv):
@@ -84,8 +82,7 @@ def main(argv):
             raise app.UsageError(f"--experiments: unknown {name!r}")
         first, per_step = _time(step, state, batch)
         batch_size = config.train.batch_size
-        description = exp.description if name == "detector" else exp.data.description
-        rows.append((name, description, batch_size, first, per_step * 1e3,
+        rows.append((name, exp.data.description, batch_size, first, per_step * 1e3,
                      batch_size / per_step))
 
     print(f"\n{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), "

@@ -5,14 +5,12 @@
   python launch.py --config=configs/classroom_detector.py --workdir=DIR --mode=eval
   python launch.py --config=configs/classroom_detector.py --workdir=DIR --mode=predict --video=clip.npy
 
-Target on the `classroom/default` test split (400 clips): person AP@0.5 >= 0.9 and frame-mAP@0.5
->= 0.6, with training in <= 20 minutes on 2 CPU cores. 1,000 steps at batch 8 (8 frames,
-128 x 128; ~7 epochs of the 1,100 training clips) take 0.8 s each there: measured 13.5 min of
-training (19.3 min with another job on the cores), frame-mAP 0.718, person AP50 0.943 (README);
-dataset generation, once per machine, is not counted. On one H100, 1,300 steps train in 87 s
-(frame-mAP 0.804). `:resnet50` swaps in the ResNet-50-sized preset
-(`jaxact.models.detector.PRESETS`), meant for an accelerator; its training settings are a starting
-point only (tests build it, nobody has trained it).
+Expected on the `classroom/default` test split (400 clips), 2 CPU cores: frame-mAP@0.5 about
+0.72 and person AP@0.5 about 0.94 after about 14 minutes of training (1,000 steps at batch 8);
+measured numbers: docs/results_classroom.md. Variants combine (`:tiny`, `:resnet50`); `resnet50`
+swaps in the ResNet-50-sized preset (`jaxact.models.detector.PRESETS`), meant for an
+accelerator: its training settings are a starting point only (tests build it, nobody has
+trained it).
 """
 
 import ml_collections
@@ -21,10 +19,12 @@ from configs import common
 from jaxact.models.detector import PRESETS
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    """`arg`: comma-separated `tiny` (a seconds-long smoke run) and `resnet50` (the big preset)."""
+    variant = common.parse_variant(arg, tiny=False, resnet50=False)
     config = common.base_config()
     config.experiment = "action_detector"
-    config.config_name = "classroom_detector" + (f":{variant}" if variant else "")
+    config.config_name = "classroom_detector" + (f":{arg}" if arg else "")
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "classroom"  # builder in jaxact.data.builders.BUILDERS (detection: classroom)
@@ -37,31 +37,38 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.data.num_threads = 2  # loader threads
     config.data.prefetch = 4  # batches prefetched
 
-    # ActionDetector fields (num_actions comes from the data). Defaults: the "tiny" preset.
+    # ActionDetector fields (num_actions comes from the data), built by
+    # jaxact.models.detector.build_detector. Defaults: the "tiny" preset.
     config.model = ml_collections.ConfigDict()
-    config.model.stem = "patchify"  # 'patchify' (stride-p conv) | 'resnet' (7x7 conv + max-pool)
-    config.model.stem_width = 16  # stem output channels
-    config.model.patch_size = 4  # patchify stem stride
-    config.model.block = "basic"  # 'basic' | 'bottleneck' residual blocks
-    config.model.stage_sizes = (1, 1, 1, 1)  # blocks per backbone stage
-    config.model.widths = (16, 32, 48, 64)  # output channels per stage
-    config.model.strides = (1, 2, 1, 1)  # spatial stride of each stage's first block
-    config.model.dilations = (1, 1, 2, 4)  # spatial dilation per stage (keeps resolution for RoIs)
-    config.model.temporal_kernels = (3, 3, 3, 3)  # temporal conv size per stage (1 = 2D only)
-    config.model.isolate_keyframe = True  # the localizer sees only the keyframe
+    config.model.backbone = ml_collections.ConfigDict()  # VideoResNet fields
+    config.model.backbone.stem = "patchify"  # 'patchify' (stride-p conv) | 'resnet' (7x7 conv, max-pool)
+    config.model.backbone.stem_width = 16  # stem output channels
+    config.model.backbone.patch_size = 4  # patchify stem stride
+    config.model.backbone.block = "basic"  # 'basic' | 'bottleneck' residual blocks
+    config.model.backbone.stage_sizes = (1, 1, 1, 1)  # blocks per backbone stage
+    config.model.backbone.widths = (16, 32, 48, 64)  # output channels per stage
+    config.model.backbone.strides = (1, 2, 1, 1)  # spatial stride of each stage's first block
+    config.model.backbone.dilations = (1, 1, 2, 4)  # spatial dilation per stage (keeps RoI resolution)
+    config.model.backbone.temporal_kernels = (3, 3, 3, 3)  # temporal conv size per stage (1 = 2D only)
+    config.model.backbone.isolate_keyframe = True  # the localizer sees only the keyframe
     config.model.fpn_dim = 64  # FPN width = localizer query width
     config.model.num_queries = 20  # N predicted boxes per clip; >= data.max_people
-    config.model.localizer_stages = 3  # iterative box refinement stages (all deep-supervised)
-    config.model.localizer_heads = 4  # self-attention heads among queries
-    config.model.dynamic_dim = 16  # rank of the query-generated dynamic 1x1 conv
-    config.model.ffn_dim = 256  # localizer feed-forward width
-    config.model.localizer_roi_size = 7  # RoIAlign bins of the localizer
-    config.model.prior_prob = 0.1  # initial person probability of every query
+    config.model.localizer = ml_collections.ConfigDict()  # SparseLocalizer fields
+    config.model.localizer.num_stages = 3  # iterative box refinement stages (all deep-supervised)
+    config.model.localizer.num_heads = 4  # self-attention heads among queries
+    config.model.localizer.dynamic_dim = 16  # rank of the query-generated dynamic 1x1 conv
+    config.model.localizer.ffn_dim = 256  # localizer feed-forward width
+    config.model.localizer.roi_size = 7  # RoIAlign bins of the localizer
+    config.model.localizer.prior_prob = 0.1  # initial person probability of every query
     config.model.action_roi_size = 7  # RoIAlign bins S of the actor features
-    config.model.roi_sampling_ratio = 2  # RoIAlign samples per bin and axis
-    config.model.head_dim = 128  # hidden width of the action head
-    config.model.head_pool = "avg"  # 'avg' | 'max' pooling of actor features over time and bins
-    config.model.head_use_query = True  # feed the localizer's query feature to the action head
+    config.model.roi_sampling_ratio = 2  # RoIAlign samples per bin and axis (localizer and actors)
+    config.model.head = ml_collections.ConfigDict()  # the action head: its name and its fields
+    config.model.head.name = "pooled"  # a key of jaxact.models.detector.HEADS
+    config.model.head.hidden_dim = 128  # hidden width of the action head
+    config.model.head.pool = "avg"  # 'avg' | 'max' pooling of actor features over time and bins
+    config.model.head.use_query = True  # feed the localizer's query feature to the action head
+    config.model.dtype = "float32"  # computation dtype ('bfloat16': mixed precision on accelerators)
+    config.model.param_dtype = "float32"  # parameter dtype
 
     # jaxact.detection_losses.LossWeights fields.
     config.loss = ml_collections.ConfigDict()
@@ -77,7 +84,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.loss.focal_alpha = -1.0  # focal alpha of the person loss/cost; < 0: no alpha weighting
     config.loss.focal_gamma = 0.0  # focal gamma; 0 with alpha < 0: plain BCE
 
-    config.train.num_steps = 1000  # ~1.0-1.2 s/step on 2 CPU cores: 17-19 min (see docstring)
+    config.train.num_steps = 1000  # about 7 epochs of the 1,100 training clips
     config.train.batch_size = 8  # global batch, split over all devices and hosts
     config.train.learning_rate = 1e-3  # peak AdamW learning rate (small model, trained from scratch)
     config.train.warmup_steps = 100  # linear warmup: set losses are noisy while matching settles
@@ -95,24 +102,24 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.eval.plot_score_threshold = 0.5  # detections.png and --mode=predict show boxes above it
     config.eval.plot_num_clips = 6  # test keyframes drawn in detections.png
 
-    if variant == "tiny":  # seconds-long smoke run for tests and the quickstart check
+    if variant.tiny:  # seconds-long smoke run for tests and the quickstart check
         config.data.builder_config = "tiny"
         config.data.num_frames = 4
-        config.model.stem_width = 8
-        config.model.stage_sizes = (1, 1, 1)
-        config.model.widths = (8, 8, 16)
-        config.model.strides = (1, 2, 1)
-        config.model.dilations = (1, 1, 2)
-        config.model.temporal_kernels = (3, 3, 3)
+        config.model.backbone.stem_width = 8
+        config.model.backbone.stage_sizes = (1, 1, 1)
+        config.model.backbone.widths = (8, 8, 16)
+        config.model.backbone.strides = (1, 2, 1)
+        config.model.backbone.dilations = (1, 1, 2)
+        config.model.backbone.temporal_kernels = (3, 3, 3)
         config.model.fpn_dim = 16
         config.model.num_queries = 12
-        config.model.localizer_stages = 2
-        config.model.localizer_heads = 2
-        config.model.dynamic_dim = 4
-        config.model.ffn_dim = 32
-        config.model.localizer_roi_size = 3
+        config.model.localizer.num_stages = 2
+        config.model.localizer.num_heads = 2
+        config.model.localizer.dynamic_dim = 4
+        config.model.localizer.ffn_dim = 32
+        config.model.localizer.roi_size = 3
         config.model.action_roi_size = 3
-        config.model.head_dim = 16
+        config.model.head.hidden_dim = 16
         config.train.num_steps = 6
         config.train.batch_size = 8
         config.train.warmup_steps = 2
@@ -121,13 +128,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.train.fast_compile = True  # compiling, not stepping, is what a smoke run waits for
         config.eval.batch_size = 8
         config.eval.plot_num_clips = 4
-    elif variant == "resnet50":  # the ResNet-50-sized preset; needs an accelerator
+    if variant.resnet50:  # the ResNet-50-sized preset; needs an accelerator
         config.model.update(PRESETS["resnet50"])
         config.train.batch_size = 16
         config.train.learning_rate = 2e-4
         config.train.num_steps = 6000
         config.train.warmup_steps = 500
         config.train.checkpoint_every = 1000
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r}; expected '', 'tiny' or 'resnet50'")
     return config

@@ -1,8 +1,32 @@
 """Defaults shared by every experiment; experiment configs import these and change a few fields."""
 
+import ast
 import os
 
 import ml_collections
+
+
+def parse_variant(arg: str, **defaults) -> ml_collections.ConfigDict:
+    """The variant string of `get_config(arg)` -> its settings, big_vision style.
+
+    `arg` is comma-separated: `name=value` (a Python literal, else a string) or a bare `name`
+    (True), e.g. `--config=configs/jhmdb_memory.py:split=2,tiny`. Every name must be one of
+    `defaults`, whose values are used for the names not given.
+    """
+    variant = ml_collections.ConfigDict(defaults)
+    for item in filter(None, (part.strip() for part in arg.split(","))):
+        name, _, value = item.partition("=")
+        if name not in defaults:
+            raise ValueError(f"unknown config variant {name!r} in {arg!r}; expected some of "
+                             f"{sorted(defaults)}")
+        if not value:
+            variant[name] = True
+            continue
+        try:
+            variant[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            variant[name] = value
+    return variant
 
 
 def data_dir() -> str:

@@ -1,19 +1,20 @@
 """Memory-matching classifier on real 2-D joint sequences (JHMDB, 14 classes, 3 official splits).
 
   python launch.py --config=configs/jhmdb_memory.py --workdir=workdirs/jhmdb_split1
-  python launch.py --config=configs/jhmdb_memory.py:split2 --workdir=workdirs/jhmdb_split2
-  python benchmarks/jhmdb.py          # all 3 splits, both methods, mean/std table
+  python launch.py --config=configs/jhmdb_memory.py:split=2 --workdir=workdirs/jhmdb_split2
+  python -m benchmarks.jhmdb          # all 3 splits, both methods, mean/std table
 
-Any ragged-sequence npz (`frames [sum_T, ...]`, `lengths [N]`, `labels [N]`) is one override
-away: `--config.data.train_path=A.npz --config.data.test_path=B.npz` (set `data.features=()` and
-the augmentations to 0 for data that is not 2-D joints). Measured results: README "Results".
+Variants combine: `:split=3,tiny`. Any ragged-sequence npz (`frames [sum_T, ...]`, `lengths
+[N]`, `labels [N]`) is one override away: `--config.data.train_path=A.npz
+--config.data.test_path=B.npz` (set `data.features=()` and the augmentations to 0 for data that
+is not 2-D joints). Measured results: docs/results_jhmdb.md.
 """
 
 import os
 
 import ml_collections
 
-from configs import maneuvers_memory
+from configs import common, maneuvers_memory
 
 SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                            "shared", "data", "jhmdb_joints")
@@ -24,12 +25,14 @@ def split_paths(split: int) -> tuple[str, str]:
                  for part in ("train", "test"))
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    """`arg`: comma-separated `split=N` (1-3, the official JHMDB split) and `tiny`."""
+    variant = common.parse_variant(arg, split=1, tiny=False)
+    if variant.split not in (1, 2, 3):
+        raise ValueError(f"config variant split={variant.split!r}: expected 1, 2 or 3")
     config = maneuvers_memory.get_config()  # same method; data, model size and budget differ
-    config.config_name = "jhmdb_memory" + (f":{variant}" if variant else "")
-    split = 1
-    if variant.startswith("split"):
-        split, variant = int(variant[len("split"):]), ""
+    config.config_name = "jhmdb_memory" + (f":{arg}" if arg else "")
+    split = variant.split
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "ragged_npz"
@@ -53,8 +56,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.feature_dim = 64
     config.model.dropout_rate = 0.3
 
-    # The setup measured in README "Results" (before the maneuvers default moved to unit-length
-    # features), kept so those numbers stay reproducible.
+    # The setup measured in docs/results_jhmdb.md (before the maneuvers default moved to
+    # unit-length features), kept so those numbers stay reproducible.
     config.model.normalize_features = False
     config.memory.distance = "euclidean"
     config.memory.temperature = 1.0
@@ -71,13 +74,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.eval.temporal_views = 1  # ragged sequences are resampled linearly: one test view
     config.eval.flip_view = False
 
-    if variant == "tiny":  # seconds-long smoke run (tests pass their own small npz files)
+    if variant.tiny:  # seconds-long smoke run (tests pass their own small npz files)
         config.data.num_frames = 8
         config.model.frame_encoder_kwargs.widths = (16,)
         config.model.frame_encoder_kwargs.embed_dim = 16
         config.model.hidden_size = 16
         config.model.feature_dim = 8
         maneuvers_memory.tiny_budget(config)
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r}; expected '', 'split1'..'split3' or 'tiny'")
     return config

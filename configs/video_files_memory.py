@@ -11,12 +11,14 @@ WORKDIR/bad_inputs.json. Method, model and budget are those of configs/maneuvers
 
 import ml_collections
 
-from configs import maneuvers_memory
+from configs import common, maneuvers_memory
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    config = maneuvers_memory.get_config(variant)  # '' or 'tiny' (tests write their own clips)
-    config.config_name = "video_files_memory" + (f":{variant}" if variant else "")
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    """`arg`: "" or "tiny" (tests write their own clips)."""
+    variant = common.parse_variant(arg, tiny=False)
+    config = maneuvers_memory.get_config(arg)
+    config.config_name = "video_files_memory" + (f":{arg}" if arg else "")
     inherited = config.data
     config.data = ml_collections.ConfigDict()
     config.data.name = "video_files"
@@ -27,6 +29,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     for field in ("num_frames", "min_fraction", "num_threads", "prefetch"):
         config.data[field] = inherited[field]
     config.data.flip_prob = inherited.flip_prob  # mirror left-right; the label is kept
-    if variant == "tiny":
+    if variant.tiny:
         config.data.frame_size = (32, 32)
     return config

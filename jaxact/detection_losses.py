@@ -9,10 +9,12 @@ cost is DETR's: `cost_person * c(p) + cost_l1 * L1(cxcywh) - cost_giou * GIoU(xy
 `c(p) = -p` ("prob") or the focal-loss difference of Deformable DETR ("focal").
 
 Unmatched predictions get person target 0; L1, GIoU and action BCE are computed on matched
-predictions only. Every term is a sum over the batch divided by the number of real people in the
-batch (at least 1), so clips with more people weigh more, as in DETR. The person term is a
-sigmoid BCE summed over all N queries, optionally focal-modulated (`focal_gamma > 0`,
-`focal_alpha` in [0, 1]); the action BCE is averaged over the A classes of a person.
+predictions only. Every term is a sum over the batch divided by `normalizer`, the number of real
+people in the (global) batch, at least 1, so clips with more people weigh more, as in DETR. The
+caller passes the global count (`global_count` in train/parallel.py) so that per-device losses
+sum to the global batch's; by default it is this batch's count. Nothing here knows about devices.
+The person term is a sigmoid BCE summed over all N queries, optionally focal-modulated
+(`focal_gamma > 0`, `focal_alpha` in [0, 1]); the action BCE is averaged over the A classes of a person.
 
 Intermediate localizer stages (`outputs["aux_outputs"]`) get the same person and box losses with
 their own matching, scaled by `aux` (deep supervision); they predict no actions.
@@ -32,9 +34,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxact import settings
 from jaxact.ops import boxes as box_ops
 from jaxact.ops.hungarian import linear_sum_assignment
-from jaxact.train.parallel import global_sum, masked_share
 
 # The Hungarian solver needs finite costs; anything this large is "never match" in practice.
 _MAX_COST = 1e6
@@ -65,22 +67,20 @@ class LossWeights:
     focal_alpha: float = -1.0
     focal_gamma: float = 0.0
 
+    def __post_init__(self):
+        settings.check_choice(self.cost_type, COST_TYPES, "cost_type")
 
-def as_weights(weights) -> LossWeights:
-    """`LossWeights`, a dict, a ConfigDict or None (defaults) -> `LossWeights`.
+
+COST_TYPES = ("prob", "focal")
+
+
+def as_weights(weights, prefix: str = "loss") -> LossWeights:
+    """`LossWeights`, a dict, a ConfigDict or None (defaults) -> `LossWeights`; unknown or bad
+    fields fail naming `prefix.field`.
 
     Convert a config once: the result is hashable, so it can be a static argument of `jax.jit`.
     """
-    if weights is None:
-        return LossWeights()
-    if isinstance(weights, LossWeights):
-        return weights
-    items = dict(weights.items())
-    known = {f.name for f in dataclasses.fields(LossWeights)}
-    unknown = sorted(set(items) - known)
-    if unknown:
-        raise ValueError(f"unknown loss weight fields {unknown}; expected some of {sorted(known)}")
-    return LossWeights(**items)
+    return settings.from_section(LossWeights, weights, prefix)
 
 
 class Matching(NamedTuple):
@@ -166,7 +166,7 @@ def _box_and_person_terms(outputs, targets, w: LossWeights, num_people):
 
 
 def set_criterion(outputs: dict, targets: dict, weights=None,
-                  axis_name: str | None = None) -> tuple[jax.Array, dict]:
+                  normalizer: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Total set loss and its terms.
 
     Args:
@@ -174,14 +174,14 @@ def set_criterion(outputs: dict, targets: dict, weights=None,
         `aux_outputs`).
       targets: `boxes` `[B, P, 4]` xyxy normalized, `actions` `[B, P, A]`, `person_mask` `[B, P]`.
       weights: `LossWeights`, a mapping / ConfigDict of its fields, or None for the defaults.
-      axis_name: under pmap, the device axis: terms are normalised by the number of people in
-        the global batch, so the loss and every metric is this device's share (summed over
-        devices, they equal the whole batch's values, as in DETR's all-reduced box count).
+      normalizer: what every term is divided by: the number of people in the global batch
+        (at least 1), as DETR all-reduces its box count; None: this batch's.
 
     Returns:
       `(loss, metrics)`: scalar loss; metrics holds the unweighted terms (`person`, `l1`, `giou`,
       `action`, `aux`: the weighted sum of intermediate-stage losses), `num_people` (people in
-      this device's batch) and `matched_iou` (mean IoU of matched pairs of the last stage).
+      this batch) and `matched_iou`, a `(sum, count)` pair of the IoUs of the last stage's matched
+      pairs (its mean over any number of batches or devices is sum of sums / sum of counts).
     """
     w = as_weights(weights)
     b, n = outputs["person_logits"].shape
@@ -191,7 +191,7 @@ def set_criterion(outputs: dict, targets: dict, weights=None,
     chex.assert_shape([targets["boxes"], targets["actions"], targets["person_mask"]],
                       [(b, p, 4), (b, p, a), (b, p)])
     local_people = jnp.sum(targets["person_mask"].astype(jnp.float32))
-    num_people = jnp.maximum(global_sum(local_people, axis_name), 1.0)
+    num_people = jnp.maximum(local_people, 1.0) if normalizer is None else normalizer
 
     m, gt_idx, terms, iou = _box_and_person_terms(outputs, targets, w, num_people)
     gt_actions = _gather_rows(targets["actions"].astype(jnp.float32), gt_idx)
@@ -205,6 +205,7 @@ def set_criterion(outputs: dict, targets: dict, weights=None,
         _, _, t, _ = _box_and_person_terms(stage, targets, w, num_people)
         aux = aux + w.person * t["person"] + w.l1 * t["l1"] + w.giou * t["giou"]
     loss = loss + w.aux * aux
-    matched_iou = masked_share(iou, m.pred_matched, axis_name)
+    matched = m.pred_matched.astype(jnp.float32)
+    matched_iou = (jnp.sum(iou.astype(jnp.float32) * matched), jnp.sum(matched))
     metrics = dict(terms, aux=aux, loss=loss, num_people=local_people, matched_iou=matched_iou)
     return loss, metrics

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# Figures are plain `Figure` objects saved to files: no pyplot state and no global backend
+# switch, so importing this module never changes a notebook's inline backend.
+
+
+def _figure(rows: int = 1, cols: int = 1, **kwargs):
+    fig = Figure(figsize=kwargs.pop("figsize"))
+    return fig, fig.subplots(rows, cols, **kwargs)
 
 
 def plot_confusion_matrix(cm: np.ndarray, class_names, path: str) -> None:
     """Row-normalised confusion matrix `[C, C]` (rows true, columns predicted) with counts."""
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(class_names), 0.6 + 0.8 * len(class_names)))
+    fig, ax = _figure(figsize=(1.0 + 0.8 * len(class_names), 0.6 + 0.8 * len(class_names)))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right")
@@ -24,12 +29,11 @@ def plot_confusion_matrix(cm: np.ndarray, class_names, path: str) -> None:
     ax.set_ylabel("true")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_early_prediction(curves: dict, path: str) -> None:
     """`curves`: method -> {ratio (str or float): top-1}; one line per method."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _figure(figsize=(5, 3.5))
     for method, curve in curves.items():
         if not curve:
             continue
@@ -42,7 +46,6 @@ def plot_early_prediction(curves: dict, path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_detections(images, detections, ground_truth, class_names, path: str,
@@ -63,7 +66,7 @@ def plot_detections(images, detections, ground_truth, class_names, path: str,
     n = max(len(images), 1)
     cols = min(columns, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = _figure(rows, cols, figsize=(3.6 * cols, 3.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, det, gt in zip(axes.ravel(), images, detections, ground_truth, strict=False):
@@ -88,4 +91,3 @@ def plot_detections(images, detections, ground_truth, class_names, path: str,
                  "green dashed: ground truth", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -13,13 +13,13 @@ import argparse
 import os
 
 import matplotlib
+import matplotlib.patches as mpatches
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.patches as mpatches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxact.data import classroom, maneuvers
 
-from jaxact.data import classroom, maneuvers  # noqa: E402
+matplotlib.use("Agg")  # files only, no display (pyplot picks its backend at the first figure)
 
 _COLS = 8
 _SHORT = {

@@ -9,7 +9,7 @@ import chex
 import numpy as np
 import pytest
 
-from jaxact.data import builders, maneuvers, pipeline
+from jaxact.data import builders, classroom, maneuvers, pipeline
 
 
 def _digests(builder) -> dict:
@@ -49,9 +49,10 @@ def test_maneuvers_records_and_pipeline_shapes(tmp_path):
     length = record["video"].shape[0]
     chex.assert_shape([record["video"], record["boxes"]], [(length, 64, 64, 3), (length, 4)])
     assert 0 < record["onset"] < length == record["length"]
-    loader = pipeline.make_loader(source, pipeline.ManeuverTransform(num_frames=8, train=True),
-                                  global_batch_size=4, seed=0, train=True, process_index=0,
-                                  process_count=1)
+    transform = pipeline.ClipTransform(
+        num_frames=8, train=True, flip_permutation=tuple(builders.Maneuvers.FLIP_PERMUTATION))
+    loader = pipeline.make_loader(source, transform, global_batch_size=4, seed=0, train=True,
+                                  process_index=0, process_count=1)
     batch = next(loader)
     chex.assert_shape([batch["video"], batch["label"], batch["boxes"]],
                       [(4, 8, 64, 64, 3), (4,), (4, 8, 4)])
@@ -91,6 +92,37 @@ def test_classroom_records_and_keyframe_pipeline(tmp_path):
     batch = next(loader)
     chex.assert_shape([batch["video"], batch["boxes"], batch["person_mask"]],
                       [(2, 4, 64, 64, 3), (2, 12, 4), (2, 12)])
+
+
+@pytest.mark.parametrize("name", ["maneuvers", "classroom"])
+def test_metadata_matches_the_prepared_dataset(name, tmp_path):
+    """The builders' declared metadata (generates nothing) is what their data holds."""
+    cls = builders.BUILDERS[name]
+    for config in cls.BUILDER_CONFIGS:
+        assert cls.preset(config.name) is config
+        r = config.render.resolution
+        assert cls.frame_shape(config.name) == (r, r, 3)
+    builder = builders.make_builder(name, "tiny", str(tmp_path), num_train=2, num_validation=1,
+                                    num_test=1)
+    assert tuple(builder.info.features["video"].shape[1:]) == cls.frame_shape("tiny")
+    with pytest.raises(ValueError, match=r"data.builder_config='huge': .*\['default', 'tiny'\]"):
+        cls.preset("huge")
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_declared_flip_permutations():
+    perm = builders.Maneuvers.FLIP_PERMUTATION
+    np.testing.assert_array_equal(perm, maneuvers.FLIP_PERMUTATION)
+    assert np.array_equal(perm[perm], np.arange(len(builders.Maneuvers.CLASS_NAMES)))
+    assert builders.Classroom.FLIP_PERMUTATION is None  # every behaviour is mirror-symmetric
+
+
+def test_classroom_max_people_is_the_renderers():
+    for config in builders.Classroom.BUILDER_CONFIGS:
+        assert builders.Classroom.max_people(config.name) == config.render.max_people
+    assert builders.Classroom.max_people("default") == classroom.ClassroomConfig().max_people
+    with pytest.raises(ValueError, match="data.builder_config='huge'"):
+        builders.Classroom.max_people("huge")
 
 
 def test_bad_names_are_reported():

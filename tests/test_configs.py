@@ -1,10 +1,10 @@
-"""Every config file under configs/ loads, passes its experiment's checks and builds its model.
+"""Every config file under configs/ loads, passes its experiment's checks and builds its model;
+config variants combine.
 
 Models are built with `jax.eval_shape` on the input shape the config's data would give, so nothing
 is computed and no dataset is generated.
 """
 
-import dataclasses
 import importlib
 import pathlib
 
@@ -13,13 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import common, jhmdb_memory, maneuvers_memory
 from jaxact.data import builders, sequences
-from jaxact.models.detector import ActionDetector
-from jaxact.train import EXPERIMENTS, classifier, detector, get_experiment
+from jaxact.models.detector import build_detector, model_fields
+from jaxact.train import EXPERIMENTS, classifier, experiment, get_experiment
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
-EXTRA_VARIANTS = {"classroom_detector": ("resnet50",)}  # variants beyond '' and 'tiny'
+# Variants beyond '' and 'tiny'.
+EXTRA_VARIANTS = {"classroom_detector": ("resnet50",), "jhmdb_memory": ("split=2", "split=3,tiny")}
 # The JHMDB npz files may be absent; the model does not depend on the class count.
 PLACEHOLDER_NUM_CLASSES = 14
 
@@ -28,7 +30,7 @@ def _has_variant(name: str, variant: str) -> bool:
     try:
         importlib.import_module(f"configs.{name}").get_config(variant)
     except ValueError as e:
-        assert "unknown variant" in str(e), e
+        assert "unknown variant" in str(e) or "unknown config variant" in str(e), e
         return False
     return True
 
@@ -38,24 +40,17 @@ CASES = [(name, variant) for name in CONFIG_NAMES
          if _has_variant(name, variant)]
 
 
-def _render_config(config):
-    presets = {c.name: c for c in builders.BUILDERS[config.data.name].BUILDER_CONFIGS}
-    return presets[config.data.builder_config].render
-
-
 def _model_and_input(config):
     """(model, abstract input `[1, T, ...]`) of a config, from its data section's metadata."""
     data = config.data
     if config.experiment == "action_detector":
-        resolution = _render_config(config).resolution
         num_actions = len(builders.BUILDERS[data.name].CLASS_NAMES)
-        shape = (1, data.num_frames, resolution, resolution, 3)
-        return detector.build_model(config, num_actions), shape
+        shape = (1, data.num_frames, *builders.BUILDERS[data.name].frame_shape(data.builder_config))
+        return build_detector(config.model, num_actions), shape
     if config.experiment == "memory_classifier":
         if data.name in builders.BUILDERS:
-            resolution = _render_config(config).resolution
             num_classes = len(builders.BUILDERS[data.name].CLASS_NAMES)
-            shape = (1, data.num_frames, resolution, resolution, 3)
+            shape = (1, data.num_frames, *builders.BUILDERS[data.name].frame_shape(data.builder_config))
         elif data.name == "video_files":  # the user's clips, resized to frame_size
             num_classes = PLACEHOLDER_NUM_CLASSES
             shape = (1, data.num_frames, *data.frame_size, 3)
@@ -65,7 +60,7 @@ def _model_and_input(config):
                                                     features=tuple(data.features))
             example = transform({"video": np.zeros((20, joints, 2), np.float32), "label": 0}, None)
             num_classes, shape = PLACEHOLDER_NUM_CLASSES, (1, *example["video"].shape)
-        return classifier.build_model(config, num_classes), shape
+        return classifier.build_model(config.model, num_classes), shape
     raise AssertionError(f"no model builder for experiment {config.experiment!r}; add one here")
 
 
@@ -74,12 +69,28 @@ def test_config_files_found():
     assert ("classroom_detector", "tiny") in CASES and ("maneuvers_memory", "tiny") in CASES
 
 
+class _Validated(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised where an experiment starts creating things (its workdir): every check passed."""
+
+
+def _validate(config, monkeypatch) -> None:
+    """Runs every check an experiment makes on its config (the shared ones and its own
+    `validate`), stopping where it would start creating its workdir, data and model."""
+    def stop(*args, **kwargs):
+        raise _Validated
+
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment.os, "makedirs", stop)
+        with pytest.raises(_Validated):
+            get_experiment(config.experiment)(config, "/nonexistent/workdir")
+
+
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}:{v}" if v else n for n, v in CASES])
-def test_config_loads_and_builds_model(name, variant):
+def test_config_loads_and_builds_model(name, variant, monkeypatch):
     config = importlib.import_module(f"configs.{name}").get_config(variant)
     assert config.experiment in EXPERIMENTS
-    experiment = get_experiment(config.experiment)
-    experiment.validate_config(config, 1)
+    assert config.config_name == name + (f":{variant}" if variant else "")
+    _validate(config, monkeypatch)
     model, shape = _model_and_input(config)
     video = jax.ShapeDtypeStruct(shape, jnp.float32)
     out, variables = jax.eval_shape(lambda v: model.init_with_output(jax.random.key(0), v), video)
@@ -90,9 +101,41 @@ def test_config_loads_and_builds_model(name, variant):
 
 
 def test_detector_config_mirrors_model_fields():
-    # Every ActionDetector hyper-parameter is a config field (and nothing else is), so a new model
-    # field cannot silently keep its class default.
+    # Every hyper-parameter of the detector and its sub-modules is a config field (and nothing
+    # else is), so a new model field cannot silently keep its class default.
     from configs import classroom_detector
 
-    fields = {f.name for f in dataclasses.fields(ActionDetector)} - {"parent", "name", "num_actions"}
-    assert set(classroom_detector.get_config().model) == fields
+    model = classroom_detector.get_config().model
+    fields = model_fields(model.head.name)
+    assert set(model) == set(fields[""])
+    for section in ("backbone", "localizer", "head"):
+        assert set(model[section]) == set(fields[section]), section
+
+
+def test_variants_combine_and_name_the_run():
+    config = jhmdb_memory.get_config("split=3,tiny")
+    assert (config.data.train_path, config.data.test_path) == jhmdb_memory.split_paths(3)
+    assert config.config_name == "jhmdb_memory:split=3,tiny"
+    tiny = jhmdb_memory.get_config("tiny")
+    assert config.model.to_dict() == tiny.model.to_dict()
+    assert config.train.to_dict() == tiny.train.to_dict()
+    assert tiny.data.train_path == jhmdb_memory.split_paths(1)[0]  # split 1 by default
+    split2 = jhmdb_memory.get_config("split=2")
+    assert split2.data.train_path == jhmdb_memory.split_paths(2)[0]
+    assert split2.model.to_dict() == jhmdb_memory.get_config().model.to_dict()
+    # The old form is gone, and bad values fail naming the variant.
+    with pytest.raises(ValueError, match="unknown config variant 'split2'"):
+        jhmdb_memory.get_config("split2")
+    with pytest.raises(ValueError, match="split=4"):
+        jhmdb_memory.get_config("split=4")
+    with pytest.raises(ValueError, match="unknown config variant 'huge'.*tiny"):
+        maneuvers_memory.get_config("huge")
+
+
+def test_parse_variant_reads_literals_strings_and_flags():
+    variant = common.parse_variant(" split=2, tiny ,name=abc,ratio=0.5", split=1, tiny=False,
+                                   name="", ratio=1.0)
+    assert variant.to_dict() == {"split": 2, "tiny": True, "name": "abc", "ratio": 0.5}
+    assert common.parse_variant("", split=1, tiny=False).to_dict() == {"split": 1, "tiny": False}
+    with pytest.raises(ValueError, match=r"unknown config variant 'x' in 'x=1'.*\['split'\]"):
+        common.parse_variant("x=1", split=1)

@@ -73,15 +73,16 @@ def test_classifier_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
         config.parallel.mode = mode
         exp = _experiment(classifier, config, str(tmp_path / f"{mode}{num_devices}"),
                           num_devices, monkeypatch)
-        softmax_step = exp.compile_step(chex.assert_max_traces(
-            classifier.make_softmax_step(exp.model, config), n=1))
-        memory_step = exp.compile_step(chex.assert_max_traces(
-            classifier.make_memory_step(exp.model, config), n=1))
+        frame_weight = config.train.frame_loss_weight
+        softmax_step = exp.data_parallel.train_step(chex.assert_max_traces(
+            classifier.make_softmax_step(exp.model, frame_weight), n=1))
+        memory_step = exp.data_parallel.train_step(chex.assert_max_traces(
+            classifier.make_memory_step(exp.model, exp.memory, frame_weight), n=1))
         batches = _batches(exp.train_loader(), num_steps)
-        state = exp.init_state(with_memory=False)
+        state = exp.init_state()
         for batch in batches:
             state, _ = softmax_step(state, exp.data_parallel.batch(batch))
-        state = classifier.fill_memory(exp, exp.with_memory(state))
+        state = exp.fill_memory(exp.with_memory(state))
         for batch in batches:
             state, metrics = memory_step(state, exp.data_parallel.batch(batch))
         # The bank is identical on every device (pmap writes the gathered batch everywhere).
@@ -91,7 +92,7 @@ def test_classifier_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
             np.testing.assert_array_equal(shard, shards[0])
         # Evaluation goes through the same mode.
         video = exp.data_parallel.batch(next(iter(exp.eval_loader("test")))["video"])
-        out = exp.predict_fn(state.params, state.references, video)
+        out = exp.programs.predict(state.params, state.references, video)
         results[mode, num_devices] = (jax.device_get(state), jax.device_get(metrics), out)
 
     ref_state, ref_metrics, ref_out = results["jit", 1]
@@ -115,7 +116,7 @@ def test_detector_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
     # whole lr between settings. SGD keeps params linear in the gradients, so the comparison
     # sees the data-parallel plumbing, not Adam's amplification of summation order.
     config.train.optimizer = "sgd"
-    config.model.localizer_stages = 1  # a third less compile time; the plumbing is the same
+    config.model.localizer.num_stages = 1  # a third less compile time; the plumbing is the same
     num_steps = 3
     results = {}
     for mode, num_devices in SETTINGS:
@@ -123,13 +124,14 @@ def test_detector_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
         exp = _experiment(detector, config, str(tmp_path / f"{mode}{num_devices}"), num_devices,
                           monkeypatch)
         step = exp.data_parallel.train_step(chex.assert_max_traces(
-            detector.make_train_step(exp.model, config.loss), n=1), detector.FAST_COMPILE)
+            detector.make_train_step(exp.model, exp.weights), n=1), detector.FAST_COMPILE)
         state = exp.init_state()
         init_params = jax.device_get(state.params)
-        for batch in _batches(exp.train_loader(), num_steps):
+        train_loader = exp.make_loader("train", exp.data.transform(train=True), train=True)
+        for batch in _batches(train_loader, num_steps):
             state, metrics = step(state, exp.data_parallel.batch(batch))
         video = exp.data_parallel.batch(next(iter(exp.eval_loader("test")))["video"])
-        out = exp.predict_fn(state.params, video)
+        out = exp.programs.predict(state.params, video)
         results[mode, num_devices] = (jax.device_get(state.params), jax.device_get(metrics), out)
 
     ref_params, ref_metrics, ref_out = results["jit", 1]
@@ -146,4 +148,5 @@ def test_unknown_mode_fails_before_compiling(tmp_path):
     config = maneuvers_memory.get_config("tiny")
     config.parallel.mode = "shard"
     with pytest.raises(ValueError, match="parallel.mode='shard'"):
-        classifier.Experiment(config, str(tmp_path))
+        classifier.Experiment(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

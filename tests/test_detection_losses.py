@@ -105,7 +105,9 @@ def test_perfect_predictions():
     assert float(metrics["l1"]) < 1e-6 and float(metrics["giou"]) < 1e-5
     assert float(metrics["action"]) < 1e-4 and float(metrics["person"]) < 1e-3
     assert float(loss) < 3e-3
-    np.testing.assert_allclose(metrics["matched_iou"], 1.0, atol=1e-5)
+    iou_sum, iou_count = metrics["matched_iou"]  # summed IoU of the matched pairs, their count
+    assert float(iou_count) == sum(NUM_PEOPLE)
+    np.testing.assert_allclose(iou_sum / iou_count, 1.0, atol=1e-5)
     np.testing.assert_allclose(metrics["num_people"], sum(NUM_PEOPLE))
 
 
@@ -197,7 +199,36 @@ def test_weights_from_mappings():
     assert dl.as_weights(cfg) == dl.LossWeights(person=1.0, l1=3.0)
     assert dl.as_weights({"aux": 0.0}).aux == 0.0
     assert dl.as_weights(None) == dl.LossWeights()
-    with pytest.raises(ValueError, match="unknown loss weight fields"):
+    assert dl.as_weights(W) is W
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['loss.gio'\]"):
         dl.as_weights({"gio": 1.0})
-    with pytest.raises(ValueError, match="cost_type"):
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['model.gio'\]"):
+        dl.as_weights({"gio": 1.0}, prefix="model")
+    with pytest.raises(ValueError, match="loss.cost_type='l2'.*prob"):
         dl.matching_cost(_outputs(), _targets(), {"cost_type": "l2"})
+    with pytest.raises(ValueError, match="cost_type='l2'"):
+        dl.LossWeights(cost_type="l2")
+
+
+def test_shares_of_a_split_batch_add_up_to_the_whole_batch():
+    """With `normalizer` the number of people in the whole batch, the losses of the batch's
+    parts (devices) add up to the loss of the whole batch, term by term; the matched-IoU pairs
+    add up too. Without it, each part is divided by its own count."""
+    outputs, targets = _outputs(19), _targets(20)
+    loss, metrics = _criterion(outputs, targets, W)
+    total = float(jnp.sum(targets["person_mask"]))
+    parts = [jax.tree.map(lambda x, rows=rows: x[rows], (outputs, targets))
+             for rows in (slice(0, B // 2), slice(B // 2, B))]
+    shares = [_criterion(o, t, W, jnp.float32(total)) for o, t in parts]
+    np.testing.assert_allclose(sum(float(s[0]) for s in shares), loss, rtol=1e-5)
+    for key in ("person", "l1", "giou", "action", "aux"):
+        np.testing.assert_allclose(sum(float(s[1][key]) for s in shares), metrics[key], rtol=1e-5,
+                                   err_msg=key)
+    for i in range(2):
+        np.testing.assert_allclose(sum(float(s[1]["matched_iou"][i]) for s in shares),
+                                   metrics["matched_iou"][i], rtol=1e-5)
+    assert sum(float(s[1]["num_people"]) for s in shares) == total
+    # Default normaliser: the part's own people (clips 0 and 1 hold 8 of the batch's 9).
+    own_loss, _ = _criterion(*parts[0], W)
+    np.testing.assert_allclose(own_loss, float(shares[0][0]) * total / sum(NUM_PEOPLE[:2]),
+                               rtol=1e-5)

@@ -1,6 +1,8 @@
-"""ActionDetector: output shapes, keyframe-only localization, config building, FLOPs, overfitting."""
+"""ActionDetector: output shapes, keyframe-only localization, config building and checks, mixed
+precision, FLOPs, overfitting."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -9,12 +11,24 @@ import optax
 import pytest
 
 from jaxact import detection_losses as dl
-from jaxact.models.detector import PRESETS, ActionDetector, PooledActionHead, gflops_per_clip
+from jaxact.models.detector import (
+    FLAT_MODEL_FIELDS,
+    HEADS,
+    PRESETS,
+    ActionDetector,
+    PooledActionHead,
+    build_detector,
+    check_model_fields,
+    gflops_per_clip,
+    model_fields,
+    upgrade_flat_model_config,
+)
 
-TINY = dict(num_actions=3, stem_width=8, widths=(8, 8, 16), stage_sizes=(1, 1, 1),
-            strides=(1, 2, 1), dilations=(1, 1, 2), temporal_kernels=(3, 3, 3), fpn_dim=16,
-            num_queries=6, localizer_stages=2, localizer_heads=2, dynamic_dim=4, ffn_dim=32,
-            localizer_roi_size=3, action_roi_size=3, head_dim=16)
+TINY = dict(num_actions=3, fpn_dim=16, num_queries=6, action_roi_size=3,
+            backbone=dict(stem_width=8, widths=(8, 8, 16), stage_sizes=(1, 1, 1), strides=(1, 2, 1),
+                          dilations=(1, 1, 2), temporal_kernels=(3, 3, 3)),
+            localizer=dict(num_stages=2, num_heads=2, dynamic_dim=4, ffn_dim=32, roi_size=3),
+            head=dict(name="pooled", hidden_dim=16))
 SHAPE = (2, 4, 32, 32, 3)
 
 
@@ -75,16 +89,109 @@ def test_localization_depends_on_keyframe_only(tiny):
 
 
 def test_build_from_config_dict(tiny):
-    _, variables, _ = tiny
-    cfg = ml_collections.ConfigDict(TINY)
-    model = ActionDetector(**cfg)
-    out = jax.eval_shape(model.apply, variables, jnp.zeros(SHAPE))
+    model, variables, _ = tiny
+    cfg = ml_collections.ConfigDict({k: v for k, v in TINY.items() if k != "num_actions"})
+    cfg.backbone.widths = [8, 8, 16]  # as a config.json read back gives it
+    built = build_detector(cfg, num_actions=3)
+    out = jax.eval_shape(built.apply, variables, jnp.zeros(SHAPE))
     chex.assert_shape(out["action_logits"], (2, 6, 3))
-    assert model.widths == (8, 8, 16)
+    assert built.backbone["widths"] == (8, 8, 16)
+    # Nested sections are frozen: equal configs give equal, hashable models (jit caches key on them).
+    assert built == model and hash(built) == hash(model)
+    assert hash(ActionDetector(backbone={"widths": [8, 8, 16]})) == hash(
+        ActionDetector(backbone={"widths": (8, 8, 16)}))
+
+
+def test_model_fields_mirror_the_modules():
+    fields = model_fields()
+    assert set(fields) == {"", "backbone", "localizer", "head"}
+    assert {"backbone", "localizer", "head", "fpn_dim", "dtype"} <= set(fields[""])
+    assert "num_actions" not in fields[""]
+    assert set(fields["localizer"]) == {"num_stages", "num_heads", "dynamic_dim", "ffn_dim",
+                                        "roi_size", "prior_prob"}
+    assert set(fields["head"]) == {"name", "hidden_dim", "pool", "use_query"}
+    assert "pooled" in HEADS
+
+
+@pytest.mark.parametrize(("config", "match"), [
+    ({"widthz": (8,)}, r"unknown field\(s\) \['model.widthz'\]"),
+    ({"num_actions": 3}, r"'model.num_actions'.*comes from the data"),
+    ({"backbone": {"widthz": (8,)}}, r"\['model.backbone.widthz'\]"),
+    ({"localizer": {"num_queries": 4}}, r"\['model.localizer.num_queries'\]"),
+    ({"head": {"name": "pooled", "head_dim": 4}}, r"\['model.head.head_dim'\]"),
+    ({"head": {"name": "fusion"}}, r"model.head.name='fusion': expected one of \['pooled'\]"),
+    ({"head": {"pool": "sum"}}, r"model.head.pool='sum'"),
+    ({"backbone": {"block": "wide"}}, r"model.backbone.block='wide'"),
+    ({"backbone": 3}, r"model.backbone must be a mapping"),
+    ({"dtype": "int32"}, r"model.dtype='int32'"),
+    ({"param_dtype": "f32"}, r"model.param_dtype='f32'"),
+])
+def test_bad_model_config_names_the_field(config, match):
+    with pytest.raises(ValueError, match=match):
+        check_model_fields(config)
+    with pytest.raises(ValueError, match=match):
+        build_detector(ml_collections.ConfigDict(config), num_actions=3)
+
+
+# The flat `model` fields of configs written before the nested sections, with their defaults.
+OLD_FLAT_DEFAULTS = dict(
+    stem="patchify", stem_width=16, patch_size=4, block="basic", stage_sizes=[1, 1, 1, 1],
+    widths=[16, 32, 48, 64], strides=[1, 2, 1, 1], dilations=[1, 1, 2, 4],
+    temporal_kernels=[3, 3, 3, 3], isolate_keyframe=True, fpn_dim=64, num_queries=20,
+    localizer_stages=3, localizer_heads=4, dynamic_dim=16, ffn_dim=256, localizer_roi_size=7,
+    prior_prob=0.1, action_roi_size=7, roi_sampling_ratio=2, head_dim=128, head_pool="avg",
+    head_use_query=True)
+
+
+def test_upgrade_flat_model_config():
+    old = dict(OLD_FLAT_DEFAULTS, widths=[8, 16, 24, 32], localizer_stages=2, head_pool="max")
+    new = upgrade_flat_model_config(old)
+    assert old == dict(OLD_FLAT_DEFAULTS, widths=[8, 16, 24, 32], localizer_stages=2,
+                       head_pool="max")  # not modified
+    assert set(FLAT_MODEL_FIELDS) == set(OLD_FLAT_DEFAULTS) - set(model_fields()[""])
+    assert new["backbone"]["widths"] == [8, 16, 24, 32]
+    assert new["localizer"]["num_stages"] == 2
+    assert new["head"] == {"name": "pooled", "hidden_dim": 128, "pool": "max", "use_query": True}
+    assert (new["fpn_dim"], new["dtype"], new["param_dtype"]) == (64, "float32", "float32")
+    check_model_fields(new)
+    assert upgrade_flat_model_config(new) == new  # a nested config passes unchanged
+    # The old defaults are today's defaults: the same parameter tree (traced only).
+    video = jax.ShapeDtypeStruct((1, 2, 16, 16, 3), jnp.float32)
+    shapes = [jax.eval_shape(model.init, jax.random.key(0), video) for model in (
+        build_detector(upgrade_flat_model_config(OLD_FLAT_DEFAULTS), 5), ActionDetector())]
+    assert shapes[0] == shapes[1]
+    with pytest.raises(ValueError, match="model.head_dim=8 conflicts with model.head.hidden_dim=4"):
+        upgrade_flat_model_config({"head_dim": 8, "head": {"hidden_dim": 4}})
+
+
+def test_mixed_precision_dtypes():
+    # bfloat16 compute, float32 params: every layer computes in bfloat16, the parameters and what
+    # the losses read (boxes, logits) are float32. Traced only (eval_shape): no compile.
+    model = build_detector({k: v for k, v in TINY.items() if k != "num_actions"} | {
+        "dtype": "bfloat16", "param_dtype": "float32"}, num_actions=3)
+    layers = (nn.Dense, nn.Conv, nn.LayerNorm, nn.GroupNorm, nn.MultiHeadDotProductAttention)
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if isinstance(context.module, layers) and context.method_name == "__call__":
+            seen.append((context.module.path, out.dtype))
+        return out
+
+    video = jax.ShapeDtypeStruct((1, 4, 16, 16, 3), jnp.float32)
+    with nn.intercept_methods(record):
+        out, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), video)
+    assert len(seen) > 50
+    assert all(dtype == jnp.bfloat16 for _, dtype in seen), [s for s in seen if s[1] != jnp.bfloat16]
+    assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    _assert_output_shapes(out, 1, 4, 6, 3, 3, 16, 16, 2)
+    for name in ("boxes", "person_logits", "action_logits"):
+        assert out[name].dtype == jnp.float32, name
+    assert out["actor_features"].dtype == jnp.bfloat16
 
 
 def test_resnet50_preset_builds():
-    model = ActionDetector(**PRESETS["resnet50"], num_actions=80)
+    model = build_detector(PRESETS["resnet50"], num_actions=80)
     video = jax.ShapeDtypeStruct((1, 4, 64, 64, 3), jnp.float32)
     out, variables = jax.eval_shape(lambda v: model.init_with_output(jax.random.key(0), v), video)
     _assert_output_shapes(out, 1, 4, 50, 80, 7, 2048, 256, 6)
@@ -103,11 +210,16 @@ def test_gflops_per_clip(tiny):
 def test_action_head_pooling():
     feats = _normal((2, 3, 4, 2, 2, 5), 0)
     for pool in ("avg", "max"):
-        head = PooledActionHead(num_actions=7, hidden_dim=8, pool=pool)
+        head = PooledActionHead(num_actions=7, hidden_dim=8, pool=pool, use_query=False)
         logits, _ = head.init_with_output(jax.random.key(1), feats)
         chex.assert_shape(logits, (2, 3, 7))
+    logits, variables = PooledActionHead(num_actions=7, hidden_dim=8).init_with_output(
+        jax.random.key(1), feats, _normal((2, 3, 4), 1))
+    chex.assert_shape([logits, variables["params"]["hidden"]["kernel"]], [(2, 3, 7), (5 + 4, 8)])
     with pytest.raises(ValueError, match="pool must be"):
-        PooledActionHead(num_actions=7, pool="sum").init(jax.random.key(1), feats)
+        PooledActionHead(num_actions=7, pool="sum", use_query=False).init(jax.random.key(1), feats)
+    with pytest.raises(ValueError, match="use_query=True needs query_features"):
+        PooledActionHead(num_actions=7).init(jax.random.key(1), feats)
 
 
 def _toy_batch():

@@ -13,6 +13,8 @@ import pytest
 
 from configs import classroom_detector
 from jaxact.data import builders
+from jaxact.evaluation import detection as evaluation_detection
+from jaxact.evaluation import frame_map
 from jaxact.train import checkpoint, detector, parallel
 
 # A ~1 min tiny training run: kept out of the default suite (15 min budget); `make test-slow`.
@@ -38,7 +40,7 @@ def tiny_run(tmp_path_factory):
         # (the resume and the compile tests) runs this wrapper: a second trace fails there.
         mp.setattr(detector, "make_train_step",
                    lambda model, weights: chex.assert_max_traces(make_step(model, weights), n=1))
-        results = detector.train_and_evaluate(config, workdir)
+        results = detector.Experiment(config, workdir).train_and_evaluate()
     return config, workdir, results
 
 
@@ -57,6 +59,16 @@ def test_results_contract(tiny_run):
     assert saved["dataset"] == "classroom/tiny" and saved["config_name"] == "classroom_detector:tiny"
     assert saved["num_clips"] == 16 and saved["num_people"] >= 2 * 16
     assert saved == results
+    # The metrics equal a recomputation from the final checkpoint by an independent frame-mAP
+    # call on the same detections (not just "in [0, 1]").
+    exp = detector.Experiment(config, workdir)
+    evaluator = exp.evaluators()[0]
+    out = evaluation_detection.collect(exp.eval_loader("test"), exp.predict_batch,
+                                       exp.restore_final())
+    scores = frame_map.frame_map(out["detections"], out["ground_truth"], len(CLASS_NAMES), 0.5)
+    assert saved["frame_map"] == pytest.approx(float(scores["map"]), abs=1e-12)
+    assert saved["person_ap50"] == pytest.approx(float(scores["person_ap"]), abs=1e-12)
+    assert evaluator.split == "test" and len(out["detections"]) == saved["num_clips"]
     image = matplotlib.image.imread(os.path.join(workdir, "detections.png"))
     assert image.ndim == 3 and min(image.shape[:2]) > 100
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -67,7 +79,7 @@ def test_results_contract(tiny_run):
 
 def test_eval_from_checkpoint_reproduces_metrics(tiny_run):
     config, workdir, results = tiny_run
-    again = detector.evaluate_from_checkpoint(config, workdir)
+    again = detector.Experiment(config, workdir).evaluate_from_checkpoint()
     for key in ("frame_map", "person_ap50", "per_class_ap", "num_params", "train_seconds"):
         assert again[key] == results[key], key
 
@@ -76,7 +88,7 @@ def test_rerun_resumes_from_final_checkpoint(tiny_run):
     config, workdir, results = tiny_run
     mgr = checkpoint.manager(os.path.join(workdir, "checkpoints", "detector"))
     assert mgr.latest_step() == config.train.num_steps
-    again = detector.train_and_evaluate(config, workdir)  # restores; no further steps
+    again = detector.Experiment(config, workdir).train_and_evaluate()  # restores; no steps
     assert again["resumed_from_step"] == config.train.num_steps
     assert again["frame_map"] == results["frame_map"]
     assert again["train_seconds"] == results["train_seconds"]  # the time of the real training
@@ -87,11 +99,11 @@ def test_predict_matches_evaluation_and_rejects_bad_files(tiny_run, tmp_path):
     config = _tiny_config(config.data.data_dir)
     config.eval.plot_score_threshold = 0.0  # every query, so the comparison below sees them all
     exp = detector.Experiment(config, workdir)
-    record = exp.source("test")[0]
+    record = exp.data.source("test")[0]
     assert int(record["keyframe"]) == len(record["video"]) // 2  # predict's keyframe choice
     path = str(tmp_path / "clip.npz")
     np.savez(path, video=record["video"])
-    out = detector.predict_video(config, workdir, path)
+    out = exp.predict_video(path)
     assert out["keyframe"] == len(record["video"]) // 2
     found = out["detections"]
     assert len(found) == config.model.num_queries
@@ -103,8 +115,8 @@ def test_predict_matches_evaluation_and_rejects_bad_files(tiny_run, tmp_path):
         assert list(d["action_scores"]) == CLASS_NAMES
         assert all(0.0 <= s <= d["person_score"] + 1e-4 for s in d["action_scores"].values())
     # The same clip through the evaluation pipeline gives the same detections.
-    state = detector.restore_final(exp)
-    first = detector.predict_split(exp, state.params, "test")["detections"][0]
+    first = evaluation_detection.collect(exp.eval_loader("test"), exp.predict_batch,
+                                         exp.restore_final())["detections"][0]
     order = np.argsort(-first["person_scores"], kind="stable")
     np.testing.assert_allclose(person, first["person_scores"][order], atol=2e-4)
     np.testing.assert_allclose([d["box_xyxy"] for d in found], first["boxes"][order], atol=2e-4)
@@ -112,22 +124,23 @@ def test_predict_matches_evaluation_and_rejects_bad_files(tiny_run, tmp_path):
     bad = str(tmp_path / "bad.npy")
     np.save(bad, np.zeros((4, 7, 7), np.uint8))
     with pytest.raises(ValueError, match="bad.npy.*expected"):
-        detector.predict_video(config, workdir, bad)
+        exp.predict_video(bad)
     floats = str(tmp_path / "floats.npy")
     np.save(floats, record["video"].astype(np.float32))
     with pytest.raises(ValueError, match="floats.npy.*dtype"):
-        detector.predict_video(config, workdir, floats)
+        exp.predict_video(floats)
     with pytest.raises(FileNotFoundError, match="missing.npy"):
-        detector.predict_video(config, workdir, str(tmp_path / "missing.npy"))
+        exp.predict_video(str(tmp_path / "missing.npy"))
 
 
 def test_train_step_compiles_once_on_8_devices(tiny_run):
     config, workdir, _ = tiny_run
     exp = detector.Experiment(config, workdir)
-    state = detector.restore_final(exp)
-    loader = exp.train_loader()
+    state = exp.restore(detector.PHASE, exp.init_state())
+    loader = exp.make_loader("train", exp.data.transform(train=True), train=True)
     for _ in range(3):  # the cached step is the fixture's assert_max_traces(n=1) wrapper
-        state, metrics = exp.train_step(state, parallel.shard_batch(next(loader), exp.mesh))
+        state, metrics = exp.programs.train_step(state, parallel.shard_batch(next(loader),
+                                                                            exp.mesh))
     assert int(state.step) == config.train.num_steps + 3
     assert np.isfinite(float(metrics["loss"])) and float(metrics["num_people"]) >= 2 * 8
     leaf = jax.tree.leaves(state.params)[0]
@@ -139,7 +152,7 @@ def test_train_step_compiles_once_on_8_devices(tiny_run):
     # tracing, before anything is compiled or the state donated).
     double = {k: np.concatenate([v, v]) for k, v in next(loader).items()}
     with pytest.raises(AssertionError, match="traced > 1 times"):
-        exp.train_step(state, parallel.shard_batch(double, exp.mesh))
+        exp.programs.train_step(state, parallel.shard_batch(double, exp.mesh))
 
 
 def test_detections_from_outputs_by_hand():
@@ -163,8 +176,9 @@ def test_detections_from_outputs_by_hand():
     ("data.builder_config", "huge", "data.builder_config='huge'"),
     ("model.num_queries", 8, "model.num_queries=8 must be >= data.max_people=12"),
     ("model.widthz", (8, 16), r"model.widthz"),
-    ("model.head_pool", "sum", "model.head_pool='sum'"),
-    ("loss.persn", 1.0, "loss: unknown loss weight fields \\['persn'\\]"),
+    ("model.head.pool", "sum", "model.head.pool='sum'"),
+    ("model.head.name", "fusion", "model.head.name='fusion'"),
+    ("loss.persn", 1.0, "unknown field\\(s\\) \\['loss.persn'\\]"),
     ("loss.cost_type", "l2", "loss.cost_type='l2'"),
     ("eval.split", "dev", "eval.split='dev'"),
     ("eval.iou_threshold", 0.0, "eval.iou_threshold=0.0"),
@@ -172,11 +186,12 @@ def test_detections_from_outputs_by_hand():
 ])
 def test_config_errors_name_the_field(field, value, match, tmp_path):
     config = _tiny_config(str(tmp_path / "tfds"))
-    section, name = field.split(".")
-    config[section][name] = value
-    with pytest.raises(ValueError, match=match):
-        detector.validate_config(config, 8)
-    # The Experiment checks first: no dataset is generated for a bad config.
+    *path, name = field.split(".")
+    section = config
+    for part in path:
+        section = section[part]
+    section[name] = value
+    # The Experiment checks first: no dataset is generated and no workdir created.
     with pytest.raises(ValueError, match=match):
         detector.Experiment(config, str(tmp_path / "run"))
-    assert not os.path.exists(tmp_path / "tfds")
+    assert not os.path.exists(tmp_path / "tfds") and not os.path.exists(tmp_path / "run")

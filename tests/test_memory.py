@@ -1,15 +1,19 @@
-"""Memory bank: ring-buffer writes, sampling, references, voting, and the memory loss."""
+"""Memory bank: ring-buffer writes, sampling, references, voting; the memory settings and
+the memory loss."""
+
+import dataclasses
 
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from scipy import special
 
-from jaxact import losses
+from configs import maneuvers_memory
+from jaxact import losses, settings
 from jaxact.models import memory as memlib
+from jaxact.train import parallel
 
 
 def _bank(c=3, k=4, d=2):
@@ -144,12 +148,37 @@ def test_refresh_references_picks_stored_members():
     assert np.all(np.isfinite(refs.inv_cov)) and refs.variance.shape == (2,)
 
 
-def _loss_config(distance="euclidean", loss_on="all"):
-    config = ml_collections.ConfigDict()
-    config.memory = ml_collections.ConfigDict(dict(
-        distance=distance, temperature=1.0, frame_loss_weight=1.0, video_loss_weight=1.0,
-        loss_on=loss_on, minkowski_p=3.0, binarize_threshold=0.0))
-    return config
+def _settings(distance="euclidean", loss_on="all", **overrides) -> memlib.MemorySettings:
+    """The tiny config's memory settings with a plain loss: temperature 1, no margin."""
+    plain = dict(distance=distance, loss_on=loss_on, temperature=1.0, margin=0.0,
+                 frame_loss_weight=1.0, video_loss_weight=1.0, minkowski_p=3.0,
+                 binarize_threshold=0.0)
+    return settings.from_section(memlib.MemorySettings, maneuvers_memory.get_config("tiny").memory,
+                                 "memory", **{**plain, **overrides})
+
+
+def _mean_loss(feats, labels, mask, refs, memory):
+    """The batch's memory loss: the weighted mean of the per-video losses (one device)."""
+    per_video, weight, _ = losses.memory_loss(feats, labels, mask, refs, memory)
+    return parallel.masked_share(per_video, weight, None)
+
+
+def test_settings_name_bad_fields():
+    with pytest.raises(ValueError, match="memory.loss_on"):
+        _settings(loss_on="wrong")
+    with pytest.raises(ValueError, match="memory.temperature must be > 0"):
+        _settings(temperature=0.0)
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['memory.tempreature'\]"):
+        _settings(tempreature=1.0)
+    memory = _settings("minkowski")
+    assert memory.metric_kwargs == {"p": 3.0} and not memory.binarized
+    assert _settings("hamming").binarized and _settings("hamming").metric_kwargs == {
+        "threshold": 0.0}
+    assert hash(memory) == hash(_settings("minkowski"))  # a static argument of jitted code
+    assert settings.from_section(memlib.MemorySettings, dataclasses.asdict(memory)) == memory
+    assert settings.from_section(memlib.MemorySettings, memory) is memory
+    with pytest.raises(ValueError, match="memory.distance.*'euclidian'.*euclidean"):
+        _settings("euclidian")
 
 
 @pytest.mark.parametrize("distance", ["euclidean", "sqeuclidean", "cosine", "manhattan",
@@ -158,15 +187,15 @@ def test_memory_loss_gradient_moves_features_toward_true_class(distance):
     refs = _refs([[[1.0, -1.0]], [[-1.0, 1.0]]])
     feats = jnp.array([[[0.2, 0.1], [0.1, 0.3]]])  # [B=1, T=2, D=2], label 0
     labels, mask = jnp.array([0]), jnp.array([True])
-    config = _loss_config(distance)
+    memory = _settings(distance)
 
     def loss(f):
-        return losses.memory_loss(f, labels, mask, refs, config)[0]
+        return _mean_loss(f, labels, mask, refs, memory)
 
     grad = jax.grad(loss)(feats)
     assert np.all(np.isfinite(grad))
     moved = feats - 0.1 * grad
-    soft = distance in losses.BINARIZED_METRICS  # hard hamming only moves across the threshold
+    soft = memory.binarized  # hard hamming only moves across the threshold
     before = memlib.class_distances(feats[0], refs, distance, soft=soft)
     after = memlib.class_distances(moved[0], refs, distance, soft=soft)
     margin_before = before[:, 1] - before[:, 0]
@@ -180,32 +209,35 @@ def test_memory_loss_margin_is_added_to_the_true_class_distance():
     refs = _refs([[[1.0, 0.0]], [[-1.0, 0.0]], [[0.0, 1.0]]])
     feats = jax.random.normal(jax.random.key(0), (2, 3, 2))  # [B=2, T=3, D=2]
     labels, mask = jnp.array([2, 0]), jnp.array([True, True])
-    config = _loss_config()
-    config.memory.margin, config.memory.temperature = 0.3, 0.5
-    dist = np.asarray(losses.frame_class_distances(feats, refs, config))  # [B, T, C]
+    memory = _settings(margin=0.3, temperature=0.5)
+    dist = np.asarray(losses.frame_class_distances(feats, refs, memory))  # [B, T, C]
     logits = -(dist + 0.3 * np.eye(3)[np.asarray(labels)][:, None]) / 0.5
 
     def ce(z, y):  # z [..., C], y [...]
         return -np.take_along_axis(special.log_softmax(z, axis=-1), y[..., None], -1)[..., 0]
 
     y = np.asarray(labels)
-    expected = np.mean(ce(logits, np.repeat(y[:, None], 3, 1)).mean(1) + ce(logits.mean(1), y))
-    loss, (pred, _) = losses.memory_loss(feats, labels, mask, refs, config)
-    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
-    config.memory.margin = 0.0  # the margin shapes the loss only, never the prediction
-    np.testing.assert_array_equal(pred, losses.memory_loss(feats, labels, mask, refs, config)[1][0])
-    assert float(losses.memory_loss(feats, labels, mask, refs, config)[0]) < float(loss)
+    expected = ce(logits, np.repeat(y[:, None], 3, 1)).mean(1) + ce(logits.mean(1), y)  # [B]
+    per_video, weight, pred = losses.memory_loss(feats, labels, mask, refs, memory)
+    np.testing.assert_allclose(per_video, expected, rtol=1e-5)
+    np.testing.assert_array_equal(weight, [1.0, 1.0])
+    no_margin = dataclasses.replace(memory, margin=0.0)
+    plain, _, plain_pred = losses.memory_loss(feats, labels, mask, refs, no_margin)
+    # The margin shapes the loss only, never the prediction.
+    np.testing.assert_array_equal(pred, plain_pred)
+    assert np.all(np.asarray(plain) < np.asarray(per_video))
 
 
 def test_memory_loss_misclassified_only():
     refs = _refs([[[1.0, 0.0]], [[-1.0, 0.0]]])
     feats = jnp.array([[[0.9, 0.0]], [[0.9, 0.0]]])  # both nearest to class 0
     labels, mask = jnp.array([0, 1]), jnp.array([True, True])
-    loss, (pred, weight) = losses.memory_loss(feats, labels, mask, refs,
-                                                  _loss_config(loss_on="misclassified"))
+    memory = _settings(loss_on="misclassified")
+    per_video, weight, pred = losses.memory_loss(feats, labels, mask, refs, memory)
     np.testing.assert_array_equal(pred, [0, 0])
     np.testing.assert_array_equal(weight, [0.0, 1.0])
-    grad = jax.grad(lambda f: losses.memory_loss(
-        f, labels, mask, refs, _loss_config(loss_on="misclassified"))[0])(feats)
+    grad = jax.grad(lambda f: _mean_loss(f, labels, mask, refs, memory))(feats)
     assert np.all(grad[0] == 0) and np.any(grad[1] != 0)
-    assert float(loss) > 0
+    assert float(_mean_loss(feats, labels, mask, refs, memory)) == pytest.approx(
+        float(per_video[1]))  # the mean over the one trained video
+    assert float(per_video[1]) > 0

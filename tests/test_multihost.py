@@ -153,7 +153,7 @@ def test_two_processes_match_one(mode, reference, data_flag, tmp_path):
         results = json.load(f)
     copy = str(tmp_path / "one_process_eval")
     shutil.copytree(workdir, copy)
-    again = classifier.evaluate_from_checkpoint(loop.read_config(copy), copy)
+    again = classifier.Experiment(loop.read_config(copy), copy).evaluate_from_checkpoint()
     for key in ("top1", "mean_class_accuracy", "early_prediction", "eval_views"):
         assert results[key] == again[key], key
 

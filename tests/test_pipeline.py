@@ -6,6 +6,9 @@ import pytest
 
 from jaxact.data import maneuvers, pipeline
 
+# The manoeuvre mirror permutation, as the maneuvers dataset passes it to ClipTransform.
+MIRROR = tuple(int(i) for i in maneuvers.FLIP_PERMUTATION)
+
 
 def _fake_maneuver_source(n=10, res=8, seed=0):
     rng = np.random.default_rng(seed)
@@ -64,14 +67,23 @@ def test_keyframe_window_centred_and_clipped():
                                   [0, 0, 0, 2])
 
 
+def test_flip_boxes():
+    boxes = np.array([[0.1, 0.2, 0.3, 0.4], [0.0, 0.5, 1.0, 0.6]], np.float32)
+    expected = np.array([[0.7, 0.2, 0.9, 0.4], [0.0, 0.5, 1.0, 0.6]], np.float32)
+    np.testing.assert_allclose(pipeline.flip_boxes(boxes), expected, atol=1e-7)
+    assert pipeline.flip_boxes(boxes).dtype == np.float32
+    batch = np.random.default_rng(0).random((2, 3, 4))
+    np.testing.assert_allclose(pipeline.flip_boxes(pipeline.flip_boxes(batch)), batch)
+
+
 def test_flip_swaps_left_right_labels_and_mirrors():
     record = _fake_maneuver_source(1)[0]
     for label in range(len(maneuvers.MANEUVERS)):
         record["label"] = np.int64(label)
-        plain = pipeline.ManeuverTransform(num_frames=4, train=True, flip_prob=0.0)(
-            record, np.random.default_rng(3))
-        flipped = pipeline.ManeuverTransform(num_frames=4, train=True, flip_prob=1.0)(
-            record, np.random.default_rng(3))
+        plain = pipeline.ClipTransform(num_frames=4, train=True, flip_prob=0.0,
+                                       flip_permutation=MIRROR)(record, np.random.default_rng(3))
+        flipped = pipeline.ClipTransform(num_frames=4, train=True, flip_prob=1.0,
+                                         flip_permutation=MIRROR)(record, np.random.default_rng(3))
         name = maneuvers.MANEUVERS[label]
         flipped_name = maneuvers.MANEUVERS[int(flipped["label"])]
         assert flipped_name == name.replace("left", "@").replace("right", "left").replace(
@@ -80,17 +92,53 @@ def test_flip_swaps_left_right_labels_and_mirrors():
         np.testing.assert_allclose(flipped["boxes"][:, [0, 2]], 1 - plain["boxes"][:, [2, 0]])
 
 
+def test_flip_without_permutation_keeps_the_label():
+    record = _fake_maneuver_source(1)[0]
+    record["label"] = np.int64(1)
+    plain = pipeline.ClipTransform(num_frames=4, train=True, flip_prob=0.0)(
+        record, np.random.default_rng(3))
+    flipped = pipeline.ClipTransform(num_frames=4, train=True, flip_prob=1.0)(
+        record, np.random.default_rng(3))
+    assert plain["label"] == flipped["label"] == 1
+    np.testing.assert_array_equal(flipped["video"], plain["video"][:, :, ::-1])
+    np.testing.assert_allclose(flipped["boxes"], pipeline.flip_boxes(plain["boxes"]))
+    view = pipeline.ClipTransform(num_frames=4, train=False, view=pipeline.View(flip=True))
+    assert view(record, None)["label"] == 1
+
+
+@pytest.mark.parametrize("min_fraction", [1.0, 0.5])
+def test_training_draws_the_flip_whatever_flip_prob(min_fraction):
+    """Every training clip makes the same draws (fraction, frames, flip), also at flip_prob 0:
+    wrappers that draw after it (`sources.Mirror`) rely on that stream."""
+    record = _fake_maneuver_source(1)[0]
+    states = set()
+    for flip_prob in (0.0, 0.5, 1.0):
+        rng = np.random.default_rng(5)
+        pipeline.ClipTransform(num_frames=4, train=True, flip_prob=flip_prob,
+                               min_fraction=min_fraction)(record, rng)
+        states.add(rng.random())
+    reference = np.random.default_rng(5)
+    if min_fraction < 1.0:
+        reference.uniform(min_fraction, 1.0)
+    reference.random(4)
+    reference.random()
+    assert states == {reference.random()}
+
+
 def test_eval_view_mirrors_deterministically_and_train_ignores_it():
     record = _fake_maneuver_source(1)[0]
     record["label"] = np.int64(maneuvers.MANEUVERS.index("turn_left"))
     rng = np.random.default_rng(0)
-    plain = pipeline.ManeuverTransform(num_frames=4, train=False, flip_prob=1.0)(record, rng)
+    plain = pipeline.ClipTransform(num_frames=4, train=False, flip_prob=1.0,
+                                   flip_permutation=MIRROR)(record, rng)
     assert plain["label"] == record["label"]  # flip_prob is a training augmentation only
     view = pipeline.View(flip=True)
-    mirrored = pipeline.ManeuverTransform(num_frames=4, train=False, view=view)(record, None)
+    mirrored = pipeline.ClipTransform(num_frames=4, train=False, view=view,
+                                      flip_permutation=MIRROR)(record, None)
     assert maneuvers.MANEUVERS[int(mirrored["label"])] == "turn_right"
     np.testing.assert_array_equal(mirrored["video"], plain["video"][:, :, ::-1])
-    train = pipeline.ManeuverTransform(num_frames=4, train=True, flip_prob=0.0, view=view)
+    train = pipeline.ClipTransform(num_frames=4, train=True, flip_prob=0.0, view=view,
+                                   flip_permutation=MIRROR)
     assert train(record, np.random.default_rng(0))["label"] == record["label"]
 
 
@@ -101,7 +149,7 @@ def _batches(loader, n):
 def test_train_loader_shapes_and_determinism():
     source = _fake_maneuver_source()
     make = lambda seed: pipeline.make_loader(
-        source, pipeline.ManeuverTransform(num_frames=6, train=True), global_batch_size=4,
+        source, pipeline.ClipTransform(num_frames=6, train=True), global_batch_size=4,
         seed=seed, train=True, process_index=0, process_count=1)
     a, b, c = _batches(make(0), 5), _batches(make(0), 5), _batches(make(1), 5)
     for batch in a:
@@ -117,7 +165,7 @@ def test_train_loader_shapes_and_determinism():
 def test_loader_resume_from_saved_state():
     source = _fake_maneuver_source()
     make = lambda: pipeline.make_loader(
-        source, pipeline.ManeuverTransform(num_frames=3, train=True), global_batch_size=2,
+        source, pipeline.ClipTransform(num_frames=3, train=True), global_batch_size=2,
         seed=7, train=True, process_index=0, process_count=1)
     reference = _batches(make(), 9)
     loader = make()
@@ -132,7 +180,7 @@ def test_loader_resume_from_saved_state():
 
 def test_eval_loader_visits_every_example_once_with_padding():
     source = _fake_maneuver_source(n=10)
-    loader = pipeline.make_loader(source, pipeline.ManeuverTransform(num_frames=2, train=False),
+    loader = pipeline.make_loader(source, pipeline.ClipTransform(num_frames=2, train=False),
                                   global_batch_size=4, seed=0, train=False, process_index=0,
                                   process_count=1)
     batches = list(loader)
@@ -148,7 +196,7 @@ def test_process_shards_are_disjoint_complete_and_equally_long(num_rows):
                "boxes": np.zeros((3, 4), np.float32)} for i in range(num_rows)]
     seen, num_batches = [], set()
     for process in range(3):
-        loader = pipeline.make_loader(source, pipeline.ManeuverTransform(2, train=False),
+        loader = pipeline.make_loader(source, pipeline.ClipTransform(2, train=False),
                                       global_batch_size=6, seed=0, train=False,
                                       process_index=process, process_count=3)
         batches = list(loader)
@@ -164,11 +212,11 @@ def test_process_shards_are_disjoint_complete_and_equally_long(num_rows):
 
 def test_loader_errors_are_clear():
     with pytest.raises(ValueError, match="not divisible"):
-        pipeline.make_loader(_fake_maneuver_source(), pipeline.ManeuverTransform(2, True),
+        pipeline.make_loader(_fake_maneuver_source(), pipeline.ClipTransform(2, True),
                              global_batch_size=5, seed=0, train=True, process_index=0,
                              process_count=2)
     with pytest.raises(ValueError, match="empty"):
-        pipeline.make_loader([], pipeline.ManeuverTransform(2, True), global_batch_size=2,
+        pipeline.make_loader([], pipeline.ClipTransform(2, True), global_batch_size=2,
                              seed=0, train=True, process_index=0, process_count=1)
 
 

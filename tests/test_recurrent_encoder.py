@@ -1,12 +1,20 @@
-"""Recurrent encoder: shapes for every frame encoder and cell, causality of the one-way RNN."""
+"""Recurrent encoder: shapes for every frame encoder and cell, causality of the one-way RNN, any
+ResNet width, mixed precision."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxact.models.recurrent_encoder import RecurrentEncoder, VideoClassifierNet
+from jaxact.models.backbone import num_groups
+from jaxact.models.recurrent_encoder import (
+    RecurrentEncoder,
+    ResidualBlock,
+    ResNetFrameEncoder,
+    VideoClassifierNet,
+)
 
 CASES = [
     ("conv", {"widths": (4, 8), "patch_size": 4, "embed_dim": 8}, (16, 16, 3)),
@@ -55,3 +63,53 @@ def test_normalized_features_are_unit_length_and_leave_the_head_unchanged():
     np.testing.assert_allclose(feats, raw_feats / np.linalg.norm(raw_feats, axis=-1,
                                                                  keepdims=True), rtol=1e-5)
     np.testing.assert_array_equal(logits, raw_logits)
+
+
+@pytest.mark.parametrize("width", [6, 18, 20, 36])
+def test_resnet_frame_encoder_any_width(width):
+    # GroupNorm groups come from backbone.num_groups: 18 // 4 = 4 groups would not divide 18.
+    model = ResNetFrameEncoder(stage_sizes=(1, 1), width=width, embed_dim=4)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 3), np.float32))
+    out, variables = jax.jit(model.init_with_output)(jax.random.key(0), x)
+    chex.assert_shape(out, (2, 4))
+    chex.assert_tree_all_finite(out)
+    for stage, w in enumerate((width, 2 * width)):
+        norm = variables["params"][f"stage{stage}_block0"]["norm0"]
+        chex.assert_shape(norm["scale"], (w,))
+    # The block alone, with a projection shortcut (stride 2).
+    y, _ = jax.eval_shape(ResidualBlock(width, strides=2).init_with_output, jax.random.key(1),
+                          jax.ShapeDtypeStruct((1, 4, 4, 3), jnp.float32))
+    chex.assert_shape(y, (1, 2, 2, width))
+
+
+def test_group_counts_unchanged_where_the_old_formula_worked():
+    # ResidualBlock used min(32, width // 4) groups; num_groups gives the same count wherever that
+    # divided the width, so existing parameter trees and numerics are unchanged.
+    for width in range(4, 1025):
+        old = min(32, width // 4)
+        if width % old == 0:
+            assert num_groups(width) == old, width
+    assert [num_groups(w) for w in (8, 16, 32, 64, 128)] == [2, 4, 8, 16, 32]
+
+
+@pytest.mark.parametrize("frame_encoder,kwargs,frame_shape", CASES[:3])
+def test_mixed_precision(frame_encoder, kwargs, frame_shape):
+    # bfloat16 compute, float32 params: every layer (RNN cells included) computes in bfloat16.
+    # Traced only (eval_shape): no compile.
+    model = VideoClassifierNet(num_classes=5, encoder=dict(
+        frame_encoder=frame_encoder, frame_encoder_kwargs=kwargs, hidden_size=8, feature_dim=6,
+        bidirectional=True), dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.Dense | nn.Conv | nn.GroupNorm | nn.RNNCellBase):
+            seen.append((context.module.path, context.module.dtype))
+        return next_fun(*args, **kwargs)
+
+    x = jax.ShapeDtypeStruct((2, 3, *frame_shape), jnp.float32)
+    with nn.intercept_methods(record):
+        (feats, logits), variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+    assert seen and all(dtype == jnp.bfloat16 for _, dtype in seen), seen
+    assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    chex.assert_shape([feats, logits], [(2, 3, 6), (2, 3, 5)])
+    assert feats.dtype == logits.dtype == jnp.bfloat16

@@ -28,11 +28,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny_softmax_setup():
     config = jhmdb_memory.get_config("tiny")
     config.train.max_nonfinite_steps = 3
-    model = classifier.build_model(config, num_classes=3)
+    model = classifier.build_model(config.model, num_classes=3)
     video = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 30)), jnp.float32)
     params = model.init(jax.random.key(0), video)["params"]
-    state = TrainState.create(params, make_optimizer(config.train), jax.random.key(1))
-    step = jax.jit(classifier.make_softmax_step(model, config))
+    state = TrainState.create(apply_fn=model.apply, params=params,
+                              tx=make_optimizer(config.train), rng=jax.random.key(1))
+    step = jax.jit(classifier.make_softmax_step(model, config.train.frame_loss_weight))
     batch = {"video": video, "label": jnp.array([0, 1, 2, 0]), "mask": jnp.ones(4, bool)}
     return config, state, step, batch
 
@@ -84,12 +85,13 @@ def run_command(tmp_path_factory):
 
 
 def final_params(workdir):
+    """phase -> (latest step, params, memory bank or None) of the run's checkpoints."""
     out = {}
     for phase in ("memory", "baseline"):
         mgr = checkpoint.manager(os.path.join(workdir, "checkpoints", phase))
         step = mgr.latest_step()
         restored = mgr.restore(step)  # raw arrays, no target needed to compare bits
-        out[phase] = (step, restored["state"]["params"], restored["state"]["memory"])
+        out[phase] = (step, restored["state"]["params"], restored["state"].get("memory"))
     return out
 
 
@@ -116,6 +118,7 @@ def assert_same_final_state(workdir, reference):
     for phase in ("memory", "baseline"):
         assert got[phase][0] == reference[phase][0] == 16
         jax.tree.map(np.testing.assert_array_equal, got[phase][1], reference[phase][1])
+    assert got["memory"][2] is not None and got["baseline"][2] is None  # only memory has a bank
     jax.tree.map(np.testing.assert_array_equal, got["memory"][2], reference["memory"][2])
 
 

@@ -194,12 +194,16 @@ def test_generic_vectors_need_no_joint_settings():
 
 
 def synthetic_joint_split(path, num_per_class, seed):
-    """Three 'actions' that differ in how one wrist moves; 10-30 frames per clip."""
+    """Three 'actions' that differ in how one wrist moves; 10-30 frames per clip.
+
+    Every split shares one base pose (only the clips' noise and lengths follow `seed`), so a
+    model trained on one split can be tested on another; clips are interleaved by class, so the
+    first batches of the split (what fills the memory) hold every class."""
     rng = np.random.default_rng(seed)
-    base = rng.normal(size=(15, 2)).astype(np.float32)
+    base = np.random.default_rng(0).normal(size=(15, 2)).astype(np.float32)
     clips, labels = [], []
-    for label, name in enumerate(("raise", "wave", "still")):
-        for _ in range(num_per_class):
+    for _ in range(num_per_class):
+        for label, name in enumerate(("raise", "wave", "still")):
             t = np.linspace(0, 1, rng.integers(10, 31))[:, None]
             clip = np.repeat(base[None], len(t), axis=0) + 0.05 * rng.normal(size=(len(t), 15, 2))
             if label == 0:
@@ -213,28 +217,31 @@ def synthetic_joint_split(path, num_per_class, seed):
     return str(path)
 
 
-def test_memory_classifier_on_vectors_end_to_end(tmp_path):
+def test_memory_classifier_on_vectors_end_to_end(tmp_path, check_results):
     config = jhmdb_memory.get_config("tiny")
     config.data.train_path = synthetic_joint_split(tmp_path / "train.npz", 16, 0)
     config.data.test_path = synthetic_joint_split(tmp_path / "test.npz", 8, 1)
     workdir = str(tmp_path / "run")
-    results = classifier.train_and_evaluate(config, workdir)
-    assert 0.0 <= results["top1"] <= 1.0 and "baseline_top1" in results
+    exp = classifier.Experiment(config, workdir)
+    results = exp.train_and_evaluate()
+    assert "baseline_top1" in results and results["num_examples"] == 24
     assert set(results["early_prediction"]["memory"]) == {"0.2", "1.0"}
+    check_results(exp, results)
     with open(os.path.join(workdir, "class_names.json")) as f:
         assert json.load(f) == ["raise", "still", "wave"]
     clip = np.random.default_rng(5).normal(size=(17, 15, 2)).astype(np.float32)
     np.save(tmp_path / "clip.npy", clip)
-    out = classifier.predict_video(config, workdir, str(tmp_path / "clip.npy"))
+    out = exp.predict_video(str(tmp_path / "clip.npy"))
     assert out["class"] in ("raise", "still", "wave") and len(out["top_k"]) == 3
+    assert sum(out["votes"]) == config.data.num_frames  # one view: every frame votes once
     np.save(tmp_path / "bad.npy", clip[:, :7])
     with pytest.raises(ValueError, match="bad.npy.*\\[T>=1, 15, 2\\]"):
-        classifier.predict_video(config, workdir, str(tmp_path / "bad.npy"))
+        exp.predict_video(str(tmp_path / "bad.npy"))
     # The same workdir with other classes must not be silently reinterpreted.
     config.data.train_path = write_npz(tmp_path / "other.npz", [12, 12], ["x", "y"])
     config.data.test_path = config.data.train_path
     with pytest.raises(ValueError, match="class_names.json"):
-        classifier.evaluate_from_checkpoint(config, workdir)
+        classifier.Experiment(config, workdir).evaluate_from_checkpoint()
     # Linearly resampled sequences have one test view: more fail before any training.
     config.eval.temporal_views = 3
     with pytest.raises(ValueError, match="eval.temporal_views=1"):

@@ -193,17 +193,19 @@ def test_list_mistakes_are_clear_errors(corpus, tmp_path):
         sources.make(config.data)
 
 
-def test_train_and_evaluate_reports_bad_inputs(corpus, dataset, tmp_path):
+def test_train_and_evaluate_reports_bad_inputs(corpus, dataset, tmp_path, check_results):
     config = corpus.config.copy_and_resolve_references()
     config.baseline.enabled = False
     config.eval.observation_ratios = (1.0,)
     workdir = str(tmp_path)
-    results = classifier.train_and_evaluate(config, workdir)
+    exp = classifier.Experiment(config, workdir)
+    results = exp.train_and_evaluate()
 
     with open(os.path.join(workdir, "results.json")) as f:
         saved = json.load(f)
     assert saved["dataset"].startswith("video_files:") and saved["class_names"] == sorted(CLASSES)
-    assert 0.0 <= saved["top1"] <= 1.0 and saved["top1"] == results["top1"]
+    assert saved["top1"] == results["top1"] and saved["num_examples"] == len(corpus.good["test"])
+    check_results(exp, saved)  # the good test clips, each once, scored by the final checkpoint
     with open(os.path.join(workdir, "bad_inputs.json")) as f:
         report = json.load(f)
     assert report["checked"] == corpus.num_rows

@@ -85,10 +85,32 @@ def _render_classroom(args):
 
 
 class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder):
-    """Shared split logic; subclasses name the features and the render function."""
+    """Shared split logic and metadata; subclasses name the features and the render function.
+
+    Each subclass states `CLASS_NAMES` and `FLIP_PERMUTATION`: the class index of each class's
+    mirror image (a horizontal flip), or None where a mirrored clip keeps its label(s).
+    """
 
     VERSION = tfds.core.Version("1.0.0")
+    CLASS_NAMES: tuple[str, ...] = ()
+    FLIP_PERMUTATION: np.ndarray | None = None
     _render_fn = None
+
+    @classmethod
+    def preset(cls, config_name: str) -> SyntheticConfig:
+        """The builder config named `config_name` (metadata only: renders nothing); an unknown
+        name fails naming `data.builder_config` and the presets."""
+        presets = {c.name: c for c in cls.BUILDER_CONFIGS}
+        if config_name not in presets:
+            raise ValueError(f"data.builder_config={config_name!r}: expected one of "
+                             f"{sorted(presets)}")
+        return presets[config_name]
+
+    @classmethod
+    def frame_shape(cls, config_name: str) -> tuple[int, int, int]:
+        """`(H, W, 3)` of the frames of the preset `config_name` (metadata only)."""
+        r = cls.preset(config_name).render.resolution
+        return (r, r, 3)
 
     def _split_generators(self, dl_manager):
         del dl_manager
@@ -113,6 +135,7 @@ class Maneuvers(_SyntheticBuilder):
 
     _render_fn = staticmethod(_render_maneuver)
     CLASS_NAMES = maneuvers.MANEUVERS
+    FLIP_PERMUTATION = maneuvers.FLIP_PERMUTATION  # left and right manoeuvres swap
     BUILDER_CONFIGS = [
         SyntheticConfig(name="tiny", num_train=48, num_validation=12, num_test=24,
                         render=maneuvers.ManeuverConfig(min_frames=24, max_frames=40)),
@@ -141,12 +164,18 @@ class Classroom(_SyntheticBuilder):
 
     _render_fn = staticmethod(_render_classroom)
     CLASS_NAMES = classroom.BEHAVIOURS
+    FLIP_PERMUTATION = None  # every behaviour is mirror-symmetric
     BUILDER_CONFIGS = [
         SyntheticConfig(name="tiny", num_train=32, num_validation=8, num_test=16,
                         render=classroom.ClassroomConfig(resolution=64, num_frames=8)),
         SyntheticConfig(name="default", num_train=1100, num_validation=200, num_test=400,
                         render=classroom.ClassroomConfig()),
     ]
+
+    @classmethod
+    def max_people(cls, config_name: str) -> int:
+        """The most people in one clip of the preset `config_name` (metadata only)."""
+        return cls.preset(config_name).render.max_people
 
     def _info(self):
         r = self.builder_config.render.resolution
@@ -179,10 +208,7 @@ def make_builder(name: str, config_name: str, data_dir: str, **overrides):
     if name not in BUILDERS:
         raise ValueError(f"data.name={name!r}: unknown dataset; expected one of {sorted(BUILDERS)}")
     cls = BUILDERS[name]
-    presets = {c.name: c for c in cls.BUILDER_CONFIGS}
-    if config_name not in presets:
-        raise ValueError(f"data.builder_config={config_name!r}: expected one of {sorted(presets)}")
-    config = presets[config_name]
+    config = cls.preset(config_name)
     if overrides:
         split_fields = {k: v for k, v in overrides.items() if k.startswith("num_")}
         render_fields = {k: v for k, v in overrides.items() if not k.startswith("num_")}

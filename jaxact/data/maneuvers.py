@@ -32,6 +32,7 @@ MANEUVERS = (
 )
 
 # Label index after a horizontal flip: left and right swap, straight and u_turn are symmetric.
+# The maneuvers builder states it (`builders.Maneuvers.FLIP_PERMUTATION`).
 FLIP_PERMUTATION = np.array([0, 2, 1, 4, 3, 5], dtype=np.int32)
 FLIP_PERMUTATION.setflags(write=False)
 
@@ -49,13 +50,6 @@ class ManeuverConfig:
     max_distractors: int = 4
     noise_std: float = 3.0  # per-pixel, per-frame noise std in uint8 units (triangular noise)
     jitter_px: float = 1.0  # camera jitter amplitude (integer shifts of the whole scene)
-
-
-def flip_boxes(boxes):
-    """Mirrors normalized `[..., 4]` boxes (x1, y1, x2, y2) horizontally: x1' = 1 - x2."""
-    boxes = np.asarray(boxes)
-    x1, y1, x2, y2 = np.moveaxis(boxes, -1, 0)
-    return np.stack([1.0 - x2, y1, 1.0 - x1, y2], axis=-1).astype(boxes.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,8 +15,6 @@ import grain
 import jax
 import numpy as np
 
-from jaxact.data import maneuvers
-
 # Mean/std of uint8 pixels mapped to roughly zero-mean, unit-range inputs.
 PIXEL_MEAN = 127.5
 PIXEL_STD = 64.0
@@ -86,17 +84,27 @@ def normalize(video: np.ndarray) -> np.ndarray:
     return (video.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD
 
 
+def flip_boxes(boxes):
+    """Mirrors normalized `[..., 4]` boxes (x1, y1, x2, y2) horizontally: x1' = 1 - x2."""
+    boxes = np.asarray(boxes)
+    x1, y1, x2, y2 = np.moveaxis(boxes, -1, 0)
+    return np.stack([1.0 - x2, y1, 1.0 - x1, y2], axis=-1).astype(boxes.dtype, copy=False)
+
+
 # ----------------------------------------------------------------------------- transforms
 
 
 @dataclasses.dataclass(frozen=True)
-class ManeuverTransform:
-    """Raw maneuvers record -> `{"video": f32 [T, H, W, 3], "label": i32, "boxes": f32 [T, 4]}`.
+class ClipTransform:
+    """Raw labelled clip -> `{"video": f32 [T, H, W, 3], "label": i32, "boxes": f32 [T, 4]}`.
 
-    `fraction` observes only the first part of each clip (early prediction); in training a
-    `min_fraction` < 1 draws the fraction uniformly from `[min_fraction, 1]` per clip. In
-    evaluation `view` picks the frames and whether they are mirrored; a mirrored clip, like a
-    training flip, gets the mirrored manoeuvre's label (`maneuvers.FLIP_PERMUTATION`).
+    The record holds `video` uint8 `[L, H, W, 3]`, `label` and per-frame `boxes` `[L, 4]` (xyxy,
+    normalized; zeros where a dataset has none). `fraction` observes only the first part of each
+    clip (early prediction); in training a `min_fraction` < 1 draws the fraction uniformly from
+    `[min_fraction, 1]` per clip. Training mirrors a clip left-right with probability `flip_prob`
+    (one draw per clip, made whatever `flip_prob`); in evaluation `view` picks the frames and
+    whether they are mirrored. A mirrored clip gets label `flip_permutation[label]`, the class of
+    its mirror image, which the dataset states (None: every class is its own mirror image).
     """
 
     num_frames: int
@@ -105,6 +113,7 @@ class ManeuverTransform:
     min_fraction: float = 1.0
     flip_prob: float = 0.5
     view: View = CENTRE_VIEW
+    flip_permutation: tuple[int, ...] | None = None
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict:
         video = record["video"]
@@ -118,16 +127,20 @@ class ManeuverTransform:
         flip = rng.random() < self.flip_prob if self.train else self.view.flip
         if flip:
             frames = frames[:, :, ::-1]
-            boxes = maneuvers.flip_boxes(boxes)
-            label = int(maneuvers.FLIP_PERMUTATION[label])
+            boxes = flip_boxes(boxes)
+            if self.flip_permutation is not None:
+                label = int(self.flip_permutation[label])
         return {"video": normalize(frames), "label": np.int32(label),
                 "boxes": boxes.astype(np.float32)}
 
 
 @dataclasses.dataclass(frozen=True)
 class KeyframeTransform:
-    """Raw classroom record -> fixed-shape detection example.
+    """Raw keyframe record -> fixed-shape detection example.
 
+    The record holds `video` uint8 `[L, H, W, 3]`, `keyframe`, and per person `boxes` `[n, 4]`
+    (xyxy, normalized, at the keyframe), `actions` `[n, A]` and `person_ids` `[n]`; a training
+    flip (probability `flip_prob`) mirrors frames and boxes and keeps the actions.
     Output: `video` f32 `[T, H, W, 3]` centred on the keyframe, `boxes` f32 `[P, 4]` (xyxy,
     normalized), `actions` f32 `[P, A]`, `person_ids` i32 `[P]`, `person_mask` bool `[P]`, where
     `P = max_people` (padding rows are zero and masked out).
@@ -150,7 +163,7 @@ class KeyframeTransform:
             raise ValueError(f"clip has {num} people, more than max_people={self.max_people}")
         if self.train and rng.random() < self.flip_prob:
             frames = frames[:, :, ::-1]
-            boxes = maneuvers.flip_boxes(boxes)
+            boxes = flip_boxes(boxes)
         pad = self.max_people - num
         actions = record["actions"].astype(np.float32)
         return {

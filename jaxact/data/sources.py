@@ -1,14 +1,27 @@
-"""Labelled clip datasets for the classifiers, picked by `config.data.name`.
+"""Datasets, picked by `config.data.name` from the registry of the experiment's task.
 
-Each offers the same small interface, so the classifier never asks where clips come from:
+Classification datasets (`CLASSIFICATION_DATASETS`) offer the same small interface, so the
+classifier never asks where clips come from:
   class_names               sorted class names
   description               what results.json calls the dataset
   source(split)             random-access records `{"video": [T, ...], "label": int}`
   transform(train, fraction, view)  record -> fixed-shape example `{"video": f32 [num_frames, ...], ...}`
   flip_permutation          `[C]` class of each class's mirror image (for mirrored test views)
-  read_clip(path)           a user's clip file -> raw frames `[T, ...]` (for --mode=predict)
+  read_clip(path)           a user's clip file -> raw record `{"video": [T, ...], ...}` (--mode=predict)
 Datasets that screen their files up front also offer `problems` (`video_io.Problem`s of what they
 skipped) and `num_checked`; the classifier writes them to WORKDIR/bad_inputs.json.
+
+Detection datasets (`DETECTION_DATASETS`) offer:
+  class_names, description, source(split)   as above; records hold a `keyframe`, and per person
+                            `boxes` `[P, 4]`, `actions` `[P, A]` and `person_ids` `[P]`
+  transform(train)          record -> `pipeline.KeyframeTransform` example
+  max_people                the most people in one clip
+  frame_shape               `(H, W, 3)` of the frames
+  read_clip(path)           a user's clip file -> uint8 frames `[T, H, W, 3]` (--mode=predict)
+and, before any data is generated, `detection_spec(config)` (class names, max_people,
+frame_shape, from the builder's metadata) validates the data section.
+
+`make(config, task)` builds the dataset; an unknown `data.name` for the task fails naming it.
 """
 
 from __future__ import annotations
@@ -21,42 +34,45 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
-from jaxact.data import builders, maneuvers, pipeline, sequences, video_io
+from jaxact.data import builders, pipeline, sequences, video_io
 
 
 class SyntheticVideos:
-    """A built-in TFDS video dataset (`data.name` in `builders.BUILDERS`), uint8 `[T, H, W, 3]`."""
+    """A built-in TFDS dataset of labelled clips (`data.name` a key of `builders.BUILDERS` whose
+    records hold a `label`: maneuvers), uint8 `[T, H, W, 3]` with per-frame `boxes` `[T, 4]`.
+
+    The builder class states the mirror image of each class (`FLIP_PERMUTATION`; None: every
+    class is its own), which training flips and mirrored test views apply to the label.
+    """
 
     def __init__(self, config):
         self.config = config
         self.builder = builders.load(config.name, config.builder_config, config.data_dir)
         self.class_names = list(self.builder.CLASS_NAMES)
         self.description = f"{config.name}/{config.builder_config}"
+        self._label_flip = builders.BUILDERS[config.name].FLIP_PERMUTATION
 
     def source(self, split: str):
         return self.builder.as_data_source(split)
 
     @property
     def flip_permutation(self) -> np.ndarray:
-        return maneuvers.FLIP_PERMUTATION
+        if self._label_flip is None:
+            return np.arange(len(self.class_names))
+        return self._label_flip
 
     def transform(self, train: bool, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
         c = self.config
-        return pipeline.ManeuverTransform(num_frames=c.num_frames, train=train, fraction=fraction,
-                                          min_fraction=c.min_fraction, flip_prob=c.flip_prob,
-                                          view=view)
+        flip = None if self._label_flip is None else tuple(int(i) for i in self._label_flip)
+        return pipeline.ClipTransform(num_frames=c.num_frames, train=train, fraction=fraction,
+                                      min_fraction=c.min_fraction, flip_prob=c.flip_prob,
+                                      view=view, flip_permutation=flip)
 
     def read_clip(self, path: str) -> dict:
-        frame_shape = self.source("train")[0]["video"].shape[1:]
-        if path.lower().endswith(video_io.VIDEO_EXTENSIONS):  # any resolution -> training size
-            frames = video_io.read_video(path, size=tuple(frame_shape[:2]))
-        else:
-            frames = read_array(path, ("video", "frames"))
-        if frames.ndim != 4 or tuple(frames.shape[1:]) != tuple(frame_shape) or len(frames) == 0:
-            raise ValueError(f"{path}: frames have shape {frames.shape}, expected "
-                             f"[T>=1, {', '.join(map(str, frame_shape))}]")
-        return {"video": frames.astype(np.uint8), "label": 0,
-                "boxes": np.zeros((len(frames), 4), np.float32)}
+        """A record of a user's clip file: uint8 frames (`read_frames`; a float array fails
+        rather than being cast to near-black frames) with zero boxes."""
+        frames = read_frames(path, self.source("train")[0]["video"].shape[1:])
+        return clip_record(frames, 0)
 
 
 class RaggedNpzSequences:
@@ -162,10 +178,11 @@ class VideoFiles:
 
     def transform(self, train: bool, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
         c = self.config
-        # No flips inside ManeuverTransform: they swap left/right manoeuvre labels.
-        base = pipeline.ManeuverTransform(num_frames=c.num_frames, train=train, fraction=fraction,
-                                          min_fraction=c.min_fraction, flip_prob=0.0,
-                                          view=dataclasses.replace(view, flip=False))
+        # ClipTransform never flips here (its flip draw is still made in training); Mirror
+        # mirrors the video alone, after one more draw. A mirrored clip keeps its label.
+        base = pipeline.ClipTransform(num_frames=c.num_frames, train=train, fraction=fraction,
+                                      min_fraction=c.min_fraction, flip_prob=0.0,
+                                      view=dataclasses.replace(view, flip=False))
         flip_prob = c.flip_prob if train else float(view.flip)
         return Mirror(base, flip_prob) if flip_prob > 0 else base
 
@@ -189,7 +206,7 @@ class ClipRecords:
 
 
 def clip_record(frames: np.ndarray, label: int) -> dict:
-    """uint8 frames `[T, H, W, 3]` -> a record for `pipeline.ManeuverTransform` (zero boxes)."""
+    """uint8 frames `[T, H, W, 3]` -> a record for `pipeline.ClipTransform` (zero boxes)."""
     return {"video": frames, "label": label, "boxes": np.zeros((len(frames), 4), np.float32)}
 
 
@@ -263,15 +280,106 @@ def _row_problem(fields: list[str]) -> tuple[str, str | None] | None:
     return None
 
 
-DATASETS = {**{name: SyntheticVideos for name in builders.BUILDERS},
-            "ragged_npz": RaggedNpzSequences, "video_files": VideoFiles}
+@dataclasses.dataclass(frozen=True)
+class DetectionSpec:
+    """What a detection dataset's clips look like, from its builder's metadata alone."""
+
+    class_names: tuple[str, ...]
+    max_people: int  # the most people in one clip
+    frame_shape: tuple[int, int, int]  # (H, W, 3)
 
 
-def make(config):
-    """The dataset named by `config.name` (the `data` section of an experiment config)."""
-    if config.name not in DATASETS:
-        raise ValueError(f"data.name={config.name!r}: expected one of {sorted(DATASETS)}")
-    return DATASETS[config.name](config)
+class KeyframeVideos:
+    """A built-in TFDS dataset of keyframe boxes with per-person actions (`data.name` a key of
+    `builders.BUILDERS` whose records hold a `keyframe`: classroom).
+
+    Records: `{"video": uint8 [T, H, W, 3], "keyframe": int, "boxes": f32 [P, 4] (xyxy,
+    normalized), "actions": uint8 [P, A], "person_ids": int [P], ...}`; every action is
+    mirror-symmetric, so a training flip keeps the actions.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        spec = self.spec(config)  # an unknown builder config fails before any generation
+        self.max_people = spec.max_people
+        self.builder = builders.load(config.name, config.builder_config, config.data_dir)
+        self.class_names = list(self.builder.CLASS_NAMES)
+        self.description = f"{config.name}/{config.builder_config}"
+        self.frame_shape = tuple(self.builder.info.features["video"].shape[1:])  # (H, W, 3)
+
+    @classmethod
+    def spec(cls, config) -> DetectionSpec:
+        """The builder's metadata for `config.builder_config`; generates nothing."""
+        builder = builders.BUILDERS[config.name]
+        return DetectionSpec(class_names=tuple(builder.CLASS_NAMES),
+                             max_people=builder.max_people(config.builder_config),
+                             frame_shape=builder.frame_shape(config.builder_config))
+
+    def source(self, split: str):
+        return self.builder.as_data_source(split)
+
+    def transform(self, train: bool) -> pipeline.KeyframeTransform:
+        c = self.config
+        return pipeline.KeyframeTransform(num_frames=c.num_frames, max_people=c.max_people,
+                                          train=train, stride=c.frame_stride,
+                                          flip_prob=c.flip_prob)
+
+    def read_clip(self, path: str) -> np.ndarray:
+        """uint8 frames `[T, H, W, 3]` of a user's clip file (`read_frames` at `frame_shape`)."""
+        return read_frames(path, self.frame_shape)
+
+
+CLASSIFICATION_DATASETS = {"maneuvers": SyntheticVideos, "ragged_npz": RaggedNpzSequences,
+                           "video_files": VideoFiles}
+DETECTION_DATASETS = {"classroom": KeyframeVideos}
+REGISTRIES = {"classification": CLASSIFICATION_DATASETS, "detection": DETECTION_DATASETS}
+_NEEDS = {"classification": "labelled clips",
+          "detection": "keyframe boxes and per-person actions"}
+
+
+def dataset_class(config, task: str = "classification") -> type:
+    """The class registered for `config.name` (the `data` section) under `task`; generates
+    nothing. Fails naming `data.name` and the datasets of the task."""
+    if task not in REGISTRIES:
+        raise ValueError(f"task={task!r}: expected one of {sorted(REGISTRIES)}")
+    registry = REGISTRIES[task]
+    if config.name not in registry:
+        raise ValueError(f"data.name={config.name!r}: {task} needs {_NEEDS[task]}; expected one "
+                         f"of {sorted(registry)}")
+    return registry[config.name]
+
+
+def make(config, task: str = "classification"):
+    """The dataset named by `config.name` (the `data` section of an experiment config) in the
+    registry of `task` ('classification' or 'detection')."""
+    return dataset_class(config, task)(config)
+
+
+def detection_spec(config) -> DetectionSpec:
+    """Class names, max_people and frame_shape of the detection dataset of `config` (the `data`
+    section), from builder metadata: generates nothing. Fails naming `data.name` or
+    `data.builder_config` when either is unknown."""
+    return dataset_class(config, "detection").spec(config)
+
+
+def detection_max_people(config) -> int:
+    """The most people in one clip of the detection dataset of `config`; generates nothing."""
+    return detection_spec(config).max_people
+
+
+def read_frames(path: str, frame_shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 frames `[T, H, W, 3]` of a .npy / .npz file or a video file (decoded and resized to
+    `frame_shape`, the training resolution); fails naming the file otherwise."""
+    if path.lower().endswith(video_io.VIDEO_EXTENSIONS):
+        frames = video_io.read_video(path, size=tuple(frame_shape[:2]))
+    else:
+        frames = read_array(path, ("video", "frames"))
+    expected = f"[T>=1, {', '.join(map(str, frame_shape))}] uint8"
+    if frames.ndim != 4 or tuple(frames.shape[1:]) != tuple(frame_shape) or len(frames) == 0:
+        raise ValueError(f"{path}: frames have shape {frames.shape}, expected {expected}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"{path}: frames have dtype {frames.dtype}, expected {expected}")
+    return frames
 
 
 def read_array(path: str, keys=("video", "frames")) -> np.ndarray:

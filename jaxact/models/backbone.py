@@ -26,14 +26,18 @@ Sizes (`stage_sizes`, `widths`, `block`, `stem`, ...) are config fields. The tin
 (4 x 4 patchify stem, one basic block per stage, widths 16-32-48-64, strides 4-8-8-8 with
 dilations 2 and 4 in the last two stages) is meant for CPU training on 128 x 128 clips: people
 there are 10-20 px wide, so the last 3D map (the actor features) is kept at stride 8 (16 x 16)
-and the last two stages are narrow to pay for it (the whole default detector costs 0.83 forward
-GFLOPs per 8-frame clip). `RESNET50` gives a ResNet-50-sized (3, 4, 6, 3) bottleneck network with
+and the last two stages are narrow to pay for it (the detector's cost per clip:
+docs/results_classroom.md). `RESNET50` gives a ResNet-50-sized (3, 4, 6, 3) bottleneck network with
 a 7 x 7 stem, a stride-16 dilated last stage and SlowFast's temporal kernels (1, 1, 3, 3).
+
+Every module takes `dtype` (the computation's) and `param_dtype` (the parameters'), both float32 by
+default; GroupNorm statistics are computed in float32 whatever `dtype` is (flax does that).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import chex
 import flax.linen as nn
@@ -61,9 +65,17 @@ def num_groups(channels: int) -> int:
     return groups
 
 
-def group_norm(channels: int, name: str, zero_scale: bool = False) -> nn.GroupNorm:
+def group_norm(channels: int, name: str, zero_scale: bool = False, dtype: Any = jnp.float32,
+               param_dtype: Any = jnp.float32) -> nn.GroupNorm:
+    """GroupNorm over `channels` with `num_groups(channels)` groups (scale initialised to 0 or 1)."""
     init = nn.initializers.zeros if zero_scale else nn.initializers.ones
-    return nn.GroupNorm(num_groups=num_groups(channels), scale_init=init, name=name)
+    return nn.GroupNorm(num_groups=num_groups(channels), scale_init=init, dtype=dtype,
+                        param_dtype=param_dtype, name=name)
+
+
+def _dtypes(module: nn.Module) -> dict:
+    """`dtype` and `param_dtype` of `module`, as keyword arguments for its layers and children."""
+    return {"dtype": module.dtype, "param_dtype": module.param_dtype}
 
 
 def _fold(x: jax.Array) -> jax.Array:
@@ -86,6 +98,8 @@ class TemporalMixing(nn.Module):
 
     kernel_size: int = 3
     isolate_keyframe: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -99,8 +113,8 @@ class TemporalMixing(nn.Module):
         pad = self.kernel_size // 2
         padded = jnp.pad(ctx, ((0, 0), (pad, self.kernel_size - 1 - pad), (0, 0), (0, 0), (0, 0)))
         taps = jnp.concatenate([padded[:, i:i + n] for i in range(self.kernel_size)], axis=-1)
-        mixed = nn.Dense(c, use_bias=False, name="conv")(taps)
-        mixed = _unfold(group_norm(c, "norm", zero_scale=True)(_fold(mixed)), n)
+        mixed = nn.Dense(c, use_bias=False, name="conv", **_dtypes(self))(taps)
+        mixed = _unfold(group_norm(c, "norm", zero_scale=True, **_dtypes(self))(_fold(mixed)), n)
         out = nn.relu(ctx + mixed)
         if self.isolate_keyframe:
             out = jnp.concatenate([out[:, :key], x[:, key:key + 1], out[:, key:]], axis=1)
@@ -118,17 +132,20 @@ class BasicBlock(nn.Module):
     dilation: int = 1
     temporal_kernel: int = 3
     isolate_keyframe: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         t = x.shape[1]
         xf = _fold(x)
-        y = nn.Conv(self.width, (3, 3), self.stride, use_bias=False, name="conv0")(xf)
-        y = nn.relu(group_norm(self.width, "norm0")(y))
+        dt = _dtypes(self)
+        y = nn.Conv(self.width, (3, 3), self.stride, use_bias=False, name="conv0", **dt)(xf)
+        y = nn.relu(group_norm(self.width, "norm0", **dt)(y))
         y = _fold(_temporal(self, _unfold(y, t)))
         y = nn.Conv(self.width, (3, 3), kernel_dilation=self.dilation, use_bias=False,
-                    name="conv1")(y)
-        y = group_norm(self.width, "norm1", zero_scale=True)(y)
+                    name="conv1", **dt)(y)
+        y = group_norm(self.width, "norm1", zero_scale=True, **dt)(y)
         return _unfold(nn.relu(_shortcut(self, xf, y) + y), t)
 
 
@@ -144,20 +161,23 @@ class BottleneckBlock(nn.Module):
     temporal_kernel: int = 3
     isolate_keyframe: bool = True
     expansion: int = 4
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         t = x.shape[1]
         inner = self.width // self.expansion
         xf = _fold(x)
-        y = nn.Conv(inner, (1, 1), use_bias=False, name="conv0")(xf)
-        y = nn.relu(group_norm(inner, "norm0")(y))
+        dt = _dtypes(self)
+        y = nn.Conv(inner, (1, 1), use_bias=False, name="conv0", **dt)(xf)
+        y = nn.relu(group_norm(inner, "norm0", **dt)(y))
         y = _fold(_temporal(self, _unfold(y, t)))
         y = nn.Conv(inner, (3, 3), self.stride, kernel_dilation=self.dilation, use_bias=False,
-                    name="conv1")(y)
-        y = nn.relu(group_norm(inner, "norm1")(y))
-        y = nn.Conv(self.width, (1, 1), use_bias=False, name="conv2")(y)
-        y = group_norm(self.width, "norm2", zero_scale=True)(y)
+                    name="conv1", **dt)(y)
+        y = nn.relu(group_norm(inner, "norm1", **dt)(y))
+        y = nn.Conv(self.width, (1, 1), use_bias=False, name="conv2", **dt)(y)
+        y = group_norm(self.width, "norm2", zero_scale=True, **dt)(y)
         return _unfold(nn.relu(_shortcut(self, xf, y) + y), t)
 
 
@@ -165,14 +185,16 @@ def _temporal(block, y: jax.Array) -> jax.Array:
     # A 1-tap "temporal" conv would only be another per-frame 1 x 1 conv; T = 1 has nothing to mix.
     if block.temporal_kernel <= 1 or y.shape[1] <= 1:
         return y
-    return TemporalMixing(block.temporal_kernel, block.isolate_keyframe, name="temporal")(y)
+    return TemporalMixing(block.temporal_kernel, block.isolate_keyframe, name="temporal",
+                          **_dtypes(block))(y)
 
 
 def _shortcut(block, xf: jax.Array, y: jax.Array) -> jax.Array:
     if xf.shape == y.shape:
         return xf
-    xf = nn.Conv(block.width, (1, 1), block.stride, use_bias=False, name="proj")(xf)
-    return group_norm(block.width, "proj_norm")(xf)
+    xf = nn.Conv(block.width, (1, 1), block.stride, use_bias=False, name="proj",
+                 **_dtypes(block))(xf)
+    return group_norm(block.width, "proj_norm", **_dtypes(block))(xf)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
@@ -186,6 +208,8 @@ class PatchifyStem(nn.Module):
 
     width: int
     patch_size: int = 4
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -194,19 +218,22 @@ class PatchifyStem(nn.Module):
         if h % p or w % p:
             raise ValueError(f"frame size {h}x{w} is not divisible by patch_size={p}")
         x = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-        x = nn.Dense(self.width, use_bias=False, name="proj")(x.reshape(n, h // p, w // p, -1))
-        return nn.relu(group_norm(self.width, "norm")(x))
+        x = nn.Dense(self.width, use_bias=False, name="proj", **_dtypes(self))(
+            x.reshape(n, h // p, w // p, -1))
+        return nn.relu(group_norm(self.width, "norm", **_dtypes(self))(x))
 
 
 class ResNetStem(nn.Module):
     """7 x 7 stride-2 conv + 3 x 3 stride-2 max pool: `[N, H, W, 3]` -> `[N, H / 4, W / 4, width]`."""
 
     width: int = 64
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(self.width, (7, 7), 2, use_bias=False, name="conv")(x)
-        x = nn.relu(group_norm(self.width, "norm")(x))
+        x = nn.Conv(self.width, (7, 7), 2, use_bias=False, name="conv", **_dtypes(self))(x)
+        x = nn.relu(group_norm(self.width, "norm", **_dtypes(self))(x))
         return nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
 
 
@@ -226,7 +253,13 @@ class VideoResNet(nn.Module):
         the last map at stride 16 with the receptive field of stride 32, as in SlowFast on AVA).
       temporal_kernels: temporal kernel per stage; 1 disables temporal mixing in that stage.
       isolate_keyframe: keep the keyframe out of every temporal mixing step (module docstring).
+      dtype: computation dtype (e.g. bfloat16 on accelerators).
+      param_dtype: parameter dtype.
     """
+
+    # Allowed values of the string fields, for config checks before anything is traced.
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"stem": ("patchify", "resnet"),
+                                                     "block": tuple(BLOCKS)}
 
     stem: str = "patchify"
     stem_width: int = 16
@@ -238,6 +271,8 @@ class VideoResNet(nn.Module):
     dilations: Sequence[int] = (1, 1, 2, 4)
     temporal_kernels: Sequence[int] = (3, 3, 3, 3)
     isolate_keyframe: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, video: jax.Array) -> tuple[list[jax.Array], jax.Array]:
@@ -258,9 +293,9 @@ class VideoResNet(nn.Module):
         b, t = video.shape[:2]
         frames = _fold(video)
         if self.stem == "patchify":
-            x = PatchifyStem(self.stem_width, self.patch_size, name="stem")(frames)
+            x = PatchifyStem(self.stem_width, self.patch_size, name="stem", **_dtypes(self))(frames)
         elif self.stem == "resnet":
-            x = ResNetStem(self.stem_width, name="stem")(frames)
+            x = ResNetStem(self.stem_width, name="stem", **_dtypes(self))(frames)
         else:
             raise ValueError(f"stem must be 'patchify' or 'resnet', got {self.stem!r}")
         x = _unfold(x, t)
@@ -270,7 +305,7 @@ class VideoResNet(nn.Module):
             for i in range(size):
                 x = block_cls(width, self.strides[s] if i == 0 else 1, self.dilations[s],
                               self.temporal_kernels[s], self.isolate_keyframe,
-                              name=f"stage{s}_block{i}")(x)
+                              name=f"stage{s}_block{i}", **_dtypes(self))(x)
             keyframe_features.append(x[:, t // 2])
         chex.assert_shape(x, (b, t, None, None, self.widths[-1]))
         return keyframe_features, x

@@ -5,36 +5,51 @@
            keyframe features of every stage ----> FPN -> SparseLocalizer -> boxes, person logits
            last 3D feature map [B, T, h, w, C] --> RoIAlign at the (stop-gradient) boxes, per frame
                                                      -> actor features [B, N, T, S, S, C]
-                                                     -> pooled action head -> action logits
+                                                     -> action head -> action logits
 
 The localizer only ever sees the keyframe (see `backbone`), so person boxes do not depend on the
 other frames; the action branch sees all frames. Boxes fed to RoIAlign are `stop_gradient`-ed: the
 action loss trains features, not box positions (those belong to the set loss).
 
-Every constructor field is an int, float, bool, string or tuple, so a model is built from an
-`ml_collections.ConfigDict` with `ActionDetector(**config.model)`. `PRESETS` holds named sizes.
+Configuration: `ActionDetector`'s fields are ints, strings and three nested sections, each a
+mapping of one child module's fields: `backbone` (`VideoResNet`), `localizer` (`SparseLocalizer`,
+less what the detector sets itself) and `head` (`name`, a key of `HEADS`, plus that head's
+fields). A new action head is a module registered in `HEADS`; its fields go under `model.head`,
+and no detector field changes. `build_detector(config.model, num_actions)` builds the model from
+an `ml_collections.ConfigDict` (`check_model_fields` names any unknown field first); `PRESETS`
+holds named sizes; `upgrade_flat_model_config` turns the flat `model.*` fields of older configs
+into the nested ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
 
 from jaxact.models.backbone import RESNET50, VideoResNet
 from jaxact.models.fpn import FPN
 from jaxact.models.localizer import SparseLocalizer
-from jaxact.ops.boxes import cxcywh_to_xyxy
+from jaxact.ops.boxes import clip_boxes, cxcywh_to_xyxy
 from jaxact.ops.roi_align import roi_align_video
 
-# Named sizes: `ActionDetector(**PRESETS[name], num_actions=A)`; "tiny" is the class default.
+# Named sizes: `build_detector(PRESETS[name], num_actions)`; "tiny" is the class default. Nested
+# like `config.model`, so `config.model.update(PRESETS[name])` overrides only the given fields.
 PRESETS = {
     "tiny": {},
-    "resnet50": dict(RESNET50, fpn_dim=256, localizer_stages=6, localizer_heads=8,
-                     dynamic_dim=64, ffn_dim=2048, head_dim=512, num_queries=50),
+    "resnet50": {
+        "backbone": dict(RESNET50),
+        "fpn_dim": 256,
+        "num_queries": 50,
+        "localizer": {"num_stages": 6, "num_heads": 8, "dynamic_dim": 64, "ffn_dim": 2048},
+        "head": {"name": "pooled", "hidden_dim": 512},
+    },
 }
 
 
@@ -45,11 +60,21 @@ class PooledActionHead(nn.Module):
       num_actions: A.
       hidden_dim: width of the hidden layer.
       pool: "avg" or "max" over time and the RoI bins.
+      use_query: also feed the localizer's query features (they know the box shape: standing
+        people are taller).
+      dtype: computation dtype.
+      param_dtype: parameter dtype.
     """
+
+    # Allowed values of the string fields, for config checks before anything is traced.
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"pool": ("avg", "max")}
 
     num_actions: int
     hidden_dim: int = 128
     pool: str = "avg"
+    use_query: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, actor_features: jax.Array, query_features: jax.Array | None = None):
@@ -60,11 +85,49 @@ class PooledActionHead(nn.Module):
             x = jnp.max(actor_features, axis=(2, 3, 4))
         else:
             raise ValueError(f"pool must be 'avg' or 'max', got {self.pool!r}")
-        if query_features is not None:
-            # The localizer's query knows the box shape (standing people are taller).
+        if self.use_query:
+            if query_features is None:
+                raise ValueError("use_query=True needs query_features")
             x = jnp.concatenate([x, query_features], axis=-1)
-        x = nn.relu(nn.LayerNorm(name="norm")(nn.Dense(self.hidden_dim, name="hidden")(x)))
-        return nn.Dense(self.num_actions, name="logits")(x)
+        dt = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        x = nn.relu(nn.LayerNorm(name="norm", **dt)(nn.Dense(self.hidden_dim, name="hidden", **dt)(x)))
+        return nn.Dense(self.num_actions, name="logits", **dt)(x)
+
+
+# Action heads by `model.head.name`. A head is built as `cls(num_actions=A, dtype=..., param_dtype=...,
+# **fields)` and called as `head(actor_features [B, N, T, S, S, C], query_features [B, N, D])`
+# -> `[B, N, A]` logits; its parameters live under "action_head".
+HEADS: dict[str, type[nn.Module]] = {"pooled": PooledActionHead}
+DEFAULT_HEAD = "pooled"  # the head of a `head` section without a "name"
+
+# Fields of the child modules that the detector sets from its own fields (so they are not fields
+# of the `backbone`, `localizer` or `head` sections).
+_SET_BY_DETECTOR = {
+    "backbone": ("dtype", "param_dtype"),
+    "localizer": ("num_queries", "dim", "sampling_ratio", "dtype", "param_dtype"),
+    "head": ("num_actions", "dtype", "param_dtype"),
+}
+
+
+def _is_mapping(value) -> bool:
+    # `ml_collections.ConfigDict` is no `Mapping`, but has `items()`.
+    return isinstance(value, Mapping) or callable(getattr(type(value), "items", None))
+
+
+def _plain(value, sequence: type | None = tuple):
+    """Nested mappings (ConfigDicts included) -> new dicts, lists / tuples -> `sequence` (None:
+    the same type)."""
+    if _is_mapping(value):
+        return {k: _plain(v, sequence) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return (sequence or type(value))(_plain(v, sequence) for v in value)
+    return value
+
+
+def _freeze(value):
+    """Nested mappings -> FrozenDicts, lists -> tuples: hashable, as a flax module's fields must be."""
+    plain = _plain(value)
+    return FrozenDict(plain) if isinstance(plain, dict) else plain
 
 
 class ActionDetector(nn.Module):
@@ -72,46 +135,37 @@ class ActionDetector(nn.Module):
 
     Attributes:
       num_actions: A, number of (multi-label) action classes.
-      stem, stem_width, patch_size, block, stage_sizes, widths, strides, dilations,
-        temporal_kernels, isolate_keyframe: the `VideoResNet` fields.
+      backbone: `VideoResNet` fields (stem, stem_width, patch_size, block, stage_sizes, widths,
+        strides, dilations, temporal_kernels, isolate_keyframe); missing ones take its defaults.
       fpn_dim: FPN width D (also the localizer's query width).
       num_queries: N predicted boxes per clip.
-      localizer_stages, localizer_heads, dynamic_dim, ffn_dim, localizer_roi_size, prior_prob:
-        the `SparseLocalizer` fields (stages, heads, dynamic_dim, ffn_dim, roi_size, prior_prob).
+      localizer: `SparseLocalizer` fields except num_queries, dim and sampling_ratio (num_stages,
+        num_heads, dynamic_dim, ffn_dim, roi_size, prior_prob).
       action_roi_size: S of the actor features.
       roi_sampling_ratio: RoIAlign samples per bin (localizer and actor features).
-      head_dim: hidden width of the action head.
-      head_pool: "avg" or "max" pooling of the actor features.
-      head_use_query: also feed the localizer's query features to the action head.
+      head: the action head: `name` (a key of `HEADS`, default "pooled") and that head's fields
+        (for "pooled": hidden_dim, pool, use_query).
+      dtype: computation dtype of every layer (e.g. bfloat16 on accelerators).
+      param_dtype: parameter dtype.
+
+    Mappings are stored as FrozenDicts (and lists as tuples), so the module stays hashable.
     """
 
     num_actions: int = 5
-    # Backbone.
-    stem: str = "patchify"
-    stem_width: int = 16
-    patch_size: int = 4
-    block: str = "basic"
-    stage_sizes: Sequence[int] = (1, 1, 1, 1)
-    widths: Sequence[int] = (16, 32, 48, 64)
-    strides: Sequence[int] = (1, 2, 1, 1)
-    dilations: Sequence[int] = (1, 1, 2, 4)
-    temporal_kernels: Sequence[int] = (3, 3, 3, 3)
-    isolate_keyframe: bool = True
-    # FPN and localizer.
+    backbone: Mapping[str, Any] = FrozenDict()
     fpn_dim: int = 64
     num_queries: int = 20
-    localizer_stages: int = 3
-    localizer_heads: int = 4
-    dynamic_dim: int = 16
-    ffn_dim: int = 256
-    localizer_roi_size: int = 7
-    prior_prob: float = 0.1
-    # Action branch.
+    localizer: Mapping[str, Any] = FrozenDict()
     action_roi_size: int = 7
     roi_sampling_ratio: int = 2
-    head_dim: int = 128
-    head_pool: str = "avg"
-    head_use_query: bool = True
+    head: Mapping[str, Any] = FrozenDict(name=DEFAULT_HEAD)
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        for section in ("backbone", "localizer", "head"):
+            object.__setattr__(self, section, _freeze(getattr(self, section)))
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, video: jax.Array, train: bool = False) -> dict:
@@ -124,40 +178,163 @@ class ActionDetector(nn.Module):
           actor_features: `[B, N, T, S, S, C]` RoIAligned from the last 3D feature map;
           query_features: `[B, N, fpn_dim]`;
           aux_outputs: list of `{boxes, person_logits}` from earlier localizer stages.
+        Boxes and logits (what the losses and detections read) are float32 whatever `dtype` is;
+        the features are in `dtype`.
         """
         del train
         b, t = video.shape[:2]
-        keyframe_features, features_3d = VideoResNet(
-            stem=self.stem, stem_width=self.stem_width, patch_size=self.patch_size,
-            block=self.block, stage_sizes=tuple(self.stage_sizes), widths=tuple(self.widths),
-            strides=tuple(self.strides), dilations=tuple(self.dilations),
-            temporal_kernels=tuple(self.temporal_kernels), isolate_keyframe=self.isolate_keyframe,
-            name="backbone")(video)
-        pyramid = FPN(self.fpn_dim, name="fpn")(keyframe_features)
-        loc = SparseLocalizer(
-            num_queries=self.num_queries, dim=self.fpn_dim, num_stages=self.localizer_stages,
-            num_heads=self.localizer_heads, dynamic_dim=self.dynamic_dim, ffn_dim=self.ffn_dim,
-            roi_size=self.localizer_roi_size, sampling_ratio=self.roi_sampling_ratio,
-            prior_prob=self.prior_prob, name="localizer")(pyramid)
+        dt = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        head = dict(self.head)
+        head_name = head.pop("name", DEFAULT_HEAD)
+        if head_name not in HEADS:
+            raise ValueError(f"head.name={head_name!r}: expected one of {sorted(HEADS)}")
+        keyframe_features, features_3d = VideoResNet(**self.backbone, name="backbone", **dt)(video)
+        pyramid = FPN(self.fpn_dim, name="fpn", **dt)(keyframe_features)
+        loc = SparseLocalizer(num_queries=self.num_queries, dim=self.fpn_dim,
+                              sampling_ratio=self.roi_sampling_ratio, name="localizer",
+                              **self.localizer, **dt)(pyramid)
 
         # roi_align_video scales these normalized xyxy boxes to feature-map pixels (x W, x H) and
         # applies the half-pixel offset; clipping keeps bins on the frame.
-        roi_boxes = jnp.clip(cxcywh_to_xyxy(jax.lax.stop_gradient(loc["boxes"])), 0.0, 1.0)
+        roi_boxes = clip_boxes(cxcywh_to_xyxy(jax.lax.stop_gradient(loc["boxes"])))
         actor_features = roi_align_video(features_3d, roi_boxes, self.action_roi_size,
                                          self.roi_sampling_ratio)
         s, c = self.action_roi_size, features_3d.shape[-1]
         chex.assert_shape(actor_features, (b, self.num_queries, t, s, s, c))
-        action_logits = PooledActionHead(self.num_actions, self.head_dim, self.head_pool,
-                                         name="action_head")(
-            actor_features, loc["query_features"] if self.head_use_query else None)
+        action_logits = HEADS[head_name](num_actions=self.num_actions, name="action_head", **head,
+                                         **dt)(actor_features, loc["query_features"])
+
+        def f32(tree):
+            return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
         return {
-            "boxes": loc["boxes"],
-            "person_logits": loc["person_logits"],
-            "action_logits": action_logits,
+            "boxes": f32(loc["boxes"]),
+            "person_logits": f32(loc["person_logits"]),
+            "action_logits": f32(action_logits),
             "actor_features": actor_features,
             "query_features": loc["query_features"],
-            "aux_outputs": loc["aux_outputs"],
+            "aux_outputs": f32(loc["aux_outputs"]),
         }
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def _module_fields(cls: type[nn.Module], exclude: Sequence[str] = ()) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls)
+                 if f.name not in ("parent", "name", *exclude))
+
+
+def model_fields(head: str = DEFAULT_HEAD) -> dict[str, tuple[str, ...]]:
+    """The fields of a `model` config: "" -> the top level's, then those of the "backbone",
+    "localizer" and "head" sections (the latter for head `head`, "name" included)."""
+    if head not in HEADS:
+        raise ValueError(f"model.head.name={head!r}: expected one of {sorted(HEADS)}")
+    return {
+        "": _module_fields(ActionDetector, ("num_actions",)),
+        "backbone": _module_fields(VideoResNet, _SET_BY_DETECTOR["backbone"]),
+        "localizer": _module_fields(SparseLocalizer, _SET_BY_DETECTOR["localizer"]),
+        "head": ("name", *_module_fields(HEADS[head], _SET_BY_DETECTOR["head"])),
+    }
+
+
+def _check_known(fields: Mapping, known: Sequence[str], prefix: str, note: str = "") -> None:
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ValueError(f"{prefix}: unknown field(s) {[f'{prefix}.{k}' for k in unknown]}; "
+                         f"expected some of {sorted(known)}{note}")
+
+
+def _check_choices(fields: Mapping, cls: type[nn.Module], prefix: str) -> None:
+    for name, choices in getattr(cls, "CHOICES", {}).items():
+        if name in fields and fields[name] not in choices:
+            raise ValueError(f"{prefix}.{name}={fields[name]!r}: expected one of {choices}")
+
+
+def check_model_fields(model_config) -> None:
+    """Raises ValueError naming the first bad field of a `model` config (a mapping or ConfigDict):
+    an unknown field (as `model.xyz`, `model.backbone.xyz`, ...), a section that is no mapping, an
+    unknown head name, a string field outside its choices, or a dtype that is no float type.
+    Only names and choices are checked: nothing is built or traced."""
+    config = _plain(model_config)
+    fields = model_fields()
+    _check_known(config, fields[""], "model", " (num_actions comes from the data)")
+    for section in ("backbone", "localizer", "head"):
+        if section in config and not isinstance(config[section], dict):
+            raise ValueError(f"model.{section} must be a mapping of fields, got "
+                             f"{config[section]!r}")
+    head = config.get("head", {})
+    name = head.get("name", DEFAULT_HEAD)
+    if name not in HEADS:
+        raise ValueError(f"model.head.name={name!r}: expected one of {sorted(HEADS)}")
+    fields = model_fields(name)
+    classes = {"backbone": VideoResNet, "localizer": SparseLocalizer, "head": HEADS[name]}
+    for section, cls in classes.items():
+        sub = config.get(section, {})
+        _check_known(sub, fields[section], f"model.{section}")
+        _check_choices(sub, cls, f"model.{section}")
+    for key in ("dtype", "param_dtype"):
+        if key in config:
+            try:
+                ok = jnp.issubdtype(jnp.dtype(config[key]), jnp.floating)
+            except TypeError:
+                ok = False
+            if not ok:
+                raise ValueError(f"model.{key}={config[key]!r}: expected a float dtype such as "
+                                 "'float32' or 'bfloat16'")
+
+
+def build_detector(model_config, num_actions: int) -> ActionDetector:
+    """`ActionDetector` from a `model` config (a mapping or `ml_collections.ConfigDict`, nested as
+    `PRESETS`; None: the defaults), checked by `check_model_fields` first. Nested sections become
+    FrozenDicts, lists tuples and dtype names dtypes, so the model is hashable."""
+    config = _plain(model_config or {})
+    check_model_fields(config)
+    for key in ("dtype", "param_dtype"):
+        if key in config:
+            config[key] = jnp.dtype(config[key])
+    return ActionDetector(num_actions=num_actions, **config)
+
+
+# Flat `model.*` fields of configs written before the nested sections -> (section, field).
+# fpn_dim, num_queries, action_roi_size and roi_sampling_ratio kept their names and place.
+FLAT_MODEL_FIELDS = {
+    **{k: ("backbone", k) for k in ("stem", "stem_width", "patch_size", "block", "stage_sizes",
+                                    "widths", "strides", "dilations", "temporal_kernels",
+                                    "isolate_keyframe")},
+    "localizer_stages": ("localizer", "num_stages"),
+    "localizer_heads": ("localizer", "num_heads"),
+    "dynamic_dim": ("localizer", "dynamic_dim"),
+    "ffn_dim": ("localizer", "ffn_dim"),
+    "localizer_roi_size": ("localizer", "roi_size"),
+    "prior_prob": ("localizer", "prior_prob"),
+    "head_dim": ("head", "hidden_dim"),
+    "head_pool": ("head", "pool"),
+    "head_use_query": ("head", "use_query"),
+}
+
+
+def upgrade_flat_model_config(model) -> dict:
+    """A `model` config dict with the old flat fields (`FLAT_MODEL_FIELDS`) -> the nested layout,
+    as a new dict. Fields added with the nested layout get the values of those runs: head name
+    "pooled", float32 dtypes. A nested config (no flat field) comes back equal. Values are not
+    converted (JSON lists stay lists)."""
+    out = _plain(model, sequence=None)
+    flat = [k for k in FLAT_MODEL_FIELDS if k in out]
+    if not flat:
+        return out
+    for old in flat:
+        section, name = FLAT_MODEL_FIELDS[old]
+        sub = out.setdefault(section, {})
+        value = out.pop(old)
+        if name in sub and sub[name] != value:
+            raise ValueError(f"model.{old}={value!r} conflicts with "
+                             f"model.{section}.{name}={sub[name]!r}")
+        sub[name] = value
+    out.setdefault("head", {}).setdefault("name", DEFAULT_HEAD)
+    out.setdefault("dtype", "float32")
+    out.setdefault("param_dtype", "float32")
+    return out
 
 
 def gflops_per_clip(model: nn.Module, params, input_shape: Sequence[int]) -> float:
@@ -174,6 +351,4 @@ def gflops_per_clip(model: nn.Module, params, input_shape: Sequence[int]) -> flo
     variables = params if "params" in params else {"params": params}
     video = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
     cost = jax.jit(model.apply).lower(variables, video).cost_analysis()
-    if isinstance(cost, list | tuple):  # older jax returned one dict per computation
-        cost = cost[0]
     return float(cost["flops"]) / 1e9 / input_shape[0]

@@ -8,6 +8,7 @@ may share a resolution (e.g. a dilated last stage); they are then added without 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -31,9 +32,13 @@ class FPN(nn.Module):
 
     Attributes:
       dim: channels of every output level.
+      dtype: computation dtype.
+      param_dtype: parameter dtype.
     """
 
     dim: int = 64
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, features: Sequence[jax.Array]) -> list[jax.Array]:
@@ -43,11 +48,14 @@ class FPN(nn.Module):
             if coarser.shape[1] > finer.shape[1] or coarser.shape[2] > finer.shape[2]:
                 raise ValueError("FPN levels must go from fine to coarse, got spatial shapes "
                                  f"{[f.shape[1:3] for f in features]}")
-        laterals = [nn.Conv(self.dim, (1, 1), name=f"lateral{i}")(f) for i, f in enumerate(features)]
+        dt = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        laterals = [nn.Conv(self.dim, (1, 1), name=f"lateral{i}", **dt)(f)
+                    for i, f in enumerate(features)]
         for i in range(len(laterals) - 2, -1, -1):
             _, h, w, _ = laterals[i].shape
             laterals[i] = laterals[i] + upsample_to(laterals[i + 1], h, w)
-        outputs = [nn.Conv(self.dim, (3, 3), name=f"output{i}")(x) for i, x in enumerate(laterals)]
+        outputs = [nn.Conv(self.dim, (3, 3), name=f"output{i}", **dt)(x)
+                   for i, x in enumerate(laterals)]
         for f, out in zip(features, outputs, strict=True):
             chex.assert_shape(out, (*f.shape[:3], self.dim))
         return outputs

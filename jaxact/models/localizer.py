@@ -22,6 +22,10 @@ stage's prediction is returned so the set loss can supervise all of them (deep s
 RoIAlign is applied on every FPN level and the levels are fused by an element-wise max (PANet's
 adaptive feature pooling) instead of assigning each box to one level: with static shapes that is
 as cheap, and it is differentiable everywhere.
+
+Every module takes `dtype` (the computation's) and `param_dtype` (the parameters'), both float32 by
+default. Box logits add each stage's delta to the (`param_dtype`) proposals, so with float32
+parameters they stay float32 under a bfloat16 `dtype`.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxact.ops.boxes import cxcywh_to_xyxy
+from jaxact.ops.boxes import clip_boxes, cxcywh_to_xyxy
 from jaxact.ops.roi_align import roi_align
 
 
@@ -55,6 +60,11 @@ def multilevel_roi_align(features: Sequence[jax.Array], boxes: jax.Array, output
     pool = functools.partial(roi_align, output_size=output_size, sampling_ratio=sampling_ratio,
                              aligned=True, normalized=True)
     return functools.reduce(jnp.maximum, [jax.vmap(pool)(f, boxes) for f in features])
+
+
+def _dtypes(module: nn.Module) -> dict:
+    """`dtype` and `param_dtype` of `module`, as keyword arguments for its layers and children."""
+    return {"dtype": module.dtype, "param_dtype": module.param_dtype}
 
 
 def grid_box_logits(key, shape, dtype=jnp.float32):
@@ -82,19 +92,22 @@ class DynamicInteraction(nn.Module):
 
     dim: int
     dynamic_dim: int = 16
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, queries: jax.Array, roi: jax.Array) -> jax.Array:
         b, n, s, _, d = roi.shape
         dd = self.dynamic_dim
-        params = nn.Dense(2 * d * dd, name="params")(queries)
+        dt = _dtypes(self)
+        params = nn.Dense(2 * d * dd, name="params", **dt)(queries)
         w1 = params[..., : d * dd].reshape(b, n, d, dd)
         w2 = params[..., d * dd:].reshape(b, n, dd, d)
         x = roi.reshape(b, n, s * s, d)
-        x = nn.relu(nn.LayerNorm(name="norm1")(jnp.einsum("bnpd,bnde->bnpe", x, w1)))
-        x = nn.relu(nn.LayerNorm(name="norm2")(jnp.einsum("bnpe,bned->bnpd", x, w2)))
-        x = nn.Dense(self.dim, name="out")(x.reshape(b, n, s * s * d))
-        return nn.relu(nn.LayerNorm(name="norm3")(x))
+        x = nn.relu(nn.LayerNorm(name="norm1", **dt)(jnp.einsum("bnpd,bnde->bnpe", x, w1)))
+        x = nn.relu(nn.LayerNorm(name="norm2", **dt)(jnp.einsum("bnpe,bned->bnpd", x, w2)))
+        x = nn.Dense(self.dim, name="out", **dt)(x.reshape(b, n, s * s * d))
+        return nn.relu(nn.LayerNorm(name="norm3", **dt)(x))
 
 
 class RefinementStage(nn.Module):
@@ -111,31 +124,37 @@ class RefinementStage(nn.Module):
     roi_size: int = 7
     sampling_ratio: int = 2
     prior_prob: float = 0.1
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, features, queries, box_logits):
+        dt = _dtypes(self)
         boxes = jax.lax.stop_gradient(jax.nn.sigmoid(box_logits))
-        xyxy = jnp.clip(cxcywh_to_xyxy(boxes), 0.0, 1.0)
+        xyxy = clip_boxes(cxcywh_to_xyxy(boxes))
         roi = multilevel_roi_align(features, xyxy, self.roi_size, self.sampling_ratio)
 
         # Box geometry as a positional embedding: queries know where they are when they compare.
-        qk = queries + nn.Dense(self.dim, name="box_embed")(boxes)
+        qk = queries + nn.Dense(self.dim, name="box_embed", **dt)(boxes)
         attn = nn.MultiHeadDotProductAttention(self.num_heads, qkv_features=self.dim,
-                                               name="self_attn")(qk, qk, queries)
-        q = nn.LayerNorm(name="norm_attn")(queries + attn)
-        q = nn.LayerNorm(name="norm_dyn")(
-            q + DynamicInteraction(self.dim, self.dynamic_dim, name="interaction")(q, roi))
-        ffn = nn.Dense(self.dim, name="ffn_out")(nn.relu(nn.Dense(self.ffn_dim, name="ffn_in")(q)))
-        q = nn.LayerNorm(name="norm_ffn")(q + ffn)
+                                               name="self_attn", **dt)(qk, qk, queries)
+        q = nn.LayerNorm(name="norm_attn", **dt)(queries + attn)
+        q = nn.LayerNorm(name="norm_dyn", **dt)(
+            q + DynamicInteraction(self.dim, self.dynamic_dim, name="interaction", **dt)(q, roi))
+        ffn = nn.Dense(self.dim, name="ffn_out", **dt)(
+            nn.relu(nn.Dense(self.ffn_dim, name="ffn_in", **dt)(q)))
+        q = nn.LayerNorm(name="norm_ffn", **dt)(q + ffn)
 
-        c = nn.relu(nn.LayerNorm(name="cls_norm")(nn.Dense(self.dim, name="cls_hidden")(q)))
+        c = nn.relu(nn.LayerNorm(name="cls_norm", **dt)(nn.Dense(self.dim, name="cls_hidden", **dt)(q)))
         bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
-        person_logits = nn.Dense(1, bias_init=nn.initializers.constant(bias), name="cls")(c)[..., 0]
+        person_logits = nn.Dense(1, bias_init=nn.initializers.constant(bias), name="cls",
+                                 **dt)(c)[..., 0]
         r = q
         for i in range(2):
-            r = nn.relu(nn.LayerNorm(name=f"reg_norm{i}")(nn.Dense(self.dim, name=f"reg_hidden{i}")(r)))
+            r = nn.relu(nn.LayerNorm(name=f"reg_norm{i}", **dt)(
+                nn.Dense(self.dim, name=f"reg_hidden{i}", **dt)(r)))
         # Zero init: the first predictions are the proposals themselves.
-        delta = nn.Dense(4, kernel_init=nn.initializers.zeros, name="reg")(r)
+        delta = nn.Dense(4, kernel_init=nn.initializers.zeros, name="reg", **dt)(r)
         return q, box_logits + delta, person_logits
 
 
@@ -152,6 +171,8 @@ class SparseLocalizer(nn.Module):
       roi_size: RoIAlign output side S.
       sampling_ratio: RoIAlign samples per bin along each axis.
       prior_prob: initial person probability (bias of the person logit).
+      dtype: computation dtype.
+      param_dtype: parameter dtype.
     """
 
     num_queries: int = 20
@@ -163,6 +184,8 @@ class SparseLocalizer(nn.Module):
     roi_size: int = 7
     sampling_ratio: int = 2
     prior_prob: float = 0.1
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, features: Sequence[jax.Array]) -> dict:
@@ -178,17 +201,19 @@ class SparseLocalizer(nn.Module):
         for f in features:
             chex.assert_shape(f, (b, None, None, self.dim))
         n = self.num_queries
-        init_boxes = self.param("init_boxes", grid_box_logits, (n, 4))
-        init_queries = self.param("init_queries", nn.initializers.normal(1.0), (n, self.dim))
+        init_boxes = self.param("init_boxes", grid_box_logits, (n, 4), self.param_dtype)
+        init_queries = self.param("init_queries", nn.initializers.normal(1.0), (n, self.dim),
+                                  self.param_dtype)
         box_logits = jnp.broadcast_to(init_boxes, (b, n, 4))
-        queries = jnp.broadcast_to(init_queries, (b, n, self.dim))
+        queries = jnp.broadcast_to(jnp.asarray(init_queries, self.dtype), (b, n, self.dim))
         predictions = []
         for s in range(self.num_stages):
             if s:
                 box_logits = jax.lax.stop_gradient(box_logits)
             queries, box_logits, person_logits = RefinementStage(
                 self.dim, self.num_heads, self.dynamic_dim, self.ffn_dim, self.roi_size,
-                self.sampling_ratio, self.prior_prob, name=f"stage{s}")(features, queries, box_logits)
+                self.sampling_ratio, self.prior_prob, name=f"stage{s}", **_dtypes(self))(
+                    features, queries, box_logits)
             predictions.append({"boxes": jax.nn.sigmoid(box_logits), "person_logits": person_logits})
         out = dict(predictions[-1], query_features=queries, aux_outputs=predictions[:-1])
         chex.assert_shape([out["boxes"], out["person_logits"], queries],

@@ -12,6 +12,7 @@ train step and is checkpointed with the rest of the train state:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import chex
@@ -23,6 +24,82 @@ from jaxact.ops import distances, kmeans
 
 # Distance given to missing references: large but finite so losses and softmaxes stay finite.
 MISSING_DISTANCE = 1e6
+# Metrics on binarized features; their training loss uses the soft (sigmoid) relaxation.
+BINARIZED_METRICS = ("hamming", "jaccard")
+LOSS_ON = ("all", "misclassified")
+MEMORY_INIT = ("pretrain", "checkpoint")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySettings:
+    """The memory classifier's settings (field names are the `memory` config section's keys).
+
+    Bank and references: `capacity` K vectors per class; `num_clusters` k-means clusters (one
+    reference each) of a `sample_size` sample per class, `kmeans_iters` Lloyd iterations,
+    `reference_rule` in `kmeans.REFERENCE_RULES`; refreshed every `refresh_every` steps.
+    Matching: `distance` in `distances.METRICS` (`minkowski_p`, `binarize_threshold` for the
+    metrics that take them); `temperature` scales logits `-distance / temperature`.
+    Loss: `frame_loss_weight` and `video_loss_weight` of the per-frame and per-video
+    cross-entropies; `margin` added to the right class's distance; `loss_on` 'all' or
+    'misclassified' videos; `softmax_loss_weight` of the head's cross-entropy kept as a
+    regulariser. Writes: every `write_stride`-th frame of correctly classified videos.
+    Initialisation: `init` 'pretrain' (softmax pre-training for `aux_steps`, then the features of
+    `init_batches` train batches) or 'checkpoint' (the model of the workdir `aux_checkpoint`).
+    """
+
+    capacity: int
+    num_clusters: int
+    kmeans_iters: int
+    reference_rule: str
+    sample_size: int
+    distance: str
+    minkowski_p: float
+    binarize_threshold: float
+    temperature: float
+    margin: float
+    refresh_every: int
+    loss_on: str
+    frame_loss_weight: float
+    video_loss_weight: float
+    softmax_loss_weight: float
+    write_stride: int
+    init: str
+    aux_steps: int
+    aux_checkpoint: str
+    init_batches: int
+
+    def __post_init__(self):
+        try:
+            canonical = distances.check_metric(self.distance, field="distance")
+        except ValueError as e:
+            raise ValueError(f"distance={self.distance!r}: {e}") from e
+        object.__setattr__(self, "distance", canonical)  # scipy's aliases, e.g. cityblock
+        for field, choices in (("reference_rule", kmeans.REFERENCE_RULES), ("loss_on", LOSS_ON),
+                               ("init", MEMORY_INIT)):
+            if getattr(self, field) not in choices:
+                raise ValueError(f"{field}={getattr(self, field)!r}: expected one of {choices}")
+        for field in ("softmax_loss_weight", "margin"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        for field in ("capacity", "num_clusters", "sample_size", "refresh_every", "write_stride",
+                      "kmeans_iters", "temperature"):
+            if not getattr(self, field) > 0:
+                raise ValueError(f"{field} must be > 0, got {getattr(self, field)}")
+        if self.init == "checkpoint" and not self.aux_checkpoint:
+            raise ValueError("aux_checkpoint: init='checkpoint' needs a workdir here")
+
+    @property
+    def binarized(self) -> bool:
+        return self.distance in BINARIZED_METRICS
+
+    @property
+    def metric_kwargs(self) -> dict:
+        """Extra arguments of the distance."""
+        if self.distance == "minkowski":
+            return {"p": self.minkowski_p}
+        if self.binarized:
+            return {"threshold": self.binarize_threshold}
+        return {}
 
 
 @flax.struct.dataclass

@@ -6,16 +6,27 @@ Frame encoders are picked by name from `FRAME_ENCODERS`:
           keeps most FLOPs in matmuls, the fast path on CPU.
   resnet: a ResNet-style encoder (basic blocks, GroupNorm, global pooling) for real video.
   mlp:    flattens each frame (joints, sensor channels, precomputed features) and applies an MLP.
+
+Every module takes `dtype` (the computation's) and `param_dtype` (the parameters'), both float32 by
+default, and passes them to its layers, its frame encoder and its RNN cells.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxact.models.backbone import group_norm
+
+
+def _dtypes(module: nn.Module) -> dict:
+    """`dtype` and `param_dtype` of `module`, as keyword arguments for its layers and children."""
+    return {"dtype": module.dtype, "param_dtype": module.param_dtype}
 
 
 class ConvFrameEncoder(nn.Module):
@@ -24,31 +35,41 @@ class ConvFrameEncoder(nn.Module):
     widths: Sequence[int] = (32, 64)
     patch_size: int = 4
     embed_dim: int = 128
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
+        dt = _dtypes(self)
         x = nn.Conv(self.widths[0], (self.patch_size,) * 2, strides=self.patch_size,
-                    padding="VALID", name="stem")(x)
+                    padding="VALID", name="stem", **dt)(x)
         x = nn.relu(x)
         for i, width in enumerate(self.widths[1:]):
-            x = nn.relu(nn.Conv(width, (3, 3), strides=2, name=f"conv{i}")(x))
+            x = nn.relu(nn.Conv(width, (3, 3), strides=2, name=f"conv{i}", **dt)(x))
         x = x.reshape(x.shape[0], -1)
-        return nn.relu(nn.Dense(self.embed_dim, name="embed")(x))
+        return nn.relu(nn.Dense(self.embed_dim, name="embed", **dt)(x))
 
 
 class ResidualBlock(nn.Module):
-    """Basic two-conv residual block with GroupNorm (no batch statistics to carry)."""
+    """Basic two-conv residual block with GroupNorm (no batch statistics to carry).
+
+    GroupNorm groups come from `backbone.num_groups` (up to 32, at least 4 channels per group,
+    dividing `width`), so any width works.
+    """
 
     width: int
     strides: int = 1
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        norm = lambda name: nn.GroupNorm(num_groups=min(32, self.width // 4), name=name)
-        y = nn.relu(norm("norm0")(nn.Conv(self.width, (3, 3), self.strides, name="conv0")(x)))
-        y = norm("norm1")(nn.Conv(self.width, (3, 3), name="conv1")(y))
+        dt = _dtypes(self)
+        y = nn.Conv(self.width, (3, 3), self.strides, name="conv0", **dt)(x)
+        y = nn.relu(group_norm(self.width, "norm0", **dt)(y))
+        y = group_norm(self.width, "norm1", **dt)(nn.Conv(self.width, (3, 3), name="conv1", **dt)(y))
         if x.shape != y.shape:
-            x = nn.Conv(self.width, (1, 1), self.strides, name="proj")(x)
+            x = nn.Conv(self.width, (1, 1), self.strides, name="proj", **dt)(x)
         return nn.relu(x + y)
 
 
@@ -58,16 +79,19 @@ class ResNetFrameEncoder(nn.Module):
     stage_sizes: Sequence[int] = (1, 1, 1)
     width: int = 32
     embed_dim: int = 128
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu(nn.Conv(self.width, (3, 3), strides=2, name="stem")(x))
+        dt = _dtypes(self)
+        x = nn.relu(nn.Conv(self.width, (3, 3), strides=2, name="stem", **dt)(x))
         for stage, blocks in enumerate(self.stage_sizes):
             for b in range(blocks):
                 x = ResidualBlock(self.width * 2**stage, strides=2 if stage and not b else 1,
-                                  name=f"stage{stage}_block{b}")(x)
+                                  name=f"stage{stage}_block{b}", **dt)(x)
         x = jnp.mean(x, axis=(1, 2))
-        return nn.relu(nn.Dense(self.embed_dim, name="embed")(x))
+        return nn.relu(nn.Dense(self.embed_dim, name="embed", **dt)(x))
 
 
 class MLPFrameEncoder(nn.Module):
@@ -75,13 +99,16 @@ class MLPFrameEncoder(nn.Module):
 
     widths: Sequence[int] = (128,)
     embed_dim: int = 128
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
+        dt = _dtypes(self)
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.widths):
-            x = nn.relu(nn.Dense(width, name=f"dense{i}")(x))
-        return nn.relu(nn.Dense(self.embed_dim, name="embed")(x))
+            x = nn.relu(nn.Dense(width, name=f"dense{i}", **dt)(x))
+        return nn.relu(nn.Dense(self.embed_dim, name="embed", **dt)(x))
 
 
 FRAME_ENCODERS = {"conv": ConvFrameEncoder, "resnet": ResNetFrameEncoder, "mlp": MLPFrameEncoder}
@@ -101,6 +128,8 @@ class RecurrentEncoder(nn.Module):
         sees the whole observed clip (frames before a decisive moment then vote informed).
       dropout_rate: dropout on the frame embeddings and the RNN outputs when `train=True` (needs a
         'dropout' rng); small datasets such as JHMDB's 433 clips overfit without it.
+      dtype: computation dtype.
+      param_dtype: parameter dtype.
     """
 
     frame_encoder: str = "conv"
@@ -110,23 +139,28 @@ class RecurrentEncoder(nn.Module):
     feature_dim: int = 64
     bidirectional: bool = False
     dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, frames, train: bool = False):
         """`frames` `[B, T, ...]` -> features `[B, T, D]`."""
         dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
         b, t = frames.shape[:2]
+        dt = _dtypes(self)
         encoder = FRAME_ENCODERS[self.frame_encoder](**(self.frame_encoder_kwargs or {}),
-                                                     name="frame_encoder")
+                                                     name="frame_encoder", **dt)
         x = encoder(frames.reshape(b * t, *frames.shape[2:])).reshape(b, t, -1)
         x = dropout(x)
-        cell = RNN_CELLS[self.cell]
+
+        def cell():
+            return RNN_CELLS[self.cell](self.hidden_size, **dt)
+
         if self.bidirectional:
-            x = nn.Bidirectional(nn.RNN(cell(self.hidden_size)), nn.RNN(cell(self.hidden_size)),
-                                 name="birnn")(x)
+            x = nn.Bidirectional(nn.RNN(cell()), nn.RNN(cell()), name="birnn")(x)
         else:
-            x = nn.RNN(cell(self.hidden_size), name="rnn")(x)
-        feats = nn.Dense(self.feature_dim, name="project")(dropout(x))
+            x = nn.RNN(cell(), name="rnn")(x)
+        feats = nn.Dense(self.feature_dim, name="project", **dt)(dropout(x))
         chex.assert_shape(feats, (b, t, self.feature_dim))
         return feats
 
@@ -143,17 +177,22 @@ class VideoClassifierNet(nn.Module):
       normalize_features: return unit-length features (the head still reads the raw ones, so
         pre-training and the baseline are unchanged); distances between them are then bounded,
         which makes the memory loss's temperature and margin mean the same at any feature scale.
+      dtype: computation dtype.
+      param_dtype: parameter dtype.
     """
 
     num_classes: int
     encoder: dict
     normalize_features: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, frames, train: bool = False):
         """`frames` `[B, T, ...]` -> (features `[B, T, D]`, logits `[B, T, C]`)."""
-        feats = RecurrentEncoder(**self.encoder, name="encoder")(frames, train)
-        logits = nn.Dense(self.num_classes, name="head")(nn.relu(feats))
+        dt = _dtypes(self)
+        feats = RecurrentEncoder(**self.encoder, name="encoder", **dt)(frames, train)
+        logits = nn.Dense(self.num_classes, name="head", **dt)(nn.relu(feats))
         if self.normalize_features:
             feats = feats * jax.lax.rsqrt(jnp.sum(feats**2, axis=-1, keepdims=True) + 1e-12)
         return feats, logits

@@ -1,15 +1,17 @@
-"""Experiments by name: `config.experiment` picks one; each offers train / eval / predict."""
+"""Experiments by name: `config.experiment` picks one (see `experiment.Experiment`)."""
 
+import importlib
+
+# name -> "module:class"; imported lazily so each launch pulls in only what it runs.
 EXPERIMENTS = {
-    "memory_classifier": "jaxact.train.classifier",
-    "action_detector": "jaxact.train.detector",
+    "memory_classifier": "jaxact.train.classifier:Experiment",
+    "action_detector": "jaxact.train.detector:Experiment",
 }
 
 
 def get_experiment(name: str):
-    """The module implementing `name` (imported lazily so each launch pulls in only what it runs)."""
-    import importlib
-
+    """The experiment class registered as `name`: `get_experiment(name)(config, workdir)`."""
     if name not in EXPERIMENTS:
         raise ValueError(f"config.experiment={name!r}: expected one of {sorted(EXPERIMENTS)}")
-    return importlib.import_module(EXPERIMENTS[name])
+    module, cls = EXPERIMENTS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

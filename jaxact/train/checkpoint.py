@@ -18,19 +18,24 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
 def save(mgr: ocp.CheckpointManager, step: int, state, meta: dict | None = None) -> None:
     """Asynchronous save; orbax finalises a checkpoint only when complete, so a crash mid-save
     leaves the previous one restorable."""
-    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+    mgr.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
                                            meta=ocp.args.JsonSave(meta or {})))
 
 
 def restore(mgr: ocp.CheckpointManager, target_state, step: int | None = None):
     """Restores (state, meta) into the structure and shardings of `target_state`.
 
-    Returns None if there is no checkpoint.
+    Entries of the checkpoint that `target_state` lacks are ignored: states of older versions
+    carried empty memory fields on every phase's state (a state that lacks an entry the target
+    has still fails). Returns None if there is no checkpoint.
     """
     step = mgr.latest_step() if step is None else step
     if step is None:
         return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-    out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+    state_args = ocp.args.PyTreeRestore(
+        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True)
+    out = mgr.restore(step, args=ocp.args.Composite(state=state_args,
                                                     meta=ocp.args.JsonRestore()))
     return out.state, dict(out.meta or {})

@@ -39,14 +39,47 @@ def write_json(path: str, obj, **kwargs) -> None:
     os.replace(tmp, path)
 
 
+# Fields added to the configs after workdirs were written with them, and the value that those
+# runs used: `upgrade_config` fills them in, so the code reads every field directly.
+_ADDED_FIELDS = {
+    "memory_classifier": {
+        "memory.margin": 0.0,
+        "memory.softmax_loss_weight": 0.0,
+        "model.normalize_features": False,
+        "eval.temporal_views": 1,
+        "eval.flip_view": False,
+        "train.optimizer": "adamw",
+    },
+    "action_detector": {
+        "train.optimizer": "adamw",
+    },
+}
+
+
+def upgrade_config(raw: dict) -> dict:
+    """A config dict saved by an older version -> today's layout (a new dict; today's passes
+    unchanged): fields added since get the value those runs used, and the detector's flat
+    `model.*` fields move to its nested sub-configs."""
+    raw = json.loads(json.dumps(raw))
+    for field, value in _ADDED_FIELDS.get(raw.get("experiment"), {}).items():
+        section, name = field.split(".")
+        raw.setdefault(section, {}).setdefault(name, value)
+    if raw.get("experiment") == "action_detector" and "model" in raw:
+        from jaxact.models.detector import upgrade_flat_model_config
+
+        raw["model"] = upgrade_flat_model_config(raw["model"])
+    return raw
+
+
 def read_config(workdir: str, what: str = "workdir") -> ml_collections.ConfigDict:
-    """The `ml_collections.ConfigDict` a run saved in `WORKDIR/config.json`; `what` names where the
-    workdir came from (a flag, a config field) in the error when there is none."""
+    """The `ml_collections.ConfigDict` a run saved in `WORKDIR/config.json`, upgraded to today's
+    layout (`upgrade_config`); `what` names where the workdir came from (a flag, a config field)
+    in the error when there is none."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{what}={workdir!r}: no config.json there")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        return ml_collections.ConfigDict(upgrade_config(json.load(f)))
 
 
 def previous_results(workdir: str) -> dict:
@@ -130,8 +163,9 @@ def run_phase(*, workdir: str, data_parallel: parallel.DataParallel, train_confi
 
     `step_fn(state, batch) -> (state, metrics)` is compiled by `data_parallel`, which also lays
     out each batch; `loader` yields numpy batches and has
-    `get_state`/`set_state` (its position is checkpointed with the state); `on_step(state) -> state`
-    runs before every step (e.g. a memory-reference refresh). `train_config` gives `log_every`,
+    `get_state`/`set_state` (its position is checkpointed with the state); `on_step(state, step) ->
+    state` runs before every step (e.g. a memory-reference refresh), with `step` the Python count
+    of steps done, so it never waits on the device. `train_config` gives `log_every`,
     `checkpoint_every`, `max_to_keep`. Checkpoints go to `WORKDIR/checkpoints/PHASE`.
     """
     c = train_config
@@ -159,7 +193,7 @@ def _train_until(mgr, writer, preemption, c, phase, state, step_fn, loader, end_
     start_step, start_time = step, time.time()
     while step < end_step:
         if on_step is not None:
-            state = on_step(state)
+            state = on_step(state, step)
         batch = data_parallel.batch(next(loader))
         state, metrics = step_fn(state, batch)
         step += 1

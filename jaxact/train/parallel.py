@@ -7,9 +7,11 @@ Two modes (`config.parallel.mode`), same numbers (tested):
         functions reduce explicitly over `axis_name` (gradients and metrics summed, loss
         normalisers global, memory writes gathered).
 In both modes the train state is one replicated global array (pmap maps it with in/out axes
-None), so checkpoints, evaluation and every function outside the step are shared. Step functions
-take `axis_name` (None under jit) and use `global_sum` / `masked_share` / `gather_rows`, which
-are no-ops without an axis.
+None), so checkpoints, evaluation and every function outside the step are shared. Losses know
+nothing of devices (they return per-example values, or take their normaliser as an argument);
+step functions take `axis_name` (None under jit) and turn losses and metrics into global means
+with `masked_share` / `global_count` / `global_metrics`, and gather with `gather_rows`: this is
+the one place where the two modes differ.
 """
 
 from __future__ import annotations
@@ -56,10 +58,6 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
-def replicate(tree, mesh: Mesh):
-    return jax.device_put(tree, replicated(mesh))
-
-
 def all_hosts(tree):
     """This process's rows -> every process's rows, in global batch order (numpy)."""
     if jax.process_count() == 1:
@@ -81,6 +79,23 @@ def masked_share(values, weight, axis_name: str | None):
     weight = weight.astype(jnp.float32)
     total = global_sum(jnp.sum(weight), axis_name)
     return jnp.sum(values.astype(jnp.float32) * weight) / jnp.maximum(total, 1.0)
+
+
+def global_count(count, axis_name: str | None):
+    """A loss normaliser: the global sum of `count`, at least 1."""
+    return jnp.maximum(global_sum(count, axis_name), 1.0)
+
+
+def global_metrics(metrics: dict, axis_name: str | None) -> dict:
+    """Metrics of a step -> their global values. A `(sum, count)` pair becomes the global mean
+    `sum of sums / max(sum of counts, 1)`; any other value is summed over devices (under pmap, a
+    per-device share of a global mean sums to that mean)."""
+    def reduce(value):
+        if isinstance(value, tuple):
+            total, count = global_sum(value, axis_name)
+            return total / jnp.maximum(count, 1.0)
+        return global_sum(value, axis_name)
+    return {name: reduce(value) for name, value in metrics.items()}
 
 
 def gather_rows(tree, axis_name: str | None):

@@ -2,38 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import flax.struct
 import jax
+import jax.numpy as jnp
 import optax
+from flax.training import train_state
+
+from jaxact.models import memory as memlib
 
 
-@flax.struct.dataclass
-class TrainState:
-    """Params, optimizer state, step and rng, plus method-specific state.
+class TrainState(train_state.TrainState):
+    """flax's train state (step, params, optimizer and its state, `apply_fn`) plus an rng key
+    from which every step's randomness is folded. The optimizer and `apply_fn` are static, so
+    they are not checkpointed."""
 
-    `memory` and `references` hold the memory classifier's bank (`jaxact.models.memory`); they are
-    None for models without one. The optimizer is static (not a leaf) so it is not checkpointed.
-    """
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
     rng: jax.Array
-    memory: Any = None
-    references: Any = None
-    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False, default=None)
 
     @classmethod
-    def create(cls, params, tx, rng, **extra) -> TrainState:
-        return cls(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
-                   opt_state=tx.init(params), rng=rng, tx=tx, **extra)
+    def create(cls, *, apply_fn, params, tx, rng, **kwargs):
+        state = super().create(apply_fn=apply_fn, params=params, tx=tx, rng=rng, **kwargs)
+        return state.replace(step=jnp.zeros((), jnp.int32))  # a typed counter, as checkpointed
 
-    def apply_gradients(self, grads) -> TrainState:
-        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-        return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
-                            opt_state=opt_state)
+
+class MemoryTrainState(TrainState):
+    """The memory classifier's state: the bank (`jaxact.models.memory.MemoryBank`) and its
+    current references (`memory.References`) travel with the params, through every step and
+    into every checkpoint."""
+
+    memory: memlib.MemoryBank
+    references: memlib.References
+
+
+def make_init(model, tx: optax.GradientTransformation, input_shape: tuple[int, ...]):
+    """`rng -> TrainState` of `model` initialised on zeros of `input_shape` (to be jitted)."""
+
+    def init(rng) -> TrainState:
+        params_rng, state_rng = jax.random.split(rng)
+        params = model.init(params_rng, jnp.zeros(input_shape, jnp.float32))["params"]
+        return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=state_rng)
+
+    return init
 
 
 def dropout_rng(state: TrainState) -> jax.Array:
@@ -42,7 +49,7 @@ def dropout_rng(state: TrainState) -> jax.Array:
 
 
 def count_params(params) -> int:
-    return int(sum(x.size for x in jax.tree.leaves(params)))
+    return int(optax.tree.size(params))
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -57,7 +64,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
         decay_steps=max(config.num_steps, config.warmup_steps + 1), end_value=0.0)
-    name = config.get("optimizer", "adamw")
+    name = config.optimizer
     if name == "adamw":
         optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
     elif name == "sgd":

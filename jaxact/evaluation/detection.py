@@ -1,0 +1,105 @@
+"""The detector's evaluator: AVA frame-mAP, per-class AP and person AP@0.5 of keyframe detections.
+
+Every one of the N predicted boxes of a clip is a candidate (no score threshold, no NMS), with
+person score `sigmoid(person_logit)` and per-action score `person score * sigmoid(action logit)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+from absl import logging
+
+from jaxact import viz
+from jaxact.data import pipeline
+from jaxact.evaluation import frame_map
+
+
+def keyframe_image(video: np.ndarray) -> np.ndarray:
+    """Normalized clip `[T, H, W, 3]` -> its keyframe as uint8 `[H, W, 3]`."""
+    frame = video[video.shape[0] // 2] * pipeline.PIXEL_STD + pipeline.PIXEL_MEAN
+    return np.clip(np.round(frame), 0, 255).astype(np.uint8)
+
+
+def number(x) -> float | None:
+    """float, or None for NaN (classes without ground truth): results.json stays strict JSON."""
+    return None if math.isnan(x) else float(x)
+
+
+def collect(batches, predict_batch, params, num_images: int = 0) -> dict:
+    """Detections and ground truth of every clip of `batches` (padding removed).
+
+    `predict_batch(params, batch)` gives the batch's rows of every process: detections
+    (`boxes_pred`, `person_scores`, `action_scores`) and the batch's `boxes`, `actions`,
+    `person_mask`, `mask`. Returns `detections` and `ground_truth` (lists in
+    `frame_map.frame_map`'s format, one entry per clip) and `images`: (clip index, uint8 keyframe
+    `[H, W, 3]`) of the first `num_images` clips of this process (process 0 holds the first rows
+    of every global batch).
+    """
+    detections, ground_truth, images = [], [], []
+    for batch in batches:
+        rows = predict_batch(params, batch)
+        local_rows = len(batch["mask"])
+        for i in np.flatnonzero(rows["mask"]):
+            people = rows["person_mask"][i]
+            detections.append({"boxes": rows["boxes_pred"][i], "scores": rows["action_scores"][i],
+                               "person_scores": rows["person_scores"][i]})
+            ground_truth.append({"boxes": rows["boxes"][i][people],
+                                 "labels": rows["actions"][i][people]})
+            if len(images) < num_images and i < local_rows:
+                images.append((len(detections) - 1, keyframe_image(batch["video"][i])))
+    return {"detections": detections, "ground_truth": ground_truth, "images": images}
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameMapEvaluator:
+    """Frame-mAP at `iou_threshold`, per-class AP, person AP@0.5 on `split`, and
+    `detections.png` (the first `plot_num_clips` keyframes, boxes above `plot_score_threshold`).
+
+    `loader(split)` yields the split's batches; `predict_batch`: see `collect`.
+    """
+
+    predict_batch: Callable
+    loader: Callable
+    split: str
+    class_names: tuple[str, ...]
+    description: str
+    iou_threshold: float = 0.5
+    matching: str = "voc"
+    plot_num_clips: int = 6
+    plot_score_threshold: float = 0.5
+
+    def run(self, params) -> tuple[dict, dict]:
+        start = time.time()
+        out = collect(self.loader(self.split), self.predict_batch, params, self.plot_num_clips)
+        dets, gts = out["detections"], out["ground_truth"]
+        num_actions = len(self.class_names)
+        scores = frame_map.frame_map(dets, gts, num_actions, self.iou_threshold, self.matching)
+        at_50 = scores if self.iou_threshold == 0.5 else frame_map.frame_map(
+            dets, gts, num_actions, 0.5, self.matching)
+        results = {
+            "frame_map": number(scores["map"]),
+            "person_ap50": number(at_50["person_ap"]),
+            "per_class_ap": {name: number(ap) for name, ap in
+                             zip(self.class_names, scores["per_class_ap"], strict=True)},
+            "dataset": self.description,
+            "split": self.split,
+            "num_clips": len(dets),
+            "num_people": int(sum(len(g["boxes"]) for g in gts)),
+            "iou_threshold": self.iou_threshold,
+            "eval_seconds": round(time.time() - start, 1),
+        }
+        logging.info("%s: frame-mAP %.4f, person AP@0.5 %.4f, per class %s", self.split,
+                     scores["map"], at_50["person_ap"], results["per_class_ap"])
+        index = [i for i, _ in out["images"]]
+        images = [img for _, img in out["images"]]
+
+        def plot(path):
+            viz.plot_detections(images, [dets[i] for i in index], [gts[i] for i in index],
+                                list(self.class_names), path,
+                                score_threshold=self.plot_score_threshold)
+        return results, {"detections.png": plot}

@@ -1,0 +1,168 @@
+"""The experiment scaffold shared by every method: what launch.py calls, and the plumbing around
+it (validation before anything is created, data, loaders, phases, checkpoints, evaluators,
+results).
+
+A method subclasses `ExperimentBase` and fills in its own parts: `validate`, `build`, `train`,
+`restore_final`, `evaluators`, `predict_video` (see each method's docstring). Evaluators live in
+`jaxact.evaluation`; each is built from a predict function and data settings and returns
+`(results, artefacts)`, so the experiment only lists which ones run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+from absl import logging
+
+from jaxact.data import pipeline, sources, video_io
+from jaxact.train import checkpoint, loop, parallel
+
+
+class Experiment(Protocol):
+    """What launch.py calls. `jaxact.train.get_experiment(name)(config, workdir)` builds one."""
+
+    def train_and_evaluate(self) -> dict:
+        """Trains (resuming from the latest checkpoints), evaluates, writes results.json."""
+
+    def evaluate_from_checkpoint(self) -> dict:
+        """--mode=eval: restores the final states and recomputes results.json."""
+
+    def predict_video(self, path: str) -> dict:
+        """--mode=predict: the trained model's answer for one clip file."""
+
+
+class ExperimentBase:
+    """Data, mesh, loaders, phases, checkpoints and results of one run, built from its config.
+
+    Subclasses set `TASK` (the dataset registry of `jaxact.data.sources` they read) and
+    `KEPT_FROM_TRAINING` (results.json fields that --mode=eval copies from the training run), and
+    implement:
+      validate()            config checks beyond the shared ones; runs before anything is created
+      build()               model, typed settings, compiled programs
+      train() -> (models, extras)          runs every phase; `models` is what evaluators take
+      restore_final() -> models            the same from the final checkpoints
+      evaluators() -> list                 objects with `run(models) -> (results, artefacts)`
+      results_header() -> dict             leading results.json fields
+      cost(models) -> dict                 results.json fields such as the parameter count
+    """
+
+    TASK = ""
+    KEPT_FROM_TRAINING: tuple[str, ...] = ("train_seconds",)
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config, self.workdir = config, workdir
+        self.mesh = parallel.make_mesh()
+        parallel.check_mode(config.parallel.mode)
+        for section in ("train", "eval"):
+            parallel.check_batch_size(config[section].batch_size, self.mesh,
+                                      f"{section}.batch_size")
+        self.validate()
+        os.makedirs(workdir, exist_ok=True)
+        self.data_parallel = parallel.DataParallel(self.mesh, config.parallel.mode)
+        self.data = sources.make(config.data, self.TASK)
+        self._report_bad_inputs()
+        self.class_names = list(self.data.class_names)
+        self.build()
+
+    # -- what subclasses fill in
+    def validate(self) -> None:
+        pass
+
+    def build(self) -> None:
+        pass
+
+    def train(self) -> tuple[Any, dict]:
+        raise NotImplementedError
+
+    def restore_final(self) -> Any:
+        raise NotImplementedError
+
+    def evaluators(self) -> list:
+        raise NotImplementedError
+
+    def results_header(self) -> dict:
+        return {}
+
+    def cost(self, models) -> dict:
+        return {}
+
+    # -- data
+    def _report_bad_inputs(self) -> None:
+        """Datasets that screen their files up front report what they skipped: written even when
+        nothing was, so a stale report never survives a rerun."""
+        if not hasattr(self.data, "problems"):
+            return
+        problems, checked = self.data.problems, self.data.num_checked
+        if jax.process_index() == 0:
+            report = video_io.write_report(self.workdir, problems, checked)
+            (logging.warning if problems else logging.info)(
+                "%s; see %s", video_io.summarize(problems, checked), report)
+
+    def make_loader(self, split: str, transform, *, train: bool, seed_offset: int = 0
+                    ) -> pipeline.Loader:
+        c = self.config
+        return pipeline.make_loader(
+            self.data.source(split), transform,
+            global_batch_size=c.train.batch_size if train else c.eval.batch_size,
+            seed=c.seed + seed_offset, train=train, num_threads=c.data.num_threads,
+            prefetch=c.data.prefetch)
+
+    # -- phases and checkpoints
+    def checkpoint_manager(self, phase: str):
+        return checkpoint.manager(os.path.join(self.workdir, "checkpoints", phase),
+                                  self.config.train.max_to_keep)
+
+    def run_phase(self, phase: str, state, step_fn, loader, end_step: int, on_step=None):
+        """Trains `state` to `end_step` in `WORKDIR/checkpoints/PHASE`, resuming from there."""
+        return loop.run_phase(workdir=self.workdir, data_parallel=self.data_parallel,
+                              train_config=self.config.train, phase=phase, state=state,
+                              step_fn=step_fn, loader=loader, end_step=end_step, on_step=on_step)
+
+    def restore(self, phase: str, target):
+        """The latest checkpoint of `phase` in the structure of `target`; fails naming the phase
+        when there is none."""
+        restored = checkpoint.restore(self.checkpoint_manager(phase), target)
+        if restored is None:
+            raise FileNotFoundError(f"no '{phase}' checkpoint in {self.workdir}; train first")
+        return restored[0]
+
+    # -- evaluation and results
+    def evaluate(self, models) -> tuple[dict, dict]:
+        """Runs every evaluator; returns the merged results and artefacts."""
+        results, artefacts = self.results_header(), {}
+        for evaluator in self.evaluators():
+            r, a = evaluator.run(models)
+            results.update(r)
+            artefacts.update(a)
+        return results, artefacts
+
+    def write_results(self, results: dict, artefacts: dict) -> dict:
+        """results.json and the evaluators' files (plots), from process 0."""
+        if jax.process_index() == 0:
+            loop.write_json(os.path.join(self.workdir, "results.json"), results)
+            for name, write in artefacts.items():
+                write(os.path.join(self.workdir, name))
+        return results
+
+    # -- what launch.py calls
+    def train_and_evaluate(self) -> dict:
+        loop.check_class_names(self.workdir, self.class_names)
+        models, extras = self.train()
+        results, artefacts = self.evaluate(models)
+        results.update(self.cost(models), **extras, config_name=self.config.config_name)
+        return self.write_results(results, artefacts)
+
+    def evaluate_from_checkpoint(self) -> dict:
+        loop.check_class_names(self.workdir, self.class_names)
+        models = self.restore_final()
+        previous = loop.previous_results(self.workdir)
+        results, artefacts = self.evaluate(models)
+        results.update(self.cost(models), **{k: previous.get(k) for k in self.KEPT_FROM_TRAINING},
+                       config_name=self.config.config_name)
+        return self.write_results(results, artefacts)
+
+    def predict_video(self, path: str) -> dict:
+        raise NotImplementedError
