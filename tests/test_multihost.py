@@ -118,9 +118,9 @@ def reference(tmp_path_factory, data_flag):
     return workdir, written
 
 
-# ~30 s per run on 2 idle cores (the reference is shared): jit in the default suite, pmap in
-# `make test-slow`.
-@pytest.mark.parametrize("mode", ["jit", pytest.param("pmap", marks=pytest.mark.slow)])
+# Both modes train a reference run and two processes (~2 min each on 2 cores): `make test-slow`.
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["jit", "pmap"])
 def test_two_processes_match_one(mode, reference, data_flag, tmp_path):
     if mode not in parallel.MODES:
         pytest.skip(f"parallel.mode={mode!r} not implemented yet")
