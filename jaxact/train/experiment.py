@@ -10,6 +10,7 @@ A method subclasses `ExperimentBase` and fills in its own parts: `validate`, `bu
 
 from __future__ import annotations
 
+import abc
 import os
 from typing import Any, Protocol
 
@@ -34,7 +35,7 @@ class Experiment(Protocol):
         """--mode=predict: the trained model's answer for one clip file."""
 
 
-class ExperimentBase:
+class ExperimentBase(abc.ABC):
     """Data, mesh, loaders, phases, checkpoints and results of one run, built from its config.
 
     Subclasses set `TASK` (the dataset registry of `jaxact.data.sources` they read) and
@@ -47,6 +48,7 @@ class ExperimentBase:
       evaluators() -> list                 objects with `run(models) -> (results, artefacts)`
       results_header() -> dict             leading results.json fields
       cost(models) -> dict                 results.json fields such as the parameter count
+      predict_video(path) -> dict          --mode=predict
     """
 
     TASK = ""
@@ -68,20 +70,25 @@ class ExperimentBase:
         self.build()
 
     # -- what subclasses fill in
+    @abc.abstractmethod
     def validate(self) -> None:
-        pass
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def build(self) -> None:
-        pass
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def train(self) -> tuple[Any, dict]:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def restore_final(self) -> Any:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def evaluators(self) -> list:
-        raise NotImplementedError
+        """See the class docstring."""
 
     def results_header(self) -> dict:
         return {}
@@ -164,5 +171,6 @@ class ExperimentBase:
                        config_name=self.config.config_name)
         return self.write_results(results, artefacts)
 
+    @abc.abstractmethod
     def predict_video(self, path: str) -> dict:
-        raise NotImplementedError
+        """See the class docstring."""
