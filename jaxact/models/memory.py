@@ -20,6 +20,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from jaxact import settings
 from jaxact.ops import distances, kmeans
 
 # Distance given to missing references: large but finite so losses and softmaxes stay finite.
@@ -76,15 +77,12 @@ class MemorySettings:
         object.__setattr__(self, "distance", canonical)  # scipy's aliases, e.g. cityblock
         for field, choices in (("reference_rule", kmeans.REFERENCE_RULES), ("loss_on", LOSS_ON),
                                ("init", MEMORY_INIT)):
-            if getattr(self, field) not in choices:
-                raise ValueError(f"{field}={getattr(self, field)!r}: expected one of {choices}")
+            settings.check_choice(getattr(self, field), choices, field)
         for field in ("softmax_loss_weight", "margin"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
-        for field in ("capacity", "num_clusters", "sample_size", "refresh_every", "write_stride",
-                      "kmeans_iters", "temperature"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"{field} must be > 0, got {getattr(self, field)}")
+        settings.check_positive(self, "capacity", "num_clusters", "sample_size", "refresh_every",
+                                "write_stride", "kmeans_iters", "temperature")
         if self.init == "checkpoint" and not self.aux_checkpoint:
             raise ValueError("aux_checkpoint: init='checkpoint' needs a workdir here")
 
