@@ -8,12 +8,11 @@ WORKDIR ?= workdirs/maneuvers_memory
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e ".[test,video]"
+	$(VENV)/bin/pip install --quiet -e ".[test,video,notebooks]"
 	touch $@
 
 run: $(VENV)/.installed
-	$(VENV)/bin/python launch.py --config=configs/maneuvers_memory.py --workdir=$(WORKDIR) \
-		--alsologtostderr
+	$(VENV)/bin/python launch.py --config=configs/maneuvers_memory.py --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

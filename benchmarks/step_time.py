@@ -3,7 +3,7 @@
 Run from the repository root:
 
   python -m benchmarks.step_time                                    # default configs
-  python -m benchmarks.step_time --variant=tiny --steps=5           # seconds, for a smoke check
+  python -m benchmarks.step_time --variant=smoke --steps=5          # seconds, for a smoke check
   python -m benchmarks.step_time --experiments=detector --variant=resnet50
 
 One real batch from each experiment's train loader is fed repeatedly, so the numbers are the

@@ -55,6 +55,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.log_every = 50  # steps between metric logs
     config.train.checkpoint_every = 500  # steps between (async) checkpoints
     config.train.max_to_keep = 2  # checkpoints kept per phase
+    # A quick evaluation (top-1 / frame-mAP, one view) of the model being trained, logged to
+    # metrics.jsonl and TensorBoard as PHASE/SPLIT every this many steps (0: none).
+    config.train.eval_every = 0
+    config.train.eval_split = "validation"  # the split it reads (not the one results report)
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 64  # global eval batch (the last one is padded and masked)

@@ -4,10 +4,11 @@
   python launch.py --config=configs/jhmdb_memory.py:split=2 --workdir=workdirs/jhmdb_split2
   python -m benchmarks.jhmdb          # all 3 splits, both methods, mean/std table
 
-Variants combine: `:split=3,tiny`. Any ragged-sequence npz (`frames [sum_T, ...]`, `lengths
-[N]`, `labels [N]`) is one override away: `--config.data.train_path=A.npz
---config.data.test_path=B.npz` (set `data.features=()` and the augmentations to 0 for data that
-is not 2-D joints). Measured results: docs/results_jhmdb.md.
+Variants combine: `:split=3,tiny` (a short run: the `tiny` budget of configs/maneuvers_memory.py
+with a small model; not measured) or `:split=3,smoke` (seconds-long, for tests; does not learn).
+Any ragged-sequence npz (`frames [sum_T, ...]`, `lengths [N]`, `labels [N]`) is one override
+away: `--config.data.train_path=A.npz --config.data.test_path=B.npz` (set `data.features=()`
+and the augmentations to 0 for data that is not 2-D joints). Measured results: docs/results_jhmdb.md.
 """
 
 import os
@@ -26,8 +27,10 @@ def split_paths(split: int) -> tuple[str, str]:
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    """`arg`: comma-separated `split=N` (1-3, the official JHMDB split) and `tiny`."""
-    variant = common.parse_variant(arg, split=1, tiny=False)
+    """`arg`: comma-separated `split=N` (1-3, the official JHMDB split) and `tiny` or `smoke`."""
+    variant = common.parse_variant(arg, split=1, tiny=False, smoke=False)
+    if variant.tiny and variant.smoke:
+        raise ValueError(f"config variants tiny and smoke exclude each other: {arg!r}")
     if variant.split not in (1, 2, 3):
         raise ValueError(f"config variant split={variant.split!r}: expected 1, 2 or 3")
     config = maneuvers_memory.get_config()  # same method; data, model size and budget differ
@@ -70,15 +73,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.learning_rate = 2e-3
     config.train.weight_decay = 1e-2
     config.train.checkpoint_every = 500
+    config.train.eval_every = 0  # the JHMDB splits have no validation part
     config.eval.batch_size = 64
     config.eval.temporal_views = 1  # ragged sequences are resampled linearly: one test view
     config.eval.flip_view = False
 
-    if variant.tiny:  # seconds-long smoke run (tests pass their own small npz files)
+    if variant.tiny or variant.smoke:  # small model; smoke: tests pass their own small npz files
         config.data.num_frames = 8
         config.model.frame_encoder_kwargs.widths = (16,)
         config.model.frame_encoder_kwargs.embed_dim = 16
         config.model.hidden_size = 16
         config.model.feature_dim = 8
-        maneuvers_memory.tiny_budget(config)
+        if variant.tiny:  # a short run on the real splits (not measured)
+            maneuvers_memory.tiny_budget(config)
+        else:  # seconds-long, for tests; does not learn
+            maneuvers_memory.smoke_budget(config)
     return config

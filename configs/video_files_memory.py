@@ -15,8 +15,9 @@ from configs import common, maneuvers_memory
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    """`arg`: "" or "tiny" (tests write their own clips)."""
-    variant = common.parse_variant(arg, tiny=False)
+    """`arg`: "", "tiny" (the model and budget of maneuvers_memory.py:tiny) or "smoke"
+    (seconds-long, for tests, which write their own clips; does not learn)."""
+    variant = common.parse_variant(arg, tiny=False, smoke=False)
     config = maneuvers_memory.get_config(arg)
     config.config_name = "video_files_memory" + (f":{arg}" if arg else "")
     inherited = config.data
@@ -29,6 +30,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     for field in ("num_frames", "min_fraction", "num_threads", "prefetch"):
         config.data[field] = inherited[field]
     config.data.flip_prob = inherited.flip_prob  # mirror left-right; the label is kept
-    if variant.tiny:
+    config.train.eval_every = 0  # two lists, train and test: no validation split to watch
+    if variant.tiny or variant.smoke:
         config.data.frame_size = (32, 32)
     return config

@@ -33,7 +33,7 @@ def tiny_memory_run(tmp_path_factory):
     from jaxact.train import classifier
 
     workdir = str(tmp_path_factory.mktemp("memory_run"))
-    config = maneuvers_memory.get_config("tiny")
+    config = maneuvers_memory.get_config("smoke")
     config.data.data_dir = os.environ.get("JAXACT_DATA_DIR",
                                           str(tmp_path_factory.mktemp("tfds")))
     with open(os.path.join(workdir, "config.json"), "w") as f:  # as launch.py writes it

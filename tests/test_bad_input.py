@@ -3,6 +3,7 @@ broken one is reported by name, nothing raises, and every good one still arrives
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -56,6 +57,49 @@ def test_arrays_are_converted_to_rgb_uint8(tmp_path, name, array, expected):
     out = video_io.read_video(path)
     assert out.dtype == np.uint8 and out.shape == (4, H, W, 3)
     np.testing.assert_array_equal(out, expected(f))
+
+
+# Every uint8 value, in the layout of a clip: `[2, 16, 16, 3]`.
+ALL_VALUES = (np.arange(2 * 16 * 16 * 3) % 256).astype(np.uint8).reshape(2, 16, 16, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("scale", ["01", "0255"])
+def test_float_frames_read_exactly_like_uint8(tmp_path, dtype, scale):
+    """The one value rule: `u8 / 255` and `u8` as floats both read back as exactly `u8`, by every
+    reader, never as the near-black clip a cast would give."""
+    for name, u8 in (("all", ALL_VALUES), ("dark", ALL_VALUES // 4)):  # dark: max 63 / 255 < 1
+        stored = (u8 / 255.0 if scale == "01" else u8).astype(dtype)
+        np.testing.assert_array_equal(video_io.to_uint8(stored, "x"), u8)
+        path = str(tmp_path / f"{name}_{scale}.npy")
+        np.save(path, stored)
+        np.testing.assert_array_equal(video_io.read_video(path), u8)
+        np.testing.assert_array_equal(sources.read_frames(path, (16, 16, 3)), u8)
+    noisy = ALL_VALUES + np.random.default_rng(0).uniform(-0.45, 0.45, ALL_VALUES.shape)
+    np.testing.assert_array_equal(video_io.to_uint8(np.clip(noisy, 0, 255), "x"), ALL_VALUES)
+
+
+@pytest.mark.parametrize("name, values, found", [
+    ("above_255", np.array([0.0, 12.5, 300.0]), "values in [0, 300]"),
+    ("negative_01", np.array([-0.25, 0.5, 1.0]), "values in [-0.25, 1]"),
+    ("negative_255", np.array([-3.0, 0.0, 200.0]), "values in [-3, 200]"),
+    ("int_above", np.array([0, 7, 256], np.int16), "values in [0, 256]"),
+    ("int_negative", np.array([-1, 0, 255], np.int32), "values in [-1, 255]"),
+    ("nan", np.array([0.2, np.nan, 0.7]), "24 NaN or inf values (first in frame 0), finite values "
+                                          "in [0.2, 0.7]"),
+    ("inf", np.array([3.0, 250.0, np.inf]), "24 NaN or inf values (first in frame 0), finite "
+                                            "values in [3, 250]"),
+    ("all_nan", np.array([np.nan] * 3), "72 NaN or inf values (first in frame 0), no finite values"),
+])
+def test_out_of_range_values_raise_naming_file_and_range(tmp_path, name, values, found):
+    frames = np.broadcast_to(values.reshape(1, 1, 3, 1), (2, 4, 3, 3)).copy()  # 24 of each value
+    path = str(tmp_path / f"{name}.npy")
+    np.save(path, frames)
+    expected = re.escape(f"{path}: field 'video': {found}") + r".*expected .*\[0, 255\]"
+    for read in (video_io.read_video, lambda p: sources.read_frames(p, (8, 8, 3)),
+                 lambda p: video_io.to_uint8(frames, p)):
+        with pytest.raises(BadInputError, match=expected):
+            read(path)
 
 
 def test_sizes_sampling_and_padding(tmp_path):
@@ -201,6 +245,29 @@ def test_clip_corpus_through_scan_clips(tmp_path):
     assert {p["path"] for p in saved["problems"]} == set(reported)
     summary = video_io.summarize(problems, len(items))
     assert summary.startswith(f"skipped {len(problems)} of {len(items)} clips: ")
+
+
+def test_scan_clips_reports_each_row_and_reads_each_clip_once(tmp_path, monkeypatch):
+    good = str(tmp_path / "good.npy")
+    np.save(good, frames_rgb(t=3))
+    bad = str(tmp_path / "cut.npy")
+    (tmp_path / "cut.npy").write_bytes(open(good, "rb").read()[:100])
+    reads = []
+    read_video = video_io.read_video
+    monkeypatch.setattr(video_io, "read_video", lambda path, **kw: reads.append(path) or
+                        read_video(path, **kw))
+    items = [(bad, 0, 2), (good, 1, 3), (bad, 1, 5), (good, 7, 6), (bad, 0, 9)]
+    kept, problems = video_io.scan_clips(items, num_classes=2, split="test", list_file="list.csv",
+                                         num_workers=2)
+    assert kept == [(good, 1, 3)] and sorted(reads) == [bad, good]  # a clip is read once
+    assert [(p.path, p.row, p.field, p.split, p.list_file) for p in problems] == [
+        (bad, 2, None, "test", "list.csv"), (bad, 5, None, "test", "list.csv"),
+        (good, 6, "label", "test", "list.csv"), (bad, 9, None, "test", "list.csv")]
+    assert str(problems[0]).startswith(f"{bad} (test list list.csv, row 2): not a readable .npy")
+    # Without rows (2-tuples) a problem names the clip alone, as before.
+    _, problems = video_io.scan_clips([(bad, 0)], split="train")
+    assert (problems[0].row, problems[0].list_file, problems[0].split) == (None, None, "train")
+    assert str(problems[0]).startswith(f"{bad}: not a readable .npy")
 
 
 # ----------------------------------------------------------------------------- CSV corpus

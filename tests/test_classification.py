@@ -94,6 +94,9 @@ def test_combine_views_pools_frame_votes_across_views():
                     for d in (a, b)], views, None)
     np.testing.assert_array_equal(out["memory_votes"], [[2, 4]])
     assert out["memory_pred"][0] == 1
+    # Distance to the memory: the median over all 6 frames of each frame's nearest class.
+    nearest = [min(f) for f in [*a[0].tolist(), *b[0].tolist()]]
+    assert out["memory_nearest"][0] == pytest.approx(np.median(nearest))
 
 
 # ----------------------------------------------------------------------------- evaluators

@@ -45,7 +45,7 @@ def test_results_contract(tiny_run, tiny_exp, check_results):
         assert key in saved, key
     assert set(saved["early_prediction"]) == {"memory", "baseline"}
     assert set(saved["early_prediction"]["memory"]) == {"0.2", "1.0"}
-    assert saved["config_name"] == "maneuvers_memory:tiny"
+    assert saved["config_name"] == "maneuvers_memory:smoke"
     assert saved["class_names"] == tiny_exp.class_names and saved["eval_views"] == 6
     for name in ("confusion_matrix.png", "early_prediction.png", "metrics.jsonl"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
@@ -93,18 +93,39 @@ def test_predict_npy_and_bad_input(tiny_run, tiny_exp, tmp_path):
     assert out["class"] in exp.class_names and len(out["top_k"]) == 5
     # Every frame of every test view votes.
     assert 0.0 <= out["score"] <= 1.0
-    assert sum(out["votes"]) == config.data.num_frames * len(exp.views)
+    assert sum(out["votes"].values()) == config.data.num_frames * len(exp.views)
+    assert set(out["votes"]) <= set(exp.class_names)
+    assert out["baseline"]["class"] in exp.class_names and len(out["baseline"]["top_k"]) == 5
+    domain = out["domain"]
+    assert domain["bank_threshold"] > 0 and domain["ood_score"] == pytest.approx(
+        domain["nearest_reference_distance"] / domain["bank_threshold"], rel=1e-3)
     bad = str(tmp_path / "bad.npy")
-    np.save(bad, np.zeros((4, 7, 7), np.uint8))
-    with pytest.raises(ValueError, match="bad.npy"):
+    np.save(bad, np.zeros((4, 7, 7, 2), np.uint8))
+    with pytest.raises(ValueError, match="bad.npy.*2 channels"):
         exp.predict_video(bad)
-    # Float frames in [0, 1] are not silently cast to near-black uint8 frames.
+    # Float frames in [0, 1] are the same clip: the same answer, never an all-black clip's.
     floats = str(tmp_path / "floats.npy")
     np.save(floats, record["video"].astype(np.float32) / 255.0)
-    with pytest.raises(ValueError, match="floats.npy.*dtype float32.*uint8"):
+    assert exp.predict_video(floats) == {**out, "video": floats}
+    np.save(floats, record["video"].astype(np.float32) + 300.0)
+    with pytest.raises(ValueError, match=r"floats.npy.*values in \[3\d\d, \d+\], expected \[0, 255\]"):
         exp.predict_video(floats)
     with pytest.raises(FileNotFoundError, match="missing.npy"):
         exp.predict_video(str(tmp_path / "missing.npy"))
+
+
+def test_domain_threshold_is_the_banks_99th_percentile_distance(tiny_exp):
+    """Against numpy: each stored vector's squared distance to its nearest valid reference of any
+    class; the out-of-domain limit is their 99th percentile."""
+    exp = tiny_exp
+    assert exp.memory.distance == "sqeuclidean"
+    state = restore_memory_state(exp)
+    exp.models(state, None)
+    bank, refs = jax.device_get((state.memory, state.references))
+    vectors = np.asarray(bank.feats)[np.asarray(bank.valid)]
+    centres = np.asarray(refs.refs)[np.asarray(refs.valid)]
+    dist = ((vectors[:, None, :] - centres[None, :, :]) ** 2).sum(-1).min(axis=1)
+    assert exp.domain_threshold == pytest.approx(np.quantile(dist, 0.99), rel=1e-4)
 
 
 def test_rerun_resumes_from_final_checkpoints(tiny_run):
@@ -135,7 +156,7 @@ def test_rerun_resumes_from_final_checkpoints(tiny_run):
     ("parallel.mode", "shard", "parallel.mode='shard'"),
 ])
 def test_config_errors_name_the_field_before_creating_anything(field, value, match, tmp_path):
-    config = maneuvers_memory.get_config("tiny")
+    config = maneuvers_memory.get_config("smoke")
     section, name = field.split(".")
     config[section][name] = value
     workdir = tmp_path / "run"
@@ -170,7 +191,7 @@ def test_experiments_with_equal_settings_share_their_programs(tiny_run, tiny_exp
 
 def test_memory_init_from_aux_checkpoint(tiny_run, tmp_path, check_results):
     aux_config, aux_workdir, _ = tiny_run
-    config = maneuvers_memory.get_config("tiny")
+    config = maneuvers_memory.get_config("smoke")
     config.data.data_dir = aux_config.data.data_dir
     config.memory.init = "checkpoint"
     config.memory.aux_checkpoint = aux_workdir
@@ -197,7 +218,7 @@ def test_memory_init_from_aux_checkpoint(tiny_run, tmp_path, check_results):
 
 
 def test_memory_init_from_missing_checkpoint_is_clear(tmp_path):
-    config = maneuvers_memory.get_config("tiny")
+    config = maneuvers_memory.get_config("smoke")
     config.data.data_dir = os.environ.get("JAXACT_DATA_DIR", str(tmp_path / "tfds"))
     config.memory.init = "checkpoint"
     config.memory.aux_checkpoint = str(tmp_path / "nowhere")
@@ -259,7 +280,7 @@ def test_softmax_loss_weight_adds_the_head_loss(tiny_run, tiny_exp):
 
 def test_predict_video_agrees_with_the_split_evaluation(tiny_exp, tmp_path):
     exp = tiny_exp
-    assert len(exp.views) == 6  # the tiny config keeps the default's 3 offsets x mirror
+    assert len(exp.views) == 6  # the smoke config keeps the default's 3 offsets x mirror
     split = exp.classification_evaluator().outputs(exp.restore_final())["memory"]
     for i in range(3):
         path = str(tmp_path / f"clip{i}.npy")
@@ -267,7 +288,10 @@ def test_predict_video_agrees_with_the_split_evaluation(tiny_exp, tmp_path):
         out = exp.predict_video(path)
         pred = split["memory_pred"][i]
         assert out["class"] == exp.class_names[pred]
-        np.testing.assert_array_equal(out["votes"], split["memory_votes"][i])
+        votes = [out["votes"].get(name, 0) for name in exp.class_names]
+        np.testing.assert_array_equal(votes, split["memory_votes"][i])
+        assert out["domain"]["nearest_reference_distance"] == pytest.approx(
+            split["memory_nearest"][i], rel=1e-5)
         probs = np.exp(split["memory_logp"][i])
         assert out["score"] == pytest.approx(probs[pred], rel=1e-5)
         order = np.argsort(-probs)[:5]
@@ -307,7 +331,7 @@ def test_memory_phase_learns_a_small_problem(tmp_path):
     refreshes, written-back features), run by the training loop, makes its loss fall and its
     accuracy rise, as the step's metrics logged by the loop show. Seen (seed 0): loss 2.1 ->
     0.4, accuracy 0.64 -> 1.0; chance is a loss of 2 ln 3 = 2.2 and an accuracy of 1/3."""
-    config = jhmdb_memory.get_config("tiny")
+    config = jhmdb_memory.get_config("smoke")
     config.data.train_path = synthetic_joint_split(tmp_path / "train.npz", 16, 0)
     config.data.test_path = synthetic_joint_split(tmp_path / "test.npz", 2, 1)
     for field in ("mirror_prob", "rotation_degrees", "scale_range"):

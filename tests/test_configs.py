@@ -20,8 +20,9 @@ from jaxact.train import EXPERIMENTS, classifier, experiment, get_experiment
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
-# Variants beyond '' and 'tiny'.
-EXTRA_VARIANTS = {"classroom_detector": ("resnet50",), "jhmdb_memory": ("split=2", "split=3,tiny")}
+# Variants beyond '', 'tiny' and 'smoke'.
+EXTRA_VARIANTS = {"classroom_detector": ("resnet50",),
+                  "jhmdb_memory": ("split=2", "split=3,tiny", "split=2,smoke")}
 # The JHMDB npz files may be absent; the model does not depend on the class count.
 PLACEHOLDER_NUM_CLASSES = 14
 
@@ -36,7 +37,7 @@ def _has_variant(name: str, variant: str) -> bool:
 
 
 CASES = [(name, variant) for name in CONFIG_NAMES
-         for variant in ("", "tiny", *EXTRA_VARIANTS.get(name, ()))
+         for variant in ("", "tiny", "smoke", *EXTRA_VARIANTS.get(name, ()))
          if _has_variant(name, variant)]
 
 
@@ -66,21 +67,23 @@ def _model_and_input(config):
 
 def test_config_files_found():
     assert {"maneuvers_memory", "classroom_detector"} <= set(CONFIG_NAMES)
-    assert ("classroom_detector", "tiny") in CASES and ("maneuvers_memory", "tiny") in CASES
+    for name in ("classroom_detector", "maneuvers_memory", "jhmdb_memory", "video_files_memory"):
+        assert (name, "tiny") in CASES and (name, "smoke") in CASES, name
 
 
 class _Validated(Exception):  # noqa: N818 (a signal, not an error)
-    """Raised where an experiment starts creating things (its workdir): every check passed."""
+    """Raised where an experiment starts reading its data: every config check passed."""
 
 
 def _validate(config, monkeypatch) -> None:
     """Runs every check an experiment makes on its config (the shared ones and its own
-    `validate`), stopping where it would start creating its workdir, data and model."""
+    `validate`), stopping where it would start reading its data (then its workdir and model)."""
     def stop(*args, **kwargs):
         raise _Validated
 
     with monkeypatch.context() as patch:
-        patch.setattr(experiment.os, "makedirs", stop)
+        patch.setattr(experiment.sources, "make", stop)
+        patch.setattr(experiment.os, "makedirs", stop)  # must not come first
         with pytest.raises(_Validated):
             get_experiment(config.experiment)(config, "/nonexistent/workdir")
 
@@ -130,6 +133,31 @@ def test_variants_combine_and_name_the_run():
         jhmdb_memory.get_config("split=4")
     with pytest.raises(ValueError, match="unknown config variant 'huge'.*tiny"):
         maneuvers_memory.get_config("huge")
+    smoke = jhmdb_memory.get_config("split=2,smoke")
+    assert smoke.data.train_path == jhmdb_memory.split_paths(2)[0]
+    assert smoke.model.to_dict() == tiny.model.to_dict() and smoke.train.num_steps == 8
+    with pytest.raises(ValueError, match="tiny and smoke exclude each other"):
+        jhmdb_memory.get_config("tiny,smoke")
+
+
+def test_smoke_keeps_the_seconds_long_budgets_and_tiny_learns():
+    # The tests run `smoke` for speed and rely on its sizes; `tiny` is the under-a-minute run that
+    # learns (measured in the config docstrings), on the larger `small` synthetic presets.
+    from configs import classroom_detector
+
+    smoke = maneuvers_memory.get_config("smoke")
+    assert smoke.data.builder_config == "tiny" and smoke.train.num_steps == 8
+    assert (smoke.memory.aux_steps, smoke.memory.init_batches, smoke.train.batch_size) == (4, 2, 8)
+    assert smoke.model.frame_encoder_kwargs.widths == (8, 16) and smoke.data.num_frames == 8
+    detector = classroom_detector.get_config("smoke")
+    assert detector.data.builder_config == "tiny" and detector.train.num_steps == 6
+    assert detector.model.backbone.widths == (8, 8, 16) and detector.train.fast_compile
+    tiny = maneuvers_memory.get_config("tiny")
+    assert tiny.data.builder_config == "small" and tiny.train.num_steps > tiny.memory.aux_steps
+    # The fill reads enough training clips that every class gets memory vectors.
+    classes = len(builders.BUILDERS["maneuvers"].CLASS_NAMES)
+    assert tiny.memory.init_batches * tiny.train.batch_size >= 16 * classes
+    assert classroom_detector.get_config("tiny").data.builder_config == "small"
 
 
 def test_parse_variant_reads_literals_strings_and_flags():

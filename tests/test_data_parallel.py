@@ -60,9 +60,9 @@ def data_dir(tmp_path_factory):
 
 
 def test_classifier_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
-    config = maneuvers_memory.get_config("tiny")
+    config = maneuvers_memory.get_config("smoke")
     config.data.data_dir = data_dir
-    # Raw features: with the default unit-length ones, the tiny model's banks agree to 2e-7
+    # Raw features: with the default unit-length ones, the smoke model's banks agree to 2e-7
     # across settings, yet k-means picks a different reference (a near tie that float noise
     # flips), and the runs part from there. Normalising is per row, so the plumbing is the same.
     config.model.normalize_features = False
@@ -110,7 +110,7 @@ def test_classifier_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
 
 @pytest.mark.slow  # 2-3.5 min on 2 cores (three detector compiles): `make test-slow`
 def test_detector_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
-    config = classroom_detector.get_config("tiny")
+    config = classroom_detector.get_config("smoke")
     config.data.data_dir = data_dir
     # Adam's first steps are ~lr * sign(gradient): a gradient entry at float-noise level flips a
     # whole lr between settings. SGD keeps params linear in the gradients, so the comparison
@@ -145,7 +145,7 @@ def test_detector_same_numbers_in_every_mode(data_dir, tmp_path, monkeypatch):
 
 
 def test_unknown_mode_fails_before_compiling(tmp_path):
-    config = maneuvers_memory.get_config("tiny")
+    config = maneuvers_memory.get_config("smoke")
     config.parallel.mode = "shard"
     with pytest.raises(ValueError, match="parallel.mode='shard'"):
         classifier.Experiment(config, str(tmp_path / "run"))

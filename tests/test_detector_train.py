@@ -1,5 +1,6 @@
-"""End-to-end smoke test of the action detector on the tiny classroom dataset: train, results
-contract, eval from checkpoint, resume, predict, config errors, one compile of the train step."""
+"""End-to-end smoke test of the action detector (`classroom_detector.py:smoke`, on the tiny
+classroom dataset): train, results contract, eval from checkpoint, resume, predict, config errors,
+one compile of the train step."""
 
 import json
 import os
@@ -24,7 +25,7 @@ CLASS_NAMES = list(builders.Classroom.CLASS_NAMES)
 
 
 def _tiny_config(data_dir):
-    config = classroom_detector.get_config("tiny")
+    config = classroom_detector.get_config("smoke")
     config.data.data_dir = data_dir
     return config
 
@@ -56,7 +57,7 @@ def test_results_contract(tiny_run):
     assert all(ap is None or 0.0 <= ap <= 1.0 for ap in saved["per_class_ap"].values())
     assert saved["num_params"] > 0 and 0.0 < saved["gflops_per_clip"] < 10.0
     assert saved["train_seconds"] > 0 and saved["resumed_from_step"] == 0
-    assert saved["dataset"] == "classroom/tiny" and saved["config_name"] == "classroom_detector:tiny"
+    assert saved["dataset"] == "classroom/tiny" and saved["config_name"] == "classroom_detector:smoke"
     assert saved["num_clips"] == 16 and saved["num_people"] >= 2 * 16
     assert saved == results
     # The metrics equal a recomputation from the final checkpoint by an independent frame-mAP
@@ -122,13 +123,13 @@ def test_predict_matches_evaluation_and_rejects_bad_files(tiny_run, tmp_path):
     np.testing.assert_allclose([d["box_xyxy"] for d in found], first["boxes"][order], atol=2e-4)
 
     bad = str(tmp_path / "bad.npy")
-    np.save(bad, np.zeros((4, 7, 7), np.uint8))
-    with pytest.raises(ValueError, match="bad.npy.*expected"):
+    np.save(bad, np.zeros((4, 7, 7, 2), np.uint8))
+    with pytest.raises(ValueError, match="bad.npy.*2 channels"):
         exp.predict_video(bad)
+    # Float frames in [0, 1] are the same clip: the same detections.
     floats = str(tmp_path / "floats.npy")
-    np.save(floats, record["video"].astype(np.float32))
-    with pytest.raises(ValueError, match="floats.npy.*dtype"):
-        exp.predict_video(floats)
+    np.save(floats, record["video"].astype(np.float32) / 255.0)
+    assert exp.predict_video(floats)["detections"] == found
     with pytest.raises(FileNotFoundError, match="missing.npy"):
         exp.predict_video(str(tmp_path / "missing.npy"))
 
@@ -195,3 +196,41 @@ def test_config_errors_name_the_field(field, value, match, tmp_path):
     with pytest.raises(ValueError, match=match):
         detector.Experiment(config, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "tfds") and not os.path.exists(tmp_path / "run")
+
+
+def test_predict_command_writes_annotated_png_and_mp4(tiny_run, tmp_path):
+    """`launch.py --mode=predict --video=CLIP.mp4 --output_dir=OUT` on a trained workdir: the
+    answer, the keyframe and the whole clip annotated at the clip's own resolution."""
+    import shutil
+    import subprocess
+    import sys
+
+    from jaxact.data import video_io
+
+    pytest.importorskip("av")
+    config, workdir, _ = tiny_run
+    run = str(tmp_path / "run")
+    shutil.copytree(workdir, run)
+    with open(os.path.join(run, "config.json"), "w") as f:  # as launch.py writes it
+        f.write(config.to_json_best_effort())
+    frames = detector.Experiment(config, workdir).data.source("test")[0]["video"]
+    native = np.repeat(np.repeat(frames, 2, axis=1), 2, axis=2)  # twice the training size
+    clip = video_io.write_video(str(tmp_path / "clip.mp4"), native, fps=12.0)
+    out = tmp_path / "out"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, os.path.join(root, "launch.py"), f"--workdir={run}",
+                           "--mode=predict", f"--video={clip}", f"--output_dir={out}",
+                           "--config=configs/classroom_detector.py:smoke",
+                           "--config.eval.plot_score_threshold=0.0"],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["clip.json", "clip.mp4", "clip.png"]
+    answer = json.loads((out / "clip.json").read_text())
+    assert len(answer["frames"]) == len(frames) and answer["detections"]
+    image = matplotlib.image.imread(out / "clip.png")
+    assert image.shape[:2] == native.shape[1:3]
+    annotated = video_io.read_video(str(out / "clip.mp4"))
+    assert annotated.shape[0] == len(frames) and annotated.shape[1:3] == native.shape[1:3]
+    assert video_io.frame_rate(str(out / "clip.mp4")) == pytest.approx(12.0)
+    # Boxes are drawn: the annotated clip differs from the input where detections are.
+    assert np.abs(annotated.astype(int) - native.astype(int)).mean() > 1.0

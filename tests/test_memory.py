@@ -149,11 +149,11 @@ def test_refresh_references_picks_stored_members():
 
 
 def _settings(distance="euclidean", loss_on="all", **overrides) -> memlib.MemorySettings:
-    """The tiny config's memory settings with a plain loss: temperature 1, no margin."""
+    """The smoke config's memory settings with a plain loss: temperature 1, no margin."""
     plain = dict(distance=distance, loss_on=loss_on, temperature=1.0, margin=0.0,
                  frame_loss_weight=1.0, video_loss_weight=1.0, minkowski_p=3.0,
                  binarize_threshold=0.0)
-    return settings.from_section(memlib.MemorySettings, maneuvers_memory.get_config("tiny").memory,
+    return settings.from_section(memlib.MemorySettings, maneuvers_memory.get_config("smoke").memory,
                                  "memory", **{**plain, **overrides})
 
 

@@ -27,7 +27,7 @@ NUM_PROCESSES, DEVICES_PER_PROCESS = 2, 2
 TIMEOUT_S = 420  # ~110 s per run seen with the CPU shared with another job
 RTOL, ATOL = 1e-5, 1e-6
 # 2 aux + 2 memory steps, both checkpointed; one eval pass; no baseline phase.
-FLAGS = ["--config=configs/maneuvers_memory.py:tiny", "--config.train.num_steps=4",
+FLAGS = ["--config=configs/maneuvers_memory.py:smoke", "--config.train.num_steps=4",
          "--config.memory.aux_steps=2", "--config.train.checkpoint_every=2",
          "--config.baseline.enabled=False", "--config.eval.observation_ratios=(1.0,)"]
 # What only process 0 may write (relative to the workdir; a directory covers its contents).

@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_softmax_setup():
-    config = jhmdb_memory.get_config("tiny")
+    config = jhmdb_memory.get_config("smoke")
     config.train.max_nonfinite_steps = 3
     model = classifier.build_model(config.model, num_classes=3)
     video = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 30)), jnp.float32)
@@ -75,7 +75,7 @@ def run_command(tmp_path_factory):
 
     def command(workdir):
         return [sys.executable, os.path.join(ROOT, "launch.py"),
-                "--config=" + os.path.join(ROOT, "configs/jhmdb_memory.py:tiny"),
+                "--config=" + os.path.join(ROOT, "configs/jhmdb_memory.py:smoke"),
                 f"--workdir={workdir}", f"--config.data.train_path={train}",
                 f"--config.data.test_path={test}", "--config.train.num_steps=16",
                 "--config.memory.aux_steps=6", "--config.train.checkpoint_every=4",

@@ -218,7 +218,7 @@ def synthetic_joint_split(path, num_per_class, seed):
 
 
 def test_memory_classifier_on_vectors_end_to_end(tmp_path, check_results):
-    config = jhmdb_memory.get_config("tiny")
+    config = jhmdb_memory.get_config("smoke")
     config.data.train_path = synthetic_joint_split(tmp_path / "train.npz", 16, 0)
     config.data.test_path = synthetic_joint_split(tmp_path / "test.npz", 8, 1)
     workdir = str(tmp_path / "run")
@@ -233,7 +233,7 @@ def test_memory_classifier_on_vectors_end_to_end(tmp_path, check_results):
     np.save(tmp_path / "clip.npy", clip)
     out = exp.predict_video(str(tmp_path / "clip.npy"))
     assert out["class"] in ("raise", "still", "wave") and len(out["top_k"]) == 3
-    assert sum(out["votes"]) == config.data.num_frames  # one view: every frame votes once
+    assert sum(out["votes"].values()) == config.data.num_frames  # one view: each frame votes
     np.save(tmp_path / "bad.npy", clip[:, :7])
     with pytest.raises(ValueError, match="bad.npy.*\\[T>=1, 15, 2\\]"):
         exp.predict_video(str(tmp_path / "bad.npy"))

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxact.data import builders, classroom, pipeline, sources
+from jaxact.data import builders, classroom, pipeline, sources, video_io
 
 # Small splits of the tiny presets, so that the module renders a few clips only.
 SMALL = {"num_train": 4, "num_validation": 1, "num_test": 2}
@@ -79,7 +79,7 @@ def test_unknown_builder_config_fails_before_generation(tmp_path):
     for check in (sources.detection_spec, sources.detection_max_people,
                   lambda c: sources.make(c, "detection")):
         with pytest.raises(ValueError, match=r"data.builder_config='huge': expected one of "
-                                             r"\['default', 'tiny'\]"):
+                                             r"\['default', 'small', 'tiny'\]"):
             check(config)
     assert not (tmp_path / "tfds").exists()
 
@@ -126,22 +126,58 @@ def test_keyframe_transform_is_the_configured_one(keyframe_videos, train):
             np.testing.assert_array_equal(a[key], b[key])
 
 
+def native_frames(t=5, h=240, w=426):
+    """A smooth moving pattern at a phone video's native resolution: uint8 `[t, h, w, 3]`."""
+    y, x = np.mgrid[:h, :w] / np.array([h, w])[:, None, None]
+    frames = [np.stack([x + 0.1 * i, y, (x + y) / 2], -1) for i in range(t)]
+    return np.rint(255 * (0.5 + 0.5 * np.sin(np.pi * np.stack(frames)))).astype(np.uint8)
+
+
 def test_keyframe_read_clip(keyframe_videos, tmp_path):
     video = keyframe_videos.source("test")[0]["video"]
     np.savez(tmp_path / "clip.npz", video=video)
-    np.save(tmp_path / "clip.npy", video)
-    for name in ("clip.npz", "clip.npy"):
+    for name, stored in (("clip.npy", video), ("float01.npy", video / 255.0),
+                         ("float255.npy", video.astype(np.float32))):
+        np.save(tmp_path / name, stored)
+    for name in ("clip.npz", "clip.npy", "float01.npy", "float255.npy"):
         frames = keyframe_videos.read_clip(str(tmp_path / name))
         assert frames.dtype == np.uint8
-        np.testing.assert_array_equal(frames, video)
-    np.save(tmp_path / "bad.npy", np.zeros((4, 7, 7), np.uint8))
-    with pytest.raises(ValueError, match=r"bad.npy.*expected \[T>=1, 64, 64, 3\] uint8"):
+        np.testing.assert_array_equal(frames, video)  # floats: the same frames, not near-black
+    np.save(tmp_path / "bad.npy", np.zeros((4, 7, 7, 2), np.uint8))
+    with pytest.raises(video_io.BadInputError, match=r"bad.npy: field 'video': shape \(4, 7, 7, 2\)"
+                                                     r": 2 channels"):
         keyframe_videos.read_clip(str(tmp_path / "bad.npy"))
-    np.save(tmp_path / "floats.npy", video.astype(np.float32))
-    with pytest.raises(ValueError, match="floats.npy.*dtype float32"):
-        keyframe_videos.read_clip(str(tmp_path / "floats.npy"))
+    np.save(tmp_path / "bright.npy", video.astype(np.float32) + 256)
+    found = rf"values in \[{int(video.min()) + 256}, {int(video.max()) + 256}\], expected \[0, 255\]"
+    with pytest.raises(ValueError, match=rf"bright.npy: field 'video': {found}"):
+        keyframe_videos.read_clip(str(tmp_path / "bright.npy"))
     with pytest.raises(FileNotFoundError, match="missing.npy"):
         keyframe_videos.read_clip(str(tmp_path / "missing.npy"))
+
+
+def test_read_clip_resizes_arrays_like_videos(keyframe_videos, data_dir, tmp_path):
+    """A frame array at native resolution is resized to the training resolution, as the same
+    video as an .mp4 is: by `video_io._resize`, and to (nearly) the frames of the video."""
+    native = native_frames()
+    np.save(tmp_path / "native.npy", native)
+    np.save(tmp_path / "native01.npy", native.astype(np.float32) / 255)
+    expected = video_io._resize(native, (64, 64))
+    assert expected.shape == (5, 64, 64, 3)
+    maneuvers = sources.make(_data_config("maneuvers", data_dir))
+    for name in ("native.npy", "native01.npy"):
+        path = str(tmp_path / name)
+        np.testing.assert_array_equal(sources.read_frames(path, (64, 64, 3)), expected)
+        np.testing.assert_array_equal(keyframe_videos.read_clip(path), expected)
+        np.testing.assert_array_equal(maneuvers.read_clip(path)["video"], expected)
+    with pytest.raises(ValueError, match=r"frame_shape=\(64, 64\): expected \(H, W, 3\)"):
+        sources.read_frames(str(tmp_path / "native.npy"), (64, 64))
+
+    from test_bad_input import encode  # skips without PyAV
+
+    mp4 = encode(tmp_path / "native.mp4", native)
+    from_video = keyframe_videos.read_clip(mp4)
+    assert from_video.shape == expected.shape
+    assert np.abs(from_video.astype(int) - expected).mean() < 4  # lossy codec, other scaler
 
 
 def test_read_frames_resizes_videos(tmp_path):

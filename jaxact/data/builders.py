@@ -139,6 +139,11 @@ class Maneuvers(_SyntheticBuilder):
     BUILDER_CONFIGS = [
         SyntheticConfig(name="tiny", num_train=48, num_validation=12, num_test=24,
                         render=maneuvers.ManeuverConfig(min_frames=24, max_frames=40)),
+        # The `:tiny` config runs (learn in under a minute): easier clips, no distractor vehicles
+        # and no camera jitter; seconds to generate.
+        SyntheticConfig(name="small", num_train=600, num_validation=24, num_test=48,
+                        render=maneuvers.ManeuverConfig(min_frames=24, max_frames=40,
+                                                        max_distractors=0, jitter_px=0.0)),
         SyntheticConfig(name="default", num_train=1200, num_validation=300, num_test=600,
                         render=maneuvers.ManeuverConfig()),
     ]
@@ -167,6 +172,8 @@ class Classroom(_SyntheticBuilder):
     FLIP_PERMUTATION = None  # every behaviour is mirror-symmetric
     BUILDER_CONFIGS = [
         SyntheticConfig(name="tiny", num_train=32, num_validation=8, num_test=16,
+                        render=classroom.ClassroomConfig(resolution=64, num_frames=8)),
+        SyntheticConfig(name="small", num_train=300, num_validation=16, num_test=32,  # `:tiny` runs
                         render=classroom.ClassroomConfig(resolution=64, num_frames=8)),
         SyntheticConfig(name="default", num_train=1100, num_validation=200, num_test=400,
                         render=classroom.ClassroomConfig()),

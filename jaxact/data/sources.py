@@ -69,8 +69,8 @@ class SyntheticVideos:
                                       view=view, flip_permutation=flip)
 
     def read_clip(self, path: str) -> dict:
-        """A record of a user's clip file: uint8 frames (`read_frames`; a float array fails
-        rather than being cast to near-black frames) with zero boxes."""
+        """A record of a user's clip file: uint8 frames at the dataset's frame size (`read_frames`:
+        any video, or arrays by `video_io.to_uint8`'s value rule) with zero boxes."""
         frames = read_frames(path, self.source("train")[0]["video"].shape[1:])
         return clip_record(frames, 0)
 
@@ -110,6 +110,8 @@ class RaggedNpzSequences:
             mean=self.mean, std=self.std)
 
     def read_clip(self, path: str) -> dict:
+        """A record of a user's sequence file: float32 `[T, ...]` shaped like the data's frames
+        (e.g. joints `[T, 15, 2]`). Coordinates, not pixels: no image value rule, no resizing."""
         frame_shape = self._sources["train"].sequences.frames.shape[1:]
         frames = read_array(path, ("frames", "video"))
         if frames.ndim < 1 or tuple(frames.shape[1:]) != tuple(frame_shape) or len(frames) == 0:
@@ -124,8 +126,9 @@ class VideoFiles:
     Class names are the sorted labels of the train list. On construction every listed clip is
     read once at `data.frame_size` (`video_io.scan_clips`); malformed rows, test labels unknown to
     the train list and unreadable clips are skipped and kept in `problems` (both splits, one per
-    bad row, out of `num_checked` rows), so the loaders only ever see good clips. A clip shorter
-    than `num_frames` is good: the sampler repeats frames of short clips (scanned with pad=True).
+    bad row, with its split and 1-based row, out of `num_checked` rows), so the loaders only ever
+    see good clips. A clip shorter than `num_frames` is good: the sampler repeats frames of short
+    clips (scanned with pad=True). Arrays of any size are resized like videos.
     Records decode their file on every access: `{"video": uint8 [T, H, W, 3] at frame_size,
     "label": int, "boxes": f32 [T, 4] zeros}`.
     """
@@ -148,20 +151,22 @@ class VideoFiles:
         ids = {name: i for i, name in enumerate(self.class_names)}
         self.problems, self._records = [], {}
         for split, path in paths.items():
-            problems = csv_problems[split] + [
+            problems = [p._replace(split=split) for p in csv_problems[split]] + [
                 video_io.Problem(path, f"label {label!r} is not a class of data.train_list",
-                                 row, "label") for _, label, row in rows[split] if label not in ids]
-            items = [(clip, label) for clip, label, _ in rows[split] if label in ids]
+                                 row, "label", split)
+                for _, label, row in rows[split] if label not in ids]
+            items = [row for row in rows[split] if row[1] in ids]  # (clip, label, row)
             good, bad = video_io.scan_clips(items, num_frames=config.num_frames, size=self.size,
                                             pad=True, class_names=self.class_names,
-                                            num_workers=config.scan_workers)
+                                            num_workers=config.scan_workers, split=split,
+                                            list_file=path)
             problems += bad
             if not good:
                 raise ValueError(f"data.{self.LISTS[split]}={path}: no usable clip among its "
                                  f"{len(rows[split]) + len(csv_problems[split])} rows; "
                                  + video_io.summarize(problems, len(problems)))
             self.problems += problems
-            self._records[split] = ClipRecords([(clip, ids[label]) for clip, label in good],
+            self._records[split] = ClipRecords([(clip, ids[label]) for clip, label, _ in good],
                                                self.size)
         trained = {label for _, label in self._records["train"].rows}
         if missing := [name for i, name in enumerate(self.class_names) if i not in trained]:
@@ -368,24 +373,25 @@ def detection_max_people(config) -> int:
 
 
 def read_frames(path: str, frame_shape: tuple[int, ...]) -> np.ndarray:
-    """uint8 frames `[T, H, W, 3]` of a .npy / .npz file or a video file (decoded and resized to
-    `frame_shape`, the training resolution); fails naming the file otherwise."""
-    if path.lower().endswith(video_io.VIDEO_EXTENSIONS):
-        frames = video_io.read_video(path, size=tuple(frame_shape[:2]))
-    else:
-        frames = read_array(path, ("video", "frames"))
-    expected = f"[T>=1, {', '.join(map(str, frame_shape))}] uint8"
-    if frames.ndim != 4 or tuple(frames.shape[1:]) != tuple(frame_shape) or len(frames) == 0:
-        raise ValueError(f"{path}: frames have shape {frames.shape}, expected {expected}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"{path}: frames have dtype {frames.dtype}, expected {expected}")
-    return frames
+    """uint8 frames `[T, H, W, 3]` of a video or a .npy / .npz frame array, resized to
+    `frame_shape` `(H, W, 3)` (the training resolution), all by `video_io.read_video`.
+
+    Arrays and videos are treated alike: any size is resized (arrays with `video_io._resize`),
+    grayscale / RGBA become RGB, and values follow `video_io.to_uint8`'s rule (integers in
+    [0, 255]; float frames whose maximum is <= 1 are read as [0, 1], other floats as [0, 255]).
+    A bad file raises `video_io.BadInputError` (a ValueError; missing: also a FileNotFoundError)
+    naming it.
+    """
+    if len(frame_shape) != 3 or frame_shape[2] != 3:
+        raise ValueError(f"frame_shape={tuple(frame_shape)}: expected (H, W, 3)")
+    return video_io.read_video(path, size=tuple(frame_shape[:2]))
 
 
 def read_array(path: str, keys=("video", "frames")) -> np.ndarray:
-    """The frames array of a .npy file, or of a .npz file (first of `keys` present, else its
-    first array), or uint8 `[T, H, W, 3]` of a video file (`video_io.read_video`); fails naming
-    the file on missing, unreadable or non-finite data."""
+    """The raw array of a .npy file, or of a .npz file (first of `keys` present, else its first
+    array), or uint8 `[T, H, W, 3]` of a video file (`video_io.read_video`); fails naming the file
+    on missing, unreadable or non-finite data. Values are returned as stored (for non-image data
+    such as joint coordinates): image frames go through `read_frames` / `video_io.read_video`."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     if path.lower().endswith(video_io.VIDEO_EXTENSIONS):

@@ -1,4 +1,4 @@
-"""Reading clip files (video or frame arrays) and screening a dataset's clips for bad input.
+"""Reading clip files (video or frame arrays), writing videos, and screening clips for bad input.
 
 Every failure that is the input's fault raises one exception type, `BadInputError`, whose message
 names the file (and the row / field where there is one) and says what was expected. A loader that
@@ -9,8 +9,10 @@ trains on file lists calls `scan_clips` once up front: bad clips are counted, lo
 from __future__ import annotations
 
 import errno
+import fractions
 import json
 import os
+import uuid
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -31,19 +33,32 @@ _TRUNCATION_SLACK = 0.01  # fraction of the header's count, at least 1 frame
 
 
 class Problem(NamedTuple):
-    """One bad input: unpacks as `(path, reason, row, field)`; `row` is 1-based where set."""
+    """One bad input: `path`, `reason`, and where known the 1-based `row` and the `field`.
+
+    `row` is a line of `path` itself, or, when `list_file` is set, the line of the clip list
+    `list_file` that names the clip `path`; `split` ("train", "test", ...) is the split that list
+    feeds. Built from up to four fields as before (the last two default to None); code that
+    unpacks exactly four takes `problem[:4]`.
+    """
 
     path: str
     reason: str
     row: int | None = None
     field: str | None = None
+    split: str | None = None
+    list_file: str | None = None
 
     def __str__(self) -> str:
         where = self.path
-        if self.row is not None:
+        if self.list_file is not None:  # a clip named on a row of a list: say which list and row
+            split = f"{self.split} " if self.split else ""
+            row = f", row {self.row}" if self.row is not None else ""
+            where += f" ({split}list {self.list_file}{row})"
+        elif self.row is not None:
             where += f": row {self.row}"
         if self.field is not None:
-            where += f"{',' if self.row is not None else ':'} field '{self.field}'"
+            sep = "," if self.row is not None and self.list_file is None else ":"
+            where += f"{sep} field '{self.field}'"
         return f"{where}: {self.reason}"
 
 
@@ -52,14 +67,14 @@ class BadInputError(ValueError):
 
     def __init__(self, path: str, reason: str, row: int | None = None, field: str | None = None):
         self.problem = Problem(str(path), reason, row, field)
-        self.path, self.reason, self.row, self.field = self.problem
+        self.path, self.reason, self.row, self.field = self.problem[:4]
         super().__init__(str(self.problem))
 
     def __str__(self) -> str:
         return str(self.problem)
 
     def __reduce__(self):  # pickles across processes with all four parts
-        return type(self), tuple(self.problem)
+        return type(self), tuple(self.problem[:4])
 
 
 class MissingInputError(BadInputError, FileNotFoundError):
@@ -79,12 +94,12 @@ def read_video(path: str, num_frames: int | None = None, size: tuple[int, int] |
 
     Arrays (.npz: the `video` or else `frames` array) may be `[T, H, W]` or `[T, H, W, 1]`
     grayscale (copied to 3 channels), `[T, H, W, 3]` RGB or `[T, H, W, 4]` RGBA (alpha dropped,
-    not composited). Value rule: uint8 as is; other integers must lie in [0, 255]; floats must be
-    finite and in [0, 255], and are read as [0, 1] (scaled by 255) when their maximum is <= 1, else
-    as [0, 255]; then rounded. (An all-dark [0, 255] float clip would be misread: store uint8.)
+    not composited), of any size; their values follow `to_uint8`'s rule (integers in [0, 255];
+    float frames whose maximum is <= 1 are read as [0, 1], other floats as [0, 255]).
 
     `size=(H, W)` resizes every frame: videos with FFmpeg's scaler while decoding, arrays with
-    `jax.image.resize` ("linear", antialiased when shrinking) on the CPU. `num_frames` picks that
+    `_resize` (`jax.image.resize`, "linear", antialiased when shrinking) on the CPU, so an array at
+    a video's native resolution gives (nearly) the frames of that video. `num_frames` picks that
     many evenly spaced frames, first and last included; a clip with fewer frames raises, or with
     `pad=True` keeps all its frames and repeats the last. A video is decoded whole (meant for
     clips, not hour-long films).
@@ -143,8 +158,51 @@ def _load_array(path: str) -> np.ndarray:
                                   f"({type(e).__name__}: {e})") from e
 
 
+def to_uint8(frames: np.ndarray, path: str = "<array>") -> np.ndarray:
+    """Image values of any shape -> uint8 of the same shape, by the one rule every reader uses.
+
+    uint8: as is. Other integers: must lie in [0, 255]. Floats: every value must be finite; float
+    frames whose maximum is <= 1 are read as [0, 1] and scaled by 255, others must lie in
+    [0, 255] and are used as they are; both are rounded to the nearest integer. So `u8 / 255.0`
+    and `u8.astype(float)` both read back as exactly `u8`. (A float clip stored as [0, 255] whose
+    every value is <= 1, i.e. nearly black, is read as [0, 1]: store such clips as uint8.)
+
+    Anything else raises `BadInputError` naming `path` and the range found (min, max): NaN / inf,
+    negative values, values above 255, non-numeric dtypes. Never a silent cast: a [0, 1] float clip
+    must not become an all-black one. Image frames only: joint coordinates are not pixel values.
+    """
+    if frames.dtype == np.uint8:
+        return frames
+    if frames.dtype.kind not in "uif":
+        raise BadInputError(path, f"dtype {frames.dtype}, expected uint8, integers or floats",
+                            field="video")
+    if frames.size == 0:
+        return frames.astype(np.uint8)
+    finite = np.isfinite(frames) if frames.dtype.kind == "f" else None
+    if finite is not None and not finite.all():
+        bad = int(frames.size - np.count_nonzero(finite))
+        t = int(np.argwhere(~finite)[0][0]) if frames.ndim else 0
+        values = frames[finite]
+        found = (f"finite values in [{float(values.min()):g}, {float(values.max()):g}]"
+                 if values.size else "no finite values")
+        raise BadInputError(path, f"{bad} NaN or inf values (first in frame {t}), {found}; "
+                                  "expected finite values in [0, 255] (or [0, 1] floats)",
+                            field="video")
+    lo, hi = float(frames.min()), float(frames.max())
+    if lo < 0 or hi > 255:
+        raise BadInputError(path, f"values in [{lo:g}, {hi:g}], expected [0, 255] (or [0, 1] "
+                                  "floats)", field="video")
+    if frames.dtype.kind == "f" and hi <= 1.0:
+        frames = frames * np.float32(255.0)  # read as [0, 1]; float16 computes in float32
+    return np.rint(frames).astype(np.uint8)  # in [0, 255] here, so the cast cannot wrap
+
+
 def to_rgb_uint8(frames: np.ndarray, path: str = "<array>") -> np.ndarray:
-    """Any accepted frame array (see `read_video`) -> uint8 `[T, H, W, 3]`; `path` names errors."""
+    """Any accepted frame array (see `read_video`) -> uint8 `[T, H, W, 3]`; `path` names errors.
+
+    Values go through `to_uint8` (integers in [0, 255]; floats in [0, 1] when their maximum is
+    <= 1, else in [0, 255]; anything else raises naming `path` and the range found).
+    """
     shape, dtype = frames.shape, frames.dtype
     if frames.dtype.kind not in "uif":
         raise BadInputError(path, f"dtype {dtype}, expected uint8, integers or floats", field="video")
@@ -163,22 +221,10 @@ def to_rgb_uint8(frames: np.ndarray, path: str = "<array>") -> np.ndarray:
     if min(frames.shape[:3]) == 0:
         raise BadInputError(path, f"shape {shape} has no pixels; expected T, H, W >= 1",
                             field="video")
-    if frames.dtype.kind == "f":
-        bad = ~np.isfinite(frames)
-        if bad.any():
-            t = int(np.argwhere(bad)[0][0])
-            raise BadInputError(path, f"NaN or inf values (first in frame {t})", field="video")
-    if frames.dtype != np.uint8:
-        lo, hi = float(frames.min()), float(frames.max())
-        if lo < 0 or hi > 255:
-            raise BadInputError(path, f"values in [{lo:g}, {hi:g}], expected [0, 255] (or [0, 1] "
-                                      "floats)", field="video")
-        if frames.dtype.kind == "f" and hi <= 1.0:
-            frames = frames * 255.0
-        frames = np.rint(frames).astype(np.uint8)
+    frames = to_uint8(frames[..., :3], path)  # RGBA: alpha dropped (and not checked)
     if frames.shape[-1] == 1:
         frames = np.repeat(frames, 3, axis=-1)
-    return np.ascontiguousarray(frames[..., :3])  # RGBA: alpha dropped
+    return np.ascontiguousarray(frames)
 
 
 def sample_frames(frames: np.ndarray, num_frames: int | None, pad: bool = False,
@@ -244,6 +290,70 @@ def _decode(path: str, size: tuple[int, int] | None) -> np.ndarray:
     return np.stack(frames)
 
 
+def frame_rate(path: str, default: float = 10.0) -> float:
+    """Frames per second that a video file's stream declares; `default` for frame arrays (they
+    carry none) and streams that declare none. An annotated copy keeps the clip's pace."""
+    if os.path.splitext(path)[1].lower() not in VIDEO_EXTENSIONS:
+        return default
+    av = _import_av()
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            rate = container.streams.video[0].average_rate
+    except (av.error.FFmpegError, OSError, IndexError) as e:
+        raise BadInputError(path, f"cannot read the frame rate ({e})") from e
+    return float(rate) if rate else default
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_video(path: str, frames: np.ndarray, fps: float = 10.0) -> str:
+    """Writes uint8 RGB frames `[T, H, W, 3]` to the video file `path` (an .mp4); returns `path`.
+
+    Codec H.264 where this FFmpeg can encode it, else MPEG-4 part 2; pixel format yuv420p, which
+    needs even sizes, so an odd height or width gains one row / column copied from the last (edge
+    padding). Creates the parent directory. Writes a temporary file beside `path` and renames it,
+    so a killed write never leaves a truncated `path`. Wrong frames are the caller's mistake: a
+    plain ValueError.
+    """
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape) < 1:
+        raise ValueError(f"{path}: frames {frames.dtype} {frames.shape}, expected uint8 "
+                         "[T>=1, H, W, 3]")
+    if not 0 < fps < float("inf"):
+        raise ValueError(f"{path}: fps={fps}, expected > 0")
+    av = _import_av()
+    h, w = frames.shape[1:3]
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    name, ext = os.path.splitext(os.path.basename(path))
+    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp{ext}")  # ext: the container
+    try:
+        with av.open(tmp, "w") as container:
+            stream = container.add_stream(_video_codec(av),
+                                          rate=fractions.Fraction(fps).limit_denominator(1001))
+            stream.height, stream.width = frames.shape[1:3]
+            stream.pix_fmt = "yuv420p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())  # flush the encoder's delayed frames
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _video_codec(av) -> str:
+    try:
+        av.codec.Codec("h264", "w")
+    except ValueError:  # UnknownCodecError: an FFmpeg built without an H.264 encoder
+        return "mpeg4"
+    return "h264"
+
+
 # ----------------------------------------------------------------------------- screening
 
 
@@ -259,34 +369,34 @@ def summarize(problems: Sequence[Problem], checked: int, what: str = "clips", sh
 def scan_clips(items: Iterable[Sequence], *, num_frames: int | None = None,
                size: tuple[int, int] | None = None, pad: bool = False,
                num_classes: int | None = None, class_names: Sequence[str] | None = None,
-               num_workers: int = 0) -> tuple[list, list[Problem]]:
-    """Screens `(path, label, ...)` items by reading each clip as training would.
+               num_workers: int = 0, split: str | None = None,
+               list_file: str | None = None) -> tuple[list, list[Problem]]:
+    """Screens `(path, label)` or `(path, label, row)` items by reading each clip as training would.
 
-    Each clip is decoded in full with `read_video(path, num_frames, size, pad)` (only a full
-    decode finds a truncated file); int labels must lie in `[0, num_classes)` and str labels in
-    `class_names`, where given. Returns `(good, problems)`: the good items unchanged and in their
-    order, and a `Problem` per bad one. Nothing escapes: an unexpected error is recorded (and logged
-    with its traceback) like a bad file. `num_workers > 0` reads in a thread pool (decoding releases
-    the GIL). Logs a one-line summary.
+    Each distinct clip is decoded in full once with `read_video(path, num_frames, size, pad)` (only
+    a full decode finds a truncated file); int labels must lie in `[0, num_classes)` and str labels
+    in `class_names`, where given. Returns `(good, problems)`: the good items unchanged and in their
+    order, and a `Problem` per bad item (a bad clip on two rows: two problems, one per row).
+    Each problem carries `split`, `list_file` and, for a 3-tuple item, `row` (the item's 1-based
+    line in `list_file`). Nothing escapes: an unexpected error is recorded (and logged with its
+    traceback) like a bad file. `num_workers > 0` reads in a thread pool (decoding releases the
+    GIL). Logs a one-line summary.
     """
     _check_arguments(num_frames, size)
     items = list(items)
     classes = None if class_names is None else set(class_names)
 
-    def check_label(path: str, label) -> Problem | None:
+    def check_label(label) -> Problem | None:
         if isinstance(label, str):
             if classes is not None and label not in classes:
-                return Problem(path, f"label {label!r} is not a known class", field="label")
+                return Problem("", f"label {label!r} is not a known class", field="label")
         elif num_classes is not None:
             if not isinstance(label, int | np.integer) or not 0 <= label < num_classes:
-                return Problem(path, f"label {label!r}, expected an int in [0, {num_classes})",
+                return Problem("", f"label {label!r}, expected an int in [0, {num_classes})",
                                field="label")
         return None
 
-    def check(item) -> Problem | None:
-        path = str(item[0])
-        if problem := check_label(path, item[1]):
-            return problem
+    def read(path: str) -> Problem | None:
         try:
             read_video(path, num_frames=num_frames, size=size, pad=pad)
         except BadInputError as e:
@@ -298,13 +408,24 @@ def scan_clips(items: Iterable[Sequence], *, num_frames: int | None = None,
             return Problem(path, f"unexpected {type(e).__name__}: {e}")
         return None
 
+    # A label problem skips the read; a clip listed on several rows is read once.
+    label_problems = [check_label(item[1]) for item in items]
+    paths = list(dict.fromkeys(str(item[0]) for item, p in zip(items, label_problems, strict=True)
+                               if p is None))
     if num_workers > 0:
         with futures.ThreadPoolExecutor(num_workers) as pool:
-            results = list(pool.map(check, items))
+            read_problems = dict(zip(paths, pool.map(read, paths), strict=True))
     else:
-        results = [check(item) for item in items]
-    good = [item for item, p in zip(items, results, strict=True) if p is None]
-    problems = [p for p in results if p is not None]
+        read_problems = {path: read(path) for path in paths}
+    good, problems = [], []
+    for item, label_problem in zip(items, label_problems, strict=True):
+        problem = label_problem or read_problems[str(item[0])]
+        if problem is None:
+            good.append(item)
+            continue
+        if len(item) > 2:  # the row of the list that names the clip, not a line of the clip
+            problem = problem._replace(row=item[2], list_file=list_file)
+        problems.append(problem._replace(path=str(item[0]), split=split))
     (logging.warning if problems else logging.info)("%s", summarize(problems, len(items)))
     return good, problems
 
@@ -313,7 +434,10 @@ def write_report(workdir: str, problems: Sequence[Problem], checked: int | None 
                  filename: str = "bad_inputs.json") -> str:
     """Writes `problems` to `workdir/filename` as JSON (call it from process 0 only); returns the path.
 
-    Format: `{"checked": N, "skipped": len(problems), "problems": [{path, row, field, reason}]}`.
+    Format: `{"checked": N, "skipped": len(problems), "problems": [{path, reason, row, field,
+    split, list_file}]}`, a problem per bad row: a clip on two rows of a list, or in two lists,
+    appears once per row with its split and row (`list_file`: the list that `row` is a line of,
+    null where `row` is a line of `path` itself or there is no row).
     """
     os.makedirs(workdir, exist_ok=True)
     out = os.path.join(workdir, filename)

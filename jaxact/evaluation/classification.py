@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from scipy import stats
 
-from jaxact import viz
+from jaxact import console, viz
 from jaxact.data import pipeline
 from jaxact.models import memory as memlib
 
@@ -73,11 +73,11 @@ def paired_comparison(correct_a, correct_b) -> dict:
 # whatever the predict function takes (params, references).
 
 
-def collect(batches, predict_batch, models: dict) -> dict:
+def collect(batches, predict_batch, models: dict, desc: str = "eval") -> dict:
     """Every model's outputs over `batches` (padding removed): name -> {output: [N, ...],
     "label": [N]}. Every batch is fed to all models, so one decoding pass serves them all."""
     outputs = {name: [] for name in models}
-    for batch in batches:
+    for batch in console.track(batches, desc):
         rows = predict_batch(models, batch)
         keep = rows["mask"]
         for name in models:
@@ -97,7 +97,9 @@ def combine_views(per_view: list[dict], views, flip_permutation, temperature: fl
     the baseline averages its log-probabilities over the views.
 
     Returns `label`, `softmax_logp`, `softmax_pred` and, with distances, `memory_pred`,
-    `memory_votes`, `memory_logp` (`[N]`, `[N, C]`, `[N]`; `[N]`, `[N, C]`, `[N, C]`).
+    `memory_votes`, `memory_logp`, `memory_nearest` (`[N]`, `[N, C]`, `[N]`; `[N]`, `[N, C]`,
+    `[N, C]`, `[N]`); `memory_nearest` is the median over frames of the distance to the nearest
+    reference of any class (how far the clip lies from the memory).
     """
     def unflip(x, view):  # class axis last
         return x[..., flip_permutation] if view.flip else x
@@ -113,7 +115,8 @@ def combine_views(per_view: list[dict], views, flip_permutation, temperature: fl
         dist = np.concatenate([unflip(o["memory_dist"], v) for o, v in pairs], axis=1)
         pred, votes = memlib.vote(dist)
         out.update(memory_pred=np.asarray(pred), memory_votes=np.asarray(votes),
-                   memory_logp=np.asarray(memlib.scores(dist, temperature=temperature)))
+                   memory_logp=np.asarray(memlib.scores(dist, temperature=temperature)),
+                   memory_nearest=np.median(np.asarray(dist).min(axis=-1), axis=-1))
     return out
 
 
@@ -138,14 +141,16 @@ class ClassificationEvaluator:
     flip_permutation: np.ndarray
     temperature: float
     class_names: tuple[str, ...]
+    domain_threshold: float = float("nan")  # in-domain limit of `memory_nearest`; NaN: unknown
 
     def outputs(self, models: dict, fraction: float = 1.0, views=None) -> dict:
         """name -> `combine_views` output of every model over the split."""
         views = self.views if views is None else views
         per_view = {name: [] for name in models}
         for view in views:
+            desc = f"eval {self.split}" + (f" {fraction:.0%}" if fraction < 1 else "")
             for name, out in collect(self.loader(self.split, fraction, view), self.predict_batch,
-                                     models).items():
+                                     models, desc).items():
                 per_view[name].append(out)
         return {name: combine_views(pv, views, self.flip_permutation, self.temperature)
                 for name, pv in per_view.items()}
@@ -155,6 +160,10 @@ class ClassificationEvaluator:
         out = self.outputs(models)
         full = out["memory"]
         results = summary(full["memory_pred"], full["label"], full["memory_logp"], num_classes)
+        if not np.isnan(self.domain_threshold):
+            # The split is in domain by construction: this is the flag's false-alarm rate.
+            results["out_of_domain_fraction"] = float(
+                np.mean(full["memory_nearest"] > self.domain_threshold))
         if "baseline" in out:
             base = out["baseline"]
             results["baseline_top1"] = top1(base["softmax_pred"], base["label"])
@@ -167,8 +176,9 @@ class ClassificationEvaluator:
                                              "only_baseline_right": paired["only_b_right"],
                                              "mcnemar_p": paired["mcnemar_p"]}
         cm = confusion_matrix(full["memory_pred"], full["label"], num_classes)
-        artefacts = {"confusion_matrix.png":
-                     lambda path: viz.plot_confusion_matrix(cm, list(self.class_names), path)}
+        artefacts = {"confusion_matrix.png": lambda path: viz.plot_confusion_matrix(
+            cm, list(self.class_names), path, method="memory classifier", split=self.split,
+            accuracy=results["top1"])}
         return results, artefacts
 
 
@@ -188,5 +198,9 @@ class EarlyPredictionEvaluator:
             for name, pred in PREDICTION_KEYS.items():
                 if name in out:
                     curves[name][f"{ratio:.1f}"] = top1(out[name][pred], out[name]["label"])
+        # The limit line: whole clips (ratio 1.0) where the sweep measured them.
+        full_clip = {name: curve["1.0"] for name, curve in curves.items() if "1.0" in curve}
         return ({"early_prediction": curves},
-                {"early_prediction.png": lambda path: viz.plot_early_prediction(curves, path)})
+                {"early_prediction.png": lambda path: viz.plot_early_prediction(
+                    curves, path, num_classes=len(self.classification.class_names),
+                    full_clip=full_clip)})

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
-from jaxact import viz
+from jaxact import console, viz
 from jaxact.data import pipeline
 from jaxact.evaluation import frame_map
 
@@ -41,7 +41,7 @@ def collect(batches, predict_batch, params, num_images: int = 0) -> dict:
     of every global batch).
     """
     detections, ground_truth, images = [], [], []
-    for batch in batches:
+    for batch in console.track(batches, "eval"):
         rows = predict_batch(params, batch)
         local_rows = len(batch["mask"])
         for i in np.flatnonzero(rows["mask"]):

@@ -15,6 +15,11 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
 
+def has_checkpoint(directory: str) -> bool:
+    """Whether `directory` holds a finished checkpoint; creates nothing (unlike `manager`)."""
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 def save(mgr: ocp.CheckpointManager, step: int, state, meta: dict | None = None) -> None:
     """Asynchronous save; orbax finalises a checkpoint only when complete, so a crash mid-save
     leaves the previous one restorable."""

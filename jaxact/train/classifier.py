@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxact import settings
+from jaxact import console, settings
 from jaxact.data import pipeline
 from jaxact.evaluation import classification
 from jaxact.losses import frame_class_distances, memory_loss, softmax_loss
@@ -141,6 +141,10 @@ def make_memory_step(model, memory: memlib.MemorySettings, frame_loss_weight: fl
 
 # ----------------------------------------------------------------------------- programs
 
+# A clip is out of domain when its frames' median distance to the nearest reference exceeds this
+# quantile of the bank's own distances (see `Programs.domain_threshold`).
+DOMAIN_QUANTILE = 0.99
+
 
 @dataclasses.dataclass(frozen=True)
 class Programs:
@@ -157,6 +161,7 @@ class Programs:
     refresh: Callable  # state -> state with references of its bank
     fill: Callable  # (params, bank, batch) -> bank with the batch's features; donates the bank
     predict: Callable  # (params, references|None, data_parallel.batch(video)) -> this process's rows
+    domain_threshold: Callable  # (bank, references) -> the bank's in-domain distance limit
 
 
 @functools.cache
@@ -187,6 +192,13 @@ def programs(model: VideoClassifierNet, memory: memlib.MemorySettings,
         feats, _ = model.apply({"params": params}, batch["video"])
         return write_rows(bank, feats, batch["label"], batch["mask"], memory.write_stride)
 
+    def domain_threshold(bank, references):
+        """The `DOMAIN_QUANTILE` of the stored vectors' distances to their nearest reference:
+        the bank is the training data as the model sees it, so frames farther than this are
+        unlike anything it was trained on."""
+        dist = frame_class_distances(bank.feats, references, memory).min(axis=-1)  # [C, K]
+        return jnp.nanquantile(jnp.where(bank.valid, dist, jnp.nan), DOMAIN_QUANTILE)
+
     def predict(params, references, video):
         feats, logits = model.apply({"params": params}, video)
         out = {"softmax_logp": jax.nn.log_softmax(logits[:, -1])}
@@ -202,7 +214,8 @@ def programs(model: VideoClassifierNet, memory: memlib.MemorySettings,
         memory_step=data_parallel.train_step(make_memory_step(model, memory, frame_weight)),
         refresh=jax.jit(refresh, out_shardings=replicated),
         fill=jax.jit(fill, donate_argnums=(1,), out_shardings=replicated),
-        predict=data_parallel.map_rows(predict, num_broadcast=2))
+        predict=data_parallel.map_rows(predict, num_broadcast=2),
+        domain_threshold=jax.jit(domain_threshold))
 
 
 # ----------------------------------------------------------------------------- the experiment
@@ -213,6 +226,7 @@ class Experiment(experiment.ExperimentBase):
 
     TASK = "classification"
     KEPT_FROM_TRAINING = ("train_seconds", "total_train_seconds")
+    domain_threshold = float("nan")  # set with the final memory state (`models`)
 
     def validate(self) -> None:
         c = self.config
@@ -262,6 +276,12 @@ class Experiment(experiment.ExperimentBase):
             bank = fill_fn(params, bank, parallel.shard_batch(batch, self.mesh))
         written = np.asarray(jax.device_get(bank.valid)).sum(axis=1)
         logging.info("memory filled: vectors per class %s", written.tolist())
+        empty = [name for name, n in zip(self.class_names, written, strict=True) if n == 0]
+        if empty:  # their distances are MISSING_DISTANCE: the loss is huge until they are written
+            console.warn(f"memory fill: no vectors for {len(empty)} of {len(written)} classes "
+                         f"({', '.join(empty[:5])}); raise memory.init_batches")
+        else:
+            console.say(f"memory bank filled: {written.min()}-{written.max()} vectors per class")
         return self.programs.refresh(state.replace(memory=bank))
 
     def load_aux_params(self):
@@ -313,11 +333,22 @@ class Experiment(experiment.ExperimentBase):
         return self.models(mem_state, baseline_state), extras
 
     def models(self, mem_state: MemoryTrainState, baseline_state: TrainState | None) -> dict:
-        """What the evaluators take: name -> (params, references or None)."""
+        """What the evaluators take: name -> (params, references or None). Also sets
+        `domain_threshold` from the final bank."""
+        self.domain_threshold = float(self.programs.domain_threshold(mem_state.memory,
+                                                                     mem_state.references))
         models = {"memory": (mem_state.params, mem_state.references)}
         if baseline_state is not None:
             models["baseline"] = (baseline_state.params, None)
         return models
+
+    def final_phases(self) -> tuple[str, ...]:
+        return ("memory", "baseline") if self.config.baseline.enabled else ("memory",)
+
+    def planned_steps(self) -> int:
+        c = self.config
+        aux = self.memory.aux_steps if self.memory.init == "pretrain" else 0
+        return aux + (c.train.num_steps - aux) * (2 if c.baseline.enabled else 1)
 
     def restore_final(self) -> dict:
         """The final states, with references recomputed from the final bank (deterministic in
@@ -343,7 +374,19 @@ class Experiment(experiment.ExperimentBase):
             predict_batch=self.predict_batch, loader=self.eval_loader,
             split=self.config.eval.split, views=self.views,
             flip_permutation=self.data.flip_permutation, temperature=self.memory.temperature,
-            class_names=tuple(self.class_names))
+            class_names=tuple(self.class_names), domain_threshold=self.domain_threshold)
+
+    def validation_metrics(self, state, split: str) -> dict:
+        """Centre-view top-1 and mean class accuracy of `state` on `split`: the memory's vote for
+        a state with references, else the softmax head's."""
+        references = getattr(state, "references", None)
+        evaluator = dataclasses.replace(self.classification_evaluator(), split=split)
+        out = evaluator.outputs({"model": (state.params, references)},
+                                views=(pipeline.CENTRE_VIEW,))["model"]
+        pred = out["memory_pred" if references is not None else "softmax_pred"]
+        return {"top1": classification.top1(pred, out["label"]),
+                "mean_class_accuracy": classification.mean_class_accuracy(
+                    pred, out["label"], len(self.class_names))}
 
     def evaluators(self) -> list:
         headline = self.classification_evaluator()
@@ -357,25 +400,70 @@ class Experiment(experiment.ExperimentBase):
     def cost(self, models: dict) -> dict:
         return {"num_params": count_params(models["memory"][0])}
 
+    def summary(self, results: dict) -> str:
+        line = f"{results['split']} top-1: memory {results['top1']:.3f}"
+        if "baseline_top1" in results:
+            line += f", baseline {results['baseline_top1']:.3f} (McNemar p " \
+                    f"{results['memory_vs_baseline']['mcnemar_p']:.2g})"
+        return line
+
     # -- predict
-    def predict_video(self, path: str, top_k: int = 5) -> dict:
-        """Classifies one clip file (frames `[T, ...]` shaped like the dataset's, e.g. uint8
-        `[T, H, W, 3]` or joints `[T, 15, 2]`, or a video file) under the run's test views."""
-        params, references = self.restore_final()["memory"]
-        clip = self.data.read_clip(path)
+    def predictor(self):
+        """Restores the final models once; returns `predict(path) -> (answer, artefacts)`: the
+        memory classifier's answer for one clip file (frames `[T, ...]` shaped like the
+        dataset's, e.g. uint8 `[T, H, W, 3]` or joints `[T, 15, 2]`, or a video file) under the
+        run's test views, the baseline's beside it, and how far the clip lies from the bank."""
+        models = self.restore_final()
         views = self.views
-        video = np.stack([self.data.transform(False, view=v)(clip, None)["video"] for v in views])
-        rows = -(-len(views) // jax.local_device_count()) * jax.local_device_count()
-        video = np.concatenate([video, np.repeat(video[-1:], rows - len(views), axis=0)])
-        out = self.programs.predict(params, references, self.data_parallel.batch(video))
-        per_view = [{"label": np.zeros(1, np.int32), "softmax_logp": out["softmax_logp"][i:i + 1],
-                     "memory_dist": out["memory_dist"][i:i + 1]} for i in range(len(views))]
-        out = classification.combine_views(per_view, views, self.data.flip_permutation,
-                                           self.memory.temperature)
-        logp = out["memory_logp"][0]
-        order = np.argsort(-logp)[:top_k]
-        pred = int(out["memory_pred"][0])
-        return {"video": path, "class": self.class_names[pred],
-                "score": float(np.exp(logp[pred])),
-                "votes": out["memory_votes"][0].tolist(),
-                "top_k": [(self.class_names[i], float(np.exp(logp[i]))) for i in order]}
+        names = self.class_names
+
+        def prob(x) -> float:  # 6 significant digits: readable JSON, small ones kept
+            return float(f"{float(np.exp(x)):.6g}")
+
+        def answer(logp, top_k: int = 5) -> dict:
+            pred = int(np.argmax(logp))
+            order = np.argsort(-logp)[:top_k]
+            return {"class": names[pred], "score": prob(logp[pred]),
+                    "top_k": [[names[i], prob(logp[i])] for i in order]}
+
+        def predict(path: str) -> tuple[dict, dict]:
+            clip = self.data.read_clip(path)
+            video = np.stack([self.data.transform(False, view=v)(clip, None)["video"]
+                              for v in views])
+            rows = -(-len(views) // jax.local_device_count()) * jax.local_device_count()
+            video = np.concatenate([video, np.repeat(video[-1:], rows - len(views), axis=0)])
+            batch = self.data_parallel.batch(video)
+            outs = {}
+            for name, (params, references) in models.items():
+                out = self.programs.predict(params, references, batch)
+                per_view = [{"label": np.zeros(1, np.int32),
+                             **{k: v[i:i + 1] for k, v in out.items()}} for i in range(len(views))]
+                outs[name] = classification.combine_views(
+                    per_view, views, self.data.flip_permutation, self.memory.temperature)
+            mem = outs["memory"]
+            # The memory's own answer is its frame vote; its score is the soft class score.
+            result = {"video": path, **answer(mem["memory_logp"][0])}
+            result["class"] = names[int(mem["memory_pred"][0])]
+            result["votes"] = {names[i]: int(v) for i, v in enumerate(mem["memory_votes"][0])
+                               if v}
+            nearest = float(mem["memory_nearest"][0])
+            result["domain"] = {
+                "nearest_reference_distance": round(nearest, 6),
+                "bank_threshold": round(self.domain_threshold, 6),
+                "ood_score": round(nearest / self.domain_threshold, 4),
+                "out_of_domain": bool(nearest > self.domain_threshold)}
+            if "baseline" in outs:
+                result["baseline"] = answer(outs["baseline"]["softmax_logp"][0])
+            return result, {}
+
+        return predict
+
+    def describe_prediction(self, result: dict) -> str:
+        line = f"{result['class']} {result['score']:.3f}"
+        if "baseline" in result:
+            line += f" (baseline: {result['baseline']['class']} {result['baseline']['score']:.3f})"
+        domain = result["domain"]
+        if domain["out_of_domain"]:
+            line += (f"; OUT OF DOMAIN: {domain['ood_score']:.2f}x the bank's "
+                     f"{DOMAIN_QUANTILE:.0%} distance")
+        return line

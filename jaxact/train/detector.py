@@ -18,10 +18,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
-from jaxact import detection_losses, settings
-from jaxact.data import builders, sources
+from jaxact import detection_losses, settings, viz
+from jaxact.data import builders, sources, video_io
 from jaxact.evaluation import detection
 from jaxact.models.detector import (
     ActionDetector,
@@ -206,6 +205,13 @@ class Experiment(experiment.ExperimentBase):
     def eval_loader(self, split: str):
         return self.make_loader(split, self.data.transform(train=False), train=False)
 
+    def validation_metrics(self, state, split: str) -> dict:
+        """Frame-mAP and person AP@0.5 of `state` on `split` (NaN where undefined)."""
+        evaluator = dataclasses.replace(self.evaluators()[0], split=split, plot_num_clips=0)
+        results, _ = evaluator.run(state.params)
+        return {k: float("nan") if results[k] is None else results[k]
+                for k in ("frame_map", "person_ap50")}
+
     def evaluators(self) -> list:
         c = self.config.eval
         return [detection.FrameMapEvaluator(
@@ -214,39 +220,95 @@ class Experiment(experiment.ExperimentBase):
             iou_threshold=c.iou_threshold, matching=c.matching, plot_num_clips=c.plot_num_clips,
             plot_score_threshold=c.plot_score_threshold)]
 
+    def final_phases(self) -> tuple[str, ...]:
+        return (PHASE,)
+
+    def planned_steps(self) -> int:
+        return self.config.train.num_steps
+
+    def summary(self, results: dict) -> str:
+        def show(x):
+            return "n/a" if x is None else f"{x:.3f}"
+        return (f"{results['split']}: frame-mAP@{results['iou_threshold']:g} "
+                f"{show(results['frame_map'])}, person AP@0.5 {show(results['person_ap50'])} "
+                f"({results['num_clips']} clips)")
+
     def cost(self, params) -> dict:
         return {"num_params": train_state.count_params(params),
                 "gflops_per_clip": round(model_gflops(self.model, self.input_shape(1)), 4)}
 
     # -- predict
-    def predict_video(self, path: str) -> dict:
-        """Detects people and their actions at the middle frame of one clip.
+    def predictor(self):
+        """Restores the detector once; returns `predict(path) -> (answer, artefacts)`.
 
-        The clip is a video file, or a .npy / .npz of uint8 frames `[T, H, W, 3]` at the training
-        resolution; the keyframe is frame `T // 2`. Returns (and logs) the boxes whose person
-        score exceeds `eval.plot_score_threshold`, best first, each with its per-action scores.
+        The clip (a video file, or a .npy / .npz of frames `[T, H, W, 3]`) is read at the
+        training resolution; every frame in turn is a keyframe, centred in a window of
+        `data.num_frames` frames. The answer holds the boxes whose person score exceeds
+        `eval.plot_score_threshold`, best first, with per-action scores: `detections` at the
+        middle frame, `frames` for every frame. Artefacts: `.png`, the middle frame annotated, and
+        `.mp4`, the whole clip annotated, both at the clip's own resolution.
         """
-        frames = self.data.read_clip(path)  # a bad file fails before any restore
         params = self.restore_final()
-        keyframe = len(frames) // 2
-        num_actions = len(self.class_names)
-        record = {"video": frames, "keyframe": keyframe, "boxes": np.zeros((0, 4), np.float32),
-                  "actions": np.zeros((0, num_actions), np.uint8),
-                  "person_ids": np.zeros((0,), np.int64)}
-        video = self.data.transform(train=False)(record, None)["video"][None]
-        video = np.repeat(video, jax.local_device_count(), axis=0)  # one row per local device
-        out = self.programs.predict(params, self.data_parallel.batch(video))
         threshold = self.config.eval.plot_score_threshold
-        person = out["person_scores"][0]
-        found = []
-        for n in np.argsort(-person, kind="stable"):
-            if person[n] <= threshold:
-                break
-            actions = {name: round(float(s), 4) for name, s in
-                       zip(self.class_names, out["action_scores"][0, n], strict=True)}
-            found.append({"box_xyxy": [round(float(v), 4) for v in out["boxes"][0, n]],
-                          "person_score": round(float(person[n]), 4), "action_scores": actions})
-            logging.info("box %s person %.3f | %s", found[-1]["box_xyxy"], person[n],
-                         " ".join(f"{k}={v:.3f}" for k, v in actions.items()))
-        return {"video": path, "keyframe": keyframe, "score_threshold": threshold,
-                "detections": found}
+        rows = self.config.eval.batch_size
+        transform = self.data.transform(train=False)
+        empty = {"boxes": np.zeros((0, 4), np.float32), "person_ids": np.zeros((0,), np.int64),
+                 "actions": np.zeros((0, len(self.class_names)), np.uint8)}
+
+        def found(out, n: int) -> list[dict]:
+            person = out["person_scores"][n]
+            keep = [q for q in np.argsort(-person, kind="stable") if person[q] > threshold]
+            return [{"box_xyxy": [round(float(v), 4) for v in out["boxes"][n, q]],
+                     "person_score": round(float(person[q]), 4),
+                     "action_scores": {name: round(float(s), 4) for name, s in
+                                       zip(self.class_names, out["action_scores"][n, q],
+                                           strict=True)}} for q in keep]
+
+        def predict(path: str) -> tuple[dict, dict]:
+            frames = self.data.read_clip(path)  # a bad file fails before any compute
+            per_frame = []
+            for start in range(0, len(frames), rows):
+                keys = list(range(start, min(start + rows, len(frames))))
+                video = np.stack([transform({"video": frames, "keyframe": k, **empty}, None)
+                                  ["video"] for k in keys])
+                video = np.concatenate([video, np.repeat(video[-1:], rows - len(keys), 0)])
+                out = self.programs.predict(params, self.data_parallel.batch(video))
+                per_frame += [found(out, n) for n in range(len(keys))]
+            keyframe = len(frames) // 2
+            answer = {"video": path, "keyframe": keyframe, "score_threshold": threshold,
+                      "detections": per_frame[keyframe],
+                      "frames": [{"frame": t, "detections": d} for t, d in enumerate(per_frame)]}
+            return answer, self.annotated_outputs(path, per_frame, keyframe)
+
+        return predict
+
+    def annotated_outputs(self, path: str, per_frame: list[list[dict]], keyframe: int) -> dict:
+        """`.png` / `.mp4` writers of the clip at its own resolution with `per_frame` drawn."""
+
+        def draw(frame, detections):
+            return viz.annotate_frame(frame, {
+                "boxes": np.array([d["box_xyxy"] for d in detections], np.float32).reshape(-1, 4),
+                "person_scores": np.array([d["person_score"] for d in detections], np.float32),
+                "scores": np.array([list(d["action_scores"].values()) for d in detections],
+                                   np.float32).reshape(len(detections), len(self.class_names))},
+                self.class_names, score_threshold=self.config.eval.plot_score_threshold)
+
+        def png(out_path):
+            frames = video_io.read_video(path)
+            viz.save_image(draw(frames[min(keyframe, len(frames) - 1)], per_frame[keyframe]),
+                           out_path)
+
+        def mp4(out_path):
+            frames = video_io.read_video(path)
+            video_io.write_video(out_path, np.stack(
+                [draw(f, per_frame[min(t, len(per_frame) - 1)]) for t, f in enumerate(frames)]),
+                fps=video_io.frame_rate(path))
+
+        return {".png": png, ".mp4": mp4}
+
+    def describe_prediction(self, answer: dict) -> str:
+        people = answer["detections"]
+        if not people:
+            return f"no person above {answer['score_threshold']:g} at frame {answer['keyframe']}"
+        best = [max(d["action_scores"].items(), key=lambda kv: kv[1])[0] for d in people]
+        return f"{len(people)} people at frame {answer['keyframe']}: {', '.join(best)}"

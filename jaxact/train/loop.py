@@ -13,7 +13,9 @@ import jax
 import ml_collections
 from absl import logging
 
+from jaxact import console
 from jaxact.train import checkpoint, parallel
+from jaxact.train.state import learning_rate_schedule
 
 
 def check_class_names(workdir: str, class_names: list[str]) -> None:
@@ -49,9 +51,13 @@ _ADDED_FIELDS = {
         "eval.temporal_views": 1,
         "eval.flip_view": False,
         "train.optimizer": "adamw",
+        "train.eval_every": 0,
+        "train.eval_split": "validation",
     },
     "action_detector": {
         "train.optimizer": "adamw",
+        "train.eval_every": 0,
+        "train.eval_split": "validation",
     },
 }
 
@@ -105,7 +111,7 @@ class MetricWriter:
             self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, phase: str, step: int, metrics: dict) -> None:
-        if not self.enabled:
+        if not self.enabled or not metrics:
             return
         record = {"phase": phase, "step": step, **{k: float(v) for k, v in metrics.items()}}
         with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
@@ -114,28 +120,47 @@ class MetricWriter:
             self._tb.add_scalar(f"{phase}/{name}", float(value), step)
         self._tb.flush()
 
+    def write_image(self, tag: str, step: int, image) -> None:
+        """An `[H, W, 3|4]` image (uint8 or float in [0, 1]) under `tag` in TensorBoard."""
+        if self.enabled:
+            self._tb.add_image(tag, image, step, dataformats="HWC")
+            self._tb.flush()
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
 
 
 class Preempted(Exception):  # noqa: N818 (a signal, not an error)
-    """Raised after the checkpoint that a SIGTERM (preemption notice) asked for is saved."""
+    """Raised after the checkpoint that a SIGTERM (preemption notice) or a Ctrl-C asked for is
+    saved."""
 
 
 class PreemptionWatch:
-    """Turns SIGTERM into a flag the loop reads at each step boundary.
+    """Turns SIGTERM and the first Ctrl-C (SIGINT) into a flag the loop reads at each step
+    boundary, so the run saves and exits cleanly; a second Ctrl-C exits at once.
 
-    Single process: our own handler. Multi-host: JAX's preemption sync manager (started by
+    Single process: our own handlers. Multi-host: JAX's preemption sync manager (started by
     `jax.distributed.initialize`) makes every host agree on the step, read through orbax's
     `reached_preemption`.
     """
 
     def __init__(self):
         self.requested = threading.Event()
-        self._previous = None
+        self._previous = {}
         if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.requested.set())
+            self._previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_sigterm),
+                              signal.SIGINT: signal.signal(signal.SIGINT, self._on_sigint)}
+
+    def _on_sigterm(self, *_):
+        self.requested.set()
+
+    def _on_sigint(self, *_):
+        if self.requested.is_set():  # the second Ctrl-C: the user means now
+            console.say("interrupted again: exiting without saving")
+            os._exit(130)
+        self.requested.set()
+        console.say("Ctrl-C: saving at the end of this step (press Ctrl-C again to quit now)")
 
     def reached(self, mgr, step: int) -> bool:
         if self.requested.is_set():
@@ -143,8 +168,8 @@ class PreemptionWatch:
         return jax.process_count() > 1 and mgr.reached_preemption(step)
 
     def close(self):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def check_nonfinite(phase: str, step: int, metrics: dict, max_in_a_row: int) -> None:
@@ -158,7 +183,8 @@ def check_nonfinite(phase: str, step: int, metrics: dict, max_in_a_row: int) -> 
 
 
 def run_phase(*, workdir: str, data_parallel: parallel.DataParallel, train_config, phase: str,
-              state, step_fn, loader, end_step: int, on_step: Callable | None = None):
+              state, step_fn, loader, end_step: int, on_step: Callable | None = None,
+              progress=None, validate: Callable | None = None):
     """Trains `state` until `end_step`, resuming from this phase's latest checkpoint if any.
 
     `step_fn(state, batch) -> (state, metrics)` is compiled by `data_parallel`, which also lays
@@ -167,30 +193,48 @@ def run_phase(*, workdir: str, data_parallel: parallel.DataParallel, train_confi
     state` runs before every step (e.g. a memory-reference refresh), with `step` the Python count
     of steps done, so it never waits on the device. `train_config` gives `log_every`,
     `checkpoint_every`, `max_to_keep`. Checkpoints go to `WORKDIR/checkpoints/PHASE`.
+    `progress` (a `console.bar` over the whole run, or None) advances by every step of this
+    phase, those done before a resume included. `validate(state) -> (name, metrics)` runs every
+    `eval_every` steps and at the end (0: never); its metrics go to the logs as `PHASE/name`.
+    The learning rate is logged with the training metrics.
     """
     c = train_config
     mgr = checkpoint.manager(os.path.join(workdir, "checkpoints", phase), c.max_to_keep)
+    first_step = int(state.step)
     restored = checkpoint.restore(mgr, state)
     if restored is not None:
         state, meta = restored
         if "loader" in meta:
             loader.set_state(meta["loader"])
         logging.info("[%s] resumed from step %d", phase, int(state.step))
+    if progress is not None:
+        progress.update(int(state.step) - first_step)
     writer, preemption = MetricWriter(workdir), PreemptionWatch()
+    start_step, start_time = int(state.step), time.time()
     try:
-        state = _train_until(mgr, writer, preemption, c, phase, state, step_fn, loader, end_step,
-                             on_step, data_parallel)
+        state, last = _train_until(mgr, writer, preemption, c, phase, state, step_fn, loader,
+                                   end_step, on_step, data_parallel, progress, validate)
     finally:
         preemption.close()
         writer.close()
     mgr.wait_until_finished()
+    if start_step < end_step:
+        metrics = " ".join(f"{k} {float(v):.4g}" for k, v in last.items()
+                           if k in ("loss", "accuracy"))
+        console.say(f"[{phase}] steps {start_step}-{end_step} done in "
+                    f"{time.time() - start_time:.0f} s: {metrics}")
+    else:
+        console.say(f"[{phase}] already trained ({end_step} steps)")
     return state
 
 
 def _train_until(mgr, writer, preemption, c, phase, state, step_fn, loader, end_step, on_step,
-                 data_parallel):
+                 data_parallel, progress, validate):
+    """Returns the trained state and the last logged metrics (host values)."""
+    learning_rate = learning_rate_schedule(c)
     step = int(state.step)
     start_step, start_time = step, time.time()
+    last = {}
     while step < end_step:
         if on_step is not None:
             state = on_step(state, step)
@@ -202,11 +246,23 @@ def _train_until(mgr, writer, preemption, c, phase, state, step_fn, loader, end_
             last = jax.device_get(metrics)
             check_nonfinite(phase, step, last, c.max_nonfinite_steps)
         if step % c.log_every == 0 or step == end_step:
+            last["learning_rate"] = float(learning_rate(step - 1))  # the update just made
             rate = (step - start_step) / max(time.time() - start_time, 1e-9)
             logging.info("[%s] step %d/%d %s | %.2f steps/s, ETA %.0fs", phase, step, end_step,
                          " ".join(f"{k}={float(v):.4f}" for k, v in last.items()), rate,
                          (end_step - step) / max(rate, 1e-9))
             writer.write(phase, step, last)
+            if progress is not None:
+                progress.set_postfix_str(f"{phase} loss {float(last['loss']):.4g}",
+                                         refresh=False)
+        if progress is not None:
+            progress.update(1)
+        if validate is not None and c.eval_every and (step % c.eval_every == 0
+                                                      or step == end_step):
+            name, scores = validate(state)
+            logging.info("[%s] step %d %s: %s", phase, step, name,
+                         " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+            writer.write(f"{phase}/{name}", step, scores)
         preempted = preemption.reached(mgr, step)
         if save or preempted:
             if preempted and not save:
@@ -216,5 +272,6 @@ def _train_until(mgr, writer, preemption, c, phase, state, step_fn, loader, end_
             mgr.wait_until_finished()
             logging.warning("[%s] preempted: saved step %d; rerun the same command to resume",
                             phase, step)
-            raise Preempted(f"[{phase}] preempted at step {step} (checkpoint saved)")
-    return state
+            raise Preempted(f"[{phase}] stopped at step {step}: checkpoint saved; rerun the "
+                            "same command to resume")
+    return state, last

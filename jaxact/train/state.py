@@ -52,6 +52,13 @@ def count_params(params) -> int:
     return int(optax.tree.size(params))
 
 
+def learning_rate_schedule(config) -> optax.Schedule:
+    """Linear warmup to `learning_rate`, then cosine decay to 0 at `num_steps` (`train`)."""
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
+        decay_steps=max(config.num_steps, config.warmup_steps + 1), end_value=0.0)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
     """AdamW (or SGD with Nesterov momentum) with linear warmup and cosine decay over
     `num_steps`, plus global-norm clipping.
@@ -61,9 +68,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
     skipped (params and moments unchanged) and counted; `nonfinite_metrics` reads the counts and
     the training loop stops once `max_nonfinite_steps` come in a row.
     """
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
-        decay_steps=max(config.num_steps, config.warmup_steps + 1), end_value=0.0)
+    schedule = learning_rate_schedule(config)
     name = config.optimizer
     if name == "adamw":
         optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
