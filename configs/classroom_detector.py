@@ -15,7 +15,9 @@ measured numbers: docs/results_classroom.md.
 boxes on most people, loosely placed. Far from the default run, but clearly learning. `:smoke`
 is seconds-long, for tests; it does not learn (6 steps on `classroom/tiny`).
 
-Variants combine (`:tiny` or `:smoke`, `:resnet50`); `resnet50`
+Variants combine (`:tiny` or `:smoke`, `:resnet50`, `:fusion=gram`); `fusion=sum|concat|gram`
+swaps the pooled action head for the decoupled fusion head (`--config.model.head.encodings=False`
+turns its hypernetwork encodings off); `resnet50`
 swaps in the ResNet-50-sized preset (`jaxact.models.detector.PRESETS`), meant for an
 accelerator: its training settings are a starting point only (tests build it, nobody has
 trained it).
@@ -26,13 +28,20 @@ import ml_collections
 from configs import common
 from jaxact.models.detector import PRESETS
 
+# Action heads of the ablation: 'pooled' (time and space pooled at once, the reference) and the
+# decoupled head's fusions.
+FUSIONS = ("pooled", "sum", "concat", "gram")
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     """`arg`: comma-separated `tiny` (under a minute, learns) or `smoke` (seconds-long, for tests;
-    does not learn), and `resnet50` (the big preset)."""
-    variant = common.parse_variant(arg, tiny=False, smoke=False, resnet50=False)
+    does not learn), `resnet50` (the big preset) and `fusion=NAME` (the action head: one of
+    `FUSIONS`; default 'pooled')."""
+    variant = common.parse_variant(arg, tiny=False, smoke=False, resnet50=False, fusion="pooled")
     if variant.tiny and variant.smoke:
         raise ValueError(f"config variants tiny and smoke exclude each other: {arg!r}")
+    if variant.fusion not in FUSIONS:
+        raise ValueError(f"config variant fusion={variant.fusion!r}: expected one of {FUSIONS}")
     config = common.base_config()
     config.experiment = "action_detector"
     config.config_name = "classroom_detector" + (f":{arg}" if arg else "")
@@ -84,7 +93,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # jaxact.detection_losses.LossWeights fields.
     config.loss = ml_collections.ConfigDict()
     config.loss.person = 2.0  # person (object-ness) BCE / focal weight
-    config.loss.l1 = 5.0  # L1 box (cxcywh) weight
+    config.loss.l1 = 5.0  # L1 box weight
     config.loss.giou = 2.0  # 1 - GIoU box weight
     config.loss.action = 2.0  # per-person multi-label action BCE weight
     config.loss.aux = 1.0  # multiplier of the earlier localizer stages' losses (0: off)
@@ -94,6 +103,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.loss.cost_type = "prob"  # 'prob' (DETR) | 'focal' (Deformable DETR)
     config.loss.focal_alpha = -1.0  # focal alpha of the person loss/cost; < 0: no alpha weighting
     config.loss.focal_gamma = 0.0  # focal gamma; 0 with alpha < 0: plain BCE
+    config.loss.map = 1.0  # behaviour-map BCE weight (heads with maps only; 0: off)
+    config.loss.l1_coords = "cxcywh"  # box L1 (loss and cost) on 'cxcywh' | 'xyxy' (corners)
 
     config.train.num_steps = 1000  # about 7 epochs of the 1,100 training clips
     config.train.batch_size = 8  # global batch, split over all devices and hosts
@@ -111,6 +122,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.eval.iou_threshold = 0.5  # IoU for a true positive in frame-mAP (person_ap50 uses 0.5)
     config.eval.matching = "voc"  # 'voc' (official AVA protocol) | 'greedy'
     config.eval.plot_score_threshold = 0.5  # detections.png and --mode=predict show boxes above it
+    config.eval.map_score_threshold = 0.5  # behaviour maps: actors pasted above this score
+    config.eval.map_cell = 1  # behaviour maps per pixel (1) or averaged over cell x cell blocks
     config.eval.plot_num_clips = 6  # test keyframes drawn in detections.png
 
     if variant.tiny:  # under a minute, learns: the quickstart check
@@ -172,4 +185,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.train.num_steps = 6000
         config.train.warmup_steps = 500
         config.train.checkpoint_every = 1000
+    if variant.fusion != "pooled":  # the decoupled spatio-temporal fusion head
+        width = config.model.backbone.widths[-1]  # C of the actor features
+        config.model.head = ml_collections.ConfigDict({
+            "name": "decoupled",  # jaxact.models.fusion_head.DecoupledFusionHead
+            "fusion": variant.fusion,  # 'sum' | 'concat' | 'gram'
+            "encodings": True,  # hypernetwork-generated 1x1 convs per branch (False: plain ones)
+            "enc_dim": width,  # channels of each encoded branch
+            "fused_dim": width,  # channels of the fused map (and of the Gram attention)
+            "reduce_dim": 16,  # gram: channels each branch is reduced to before mixing
+            "hidden_dim": config.model.head.hidden_dim,
+            "use_query": True,
+        })
     return config

@@ -1,12 +1,21 @@
 """Set losses of the action detector: Hungarian matching, then person / box / action terms.
 
     L = w_person * BCE(person) + w_l1 * L1(box) + w_giou * (1 - GIoU(box)) + w_action * BCE(actions)
+        + w_map * BCE(behaviour map)
 
 Predictions are matched one-to-one to the real people of each clip with the exact Hungarian
 solver (`jaxact.ops.hungarian`), vmapped over the batch; padded ground-truth rows are masked out
 of the matching, so clips may hold any number of people up to the padded size P. The matching
-cost is DETR's: `cost_person * c(p) + cost_l1 * L1(cxcywh) - cost_giou * GIoU(xyxy)`, where
-`c(p) = -p` ("prob") or the focal-loss difference of Deformable DETR ("focal").
+cost is DETR's: `cost_person * c(p) + cost_l1 * L1 - cost_giou * GIoU(xyxy)`, where
+`c(p) = -p` ("prob") or the focal-loss difference of Deformable DETR ("focal"). The L1 of the
+cost and of the loss is on `l1_coords`: (cx, cy, w, h) as DETR, or the corners (x1, y1, x2, y2)
+as the decoupled-fusion method.
+
+Behaviour maps (heads that output `map_logits` `[B, N, S, S, A + 1]`, targets with `owner`): a
+matched prediction's per-bin target is built from its person's visible pixels, RoIAligned over
+the predicted box exactly as the actor features are: channel 0 (no behaviour) gets the share of
+the bin that is not that person, channel 1 + a the share that is, times the person's action a.
+The term is the sigmoid BCE over bins and channels, averaged per prediction.
 
 Unmatched predictions get person target 0; L1, GIoU and action BCE are computed on matched
 predictions only. Every term is a sum over the batch divided by `normalizer`, the number of real
@@ -37,6 +46,7 @@ import optax
 from jaxact import settings
 from jaxact.ops import boxes as box_ops
 from jaxact.ops.hungarian import linear_sum_assignment
+from jaxact.ops.roi_align import roi_align_video
 
 # The Hungarian solver needs finite costs; anything this large is "never match" in practice.
 _MAX_COST = 1e6
@@ -53,6 +63,8 @@ class LossWeights:
       cost_type: "prob" (-p, DETR) or "focal" (Deformable DETR's focal cost).
       focal_alpha: alpha of the focal loss/cost; negative disables alpha weighting.
       focal_gamma: focusing exponent; 0 with `focal_alpha < 0` makes the person loss plain BCE.
+      map: weight of the behaviour-map BCE (0 turns it off; heads without maps have none).
+      l1_coords: "cxcywh" or "xyxy", the coordinates of the box L1 (loss and matching cost).
     """
 
     person: float = 2.0
@@ -66,12 +78,23 @@ class LossWeights:
     cost_type: str = "prob"
     focal_alpha: float = -1.0
     focal_gamma: float = 0.0
+    map: float = 1.0
+    l1_coords: str = "cxcywh"
 
     def __post_init__(self):
         settings.check_choice(self.cost_type, COST_TYPES, "cost_type")
+        settings.check_choice(self.l1_coords, L1_COORDS, "l1_coords")
 
 
 COST_TYPES = ("prob", "focal")
+L1_COORDS = ("cxcywh", "xyxy")
+
+
+def l1_distance(pred_cxcywh, gt_xyxy, coords: str) -> jax.Array:
+    """Summed absolute difference of broadcastable `[..., 4]` boxes in `coords`."""
+    if coords == "xyxy":
+        return jnp.sum(jnp.abs(box_ops.cxcywh_to_xyxy(pred_cxcywh) - gt_xyxy), axis=-1)
+    return jnp.sum(jnp.abs(pred_cxcywh - box_ops.xyxy_to_cxcywh(gt_xyxy)), axis=-1)
 
 
 def as_weights(weights, prefix: str = "loss") -> LossWeights:
@@ -124,7 +147,7 @@ def matching_cost(outputs: dict, targets: dict, weights=None) -> jax.Array:
         raise ValueError(f"cost_type must be 'prob' or 'focal', got {w.cost_type!r}")
     pred = outputs["boxes"]
     gt_xyxy = targets["boxes"]
-    l1 = jnp.sum(jnp.abs(pred[:, :, None] - box_ops.xyxy_to_cxcywh(gt_xyxy)[:, None]), axis=-1)
+    l1 = l1_distance(pred[:, :, None], gt_xyxy[:, None], w.l1_coords)
     giou = box_ops.pairwise_giou(box_ops.cxcywh_to_xyxy(pred), gt_xyxy)
     cost = w.cost_person * person[..., None] + w.cost_l1 * l1 - w.cost_giou * giou
     cost = jnp.where(targets["person_mask"].astype(bool)[:, None, :], cost, 0.0)
@@ -154,7 +177,7 @@ def _box_and_person_terms(outputs, targets, w: LossWeights, num_people):
     gt_idx = jnp.maximum(m.pred_to_gt, 0)
     gt_xyxy = _gather_rows(targets["boxes"], gt_idx)  # [B, N, 4]
     pred = outputs["boxes"]
-    l1 = jnp.sum(jnp.abs(pred - box_ops.xyxy_to_cxcywh(gt_xyxy)), axis=-1)
+    l1 = l1_distance(pred, gt_xyxy, w.l1_coords)
     giou = box_ops.elementwise_giou(box_ops.cxcywh_to_xyxy(pred), gt_xyxy)
     iou = box_ops.elementwise_iou(box_ops.cxcywh_to_xyxy(pred), gt_xyxy)
     terms = {
@@ -165,6 +188,24 @@ def _box_and_person_terms(outputs, targets, w: LossWeights, num_people):
     return m, gt_idx, terms, iou
 
 
+def map_targets(owner, pred_boxes, gt_idx, actions, size: int) -> jax.Array:
+    """Per-bin behaviour targets `[B, N, S, S, A + 1]` of every prediction as if matched to
+    ground-truth row `gt_idx` `[B, N]`.
+
+    `owner` `[B, H, W]`: the visible person (row of `actions` `[B, P, A]`) at each keyframe
+    pixel, -1 for none; `pred_boxes` `[B, N, 4]` cxcywh, clipped and RoIAligned like the actor
+    features (no gradient flows through them). Channel 0 = 1 - c, channel 1 + a = c * action a,
+    where c is the bin's share of that person's pixels.
+    """
+    people = actions.shape[1]
+    onehot = (owner[..., None] == jnp.arange(people)).astype(jnp.float32)  # [B, H, W, P]
+    boxes = box_ops.clip_boxes(box_ops.cxcywh_to_xyxy(jax.lax.stop_gradient(pred_boxes)))
+    coverage = roi_align_video(onehot[:, None], boxes, size)[:, :, 0]  # [B, N, S, S, P]
+    share = jnp.take_along_axis(coverage, gt_idx[:, :, None, None, None], axis=-1)  # [..., 1]
+    acts = _gather_rows(actions, gt_idx)[:, :, None, None, :]  # [B, N, 1, 1, A]
+    return jnp.concatenate([1.0 - share, share * acts], axis=-1)
+
+
 def set_criterion(outputs: dict, targets: dict, weights=None,
                   normalizer: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Total set loss and its terms.
@@ -172,16 +213,18 @@ def set_criterion(outputs: dict, targets: dict, weights=None,
     Args:
       outputs: the detector's dict (`boxes`, `person_logits`, `action_logits`, optional
         `aux_outputs`).
-      targets: `boxes` `[B, P, 4]` xyxy normalized, `actions` `[B, P, A]`, `person_mask` `[B, P]`.
+      targets: `boxes` `[B, P, 4]` xyxy normalized, `actions` `[B, P, A]`, `person_mask` `[B, P]`,
+        optionally `owner` `[B, H, W]` (see `map_targets`).
       weights: `LossWeights`, a mapping / ConfigDict of its fields, or None for the defaults.
       normalizer: what every term is divided by: the number of people in the global batch
         (at least 1), as DETR all-reduces its box count; None: this batch's.
 
     Returns:
       `(loss, metrics)`: scalar loss; metrics holds the unweighted terms (`person`, `l1`, `giou`,
-      `action`, `aux`: the weighted sum of intermediate-stage losses), `num_people` (people in
-      this batch) and `matched_iou`, a `(sum, count)` pair of the IoUs of the last stage's matched
-      pairs (its mean over any number of batches or devices is sum of sums / sum of counts).
+      `action`, `map` when there is one, `aux`: the weighted sum of intermediate-stage losses),
+      `num_people` (people in this batch) and `matched_iou`, a `(sum, count)` pair of the IoUs of
+      the last stage's matched pairs (its mean over any number of batches or devices is sum of
+      sums / sum of counts).
     """
     w = as_weights(weights)
     b, n = outputs["person_logits"].shape
@@ -199,6 +242,13 @@ def set_criterion(outputs: dict, targets: dict, weights=None,
     terms["action"] = jnp.sum(action_bce * m.pred_matched) / num_people
     loss = (w.person * terms["person"] + w.l1 * terms["l1"] + w.giou * terms["giou"]
             + w.action * terms["action"])
+    if w.map and "map_logits" in outputs and "owner" in targets:
+        target = map_targets(targets["owner"], outputs["boxes"], gt_idx,
+                             targets["actions"].astype(jnp.float32),
+                             outputs["map_logits"].shape[-2])
+        map_bce = optax.sigmoid_binary_cross_entropy(outputs["map_logits"], target)
+        terms["map"] = jnp.sum(map_bce.mean(axis=(-3, -2, -1)) * m.pred_matched) / num_people
+        loss = loss + w.map * terms["map"]
 
     aux = jnp.zeros(())
     for stage in outputs.get("aux_outputs") or []:

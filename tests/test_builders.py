@@ -86,12 +86,31 @@ def test_classroom_records_and_keyframe_pipeline(tmp_path):
     chex.assert_shape([record["video"], record["actions"], record["track_boxes"]],
                       [(8, 64, 64, 3), (people, 5), (8, people, 4)])
     assert 2 <= people <= 12 and len(set(record["person_ids"].tolist())) == people
+    # The owner map is stored as rendered (records are shuffled: match them by their video) and
+    # indexes the stored person rows.
+    assert record["owner"].dtype == np.int16 and record["owner"].shape == (64, 64)
+    assert record["owner"].min() == -1 and record["owner"].max() == people - 1
+    rendered = {r["video"].tobytes(): r for _, r in builder.render_examples("train", range(4))}
+    for i in range(4):
+        stored = source[i]
+        np.testing.assert_array_equal(stored["owner"], rendered[stored["video"].tobytes()]["owner"])
     loader = pipeline.make_loader(
         source, pipeline.KeyframeTransform(num_frames=4, max_people=12, train=False),
         global_batch_size=2, seed=0, train=False, process_index=0, process_count=1)
     batch = next(loader)
-    chex.assert_shape([batch["video"], batch["boxes"], batch["person_mask"]],
-                      [(2, 4, 64, 64, 3), (2, 12, 4), (2, 12)])
+    chex.assert_shape([batch["video"], batch["boxes"], batch["person_mask"], batch["owner"]],
+                      [(2, 4, 64, 64, 3), (2, 12, 4), (2, 12), (2, 64, 64)])
+    assert batch["owner"].dtype == np.int32
+
+
+def test_classroom_version_bump_rebuilds_stale_data(tmp_path):
+    """1.1.0 added `owner`: a 1.0.0 cache (no owner) is never read as the current version."""
+    builder = builders.make_builder("classroom", "tiny", str(tmp_path), num_train=2,
+                                    num_validation=1, num_test=1)
+    assert str(builder.version) == "1.1.0" and "1.1.0" in builder.RELEASE_NOTES
+    assert pathlib.Path(builder.data_dir).name == "1.1.0"
+    assert builder.info.features["owner"].shape == (64, 64)
+    assert str(builders.Maneuvers.VERSION) == "1.0.0"  # maneuvers records are unchanged
 
 
 @pytest.mark.parametrize("name", ["maneuvers", "classroom"])

@@ -18,7 +18,7 @@ def clips():
 
 def test_determinism():
     a, b = c.render_clip(5), c.render_clip(5)
-    for key in ("video", "boxes", "track_boxes", "actions", "person_ids"):
+    for key in ("video", "boxes", "track_boxes", "actions", "person_ids", "owner"):
         assert a[key].tobytes() == b[key].tobytes(), key
     assert a["num_people"] == b["num_people"]
     other = c.render_clip(6)
@@ -40,6 +40,7 @@ def test_shapes_and_dtypes(clips):
         assert clip["track_boxes"].shape == (t_len, num, 4)
         np.testing.assert_array_equal(clip["boxes"], clip["track_boxes"][clip["keyframe"]])
         assert clip["actions"].dtype == np.uint8 and clip["actions"].shape == (num, 5)
+        assert clip["owner"].dtype == np.int16 and clip["owner"].shape == (res, res)
 
 
 def test_boxes_well_formed(clips):
@@ -112,3 +113,36 @@ def test_video_changes_over_time(clips):
         tb = clip["track_boxes"]
         moved += np.any(np.abs(tb - tb[clip["keyframe"]]) > 1e-6)
     assert moved >= 3
+
+
+def _owner_boxes(owner, num):
+    """Pixel boxes (first column, first row, last column + 1, last row + 1) of each person's
+    owned keyframe pixels, the renderer's box convention."""
+    out = np.zeros((num, 4), np.float32)
+    for p in range(num):
+        rows, cols = np.nonzero(owner == p)
+        out[p] = cols.min(), rows.min(), cols.max() + 1, rows.max() + 1
+    return out
+
+
+def _check_owner(clip, res):
+    owner, num = clip["owner"], clip["num_people"]
+    assert owner.min() >= -1 and owner.max() < num
+    assert (owner == -1).any()  # background and desks
+    for p in range(num):
+        assert (owner == p).any(), p
+    np.testing.assert_array_equal(_owner_boxes(owner, num), clip["boxes"] * res)
+
+
+def test_owner_matches_the_boxes(clips):
+    for clip in clips:
+        _check_owner(clip, c.ClassroomConfig().resolution)
+
+
+def test_owner_of_a_tiny_clip_is_deterministic_and_matches_the_boxes():
+    cfg = c.ClassroomConfig(resolution=64, num_frames=8)  # the builder's 'tiny' preset
+    for seed in range(20):
+        clip = c.render_clip(seed, cfg)
+        _check_owner(clip, cfg.resolution)
+        np.testing.assert_array_equal(c.render_clip(seed, cfg)["owner"], clip["owner"])
+    assert not np.array_equal(c.render_clip(0, cfg)["owner"], c.render_clip(1, cfg)["owner"])

@@ -232,3 +232,82 @@ def test_shares_of_a_split_batch_add_up_to_the_whole_batch():
     own_loss, _ = _criterion(*parts[0], W)
     np.testing.assert_allclose(own_loss, float(shares[0][0]) * total / sum(NUM_PEOPLE[:2]),
                                rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- l1_coords, maps
+
+
+def test_l1_on_corners_by_hand():
+    pred = jnp.array([[0.5, 0.5, 0.2, 0.4]])  # cxcywh -> corners (0.4, 0.3, 0.6, 0.7)
+    gt = jnp.array([[0.4, 0.2, 0.7, 0.7]])
+    np.testing.assert_allclose(dl.l1_distance(pred, gt, "xyxy"), [0.0 + 0.1 + 0.1 + 0.0],
+                               atol=1e-6)
+    # (cx, cy, w, h) of gt: (0.55, 0.45, 0.3, 0.5)
+    np.testing.assert_allclose(dl.l1_distance(pred, gt, "cxcywh"), [0.05 + 0.05 + 0.1 + 0.1],
+                               atol=1e-6)
+    outputs, targets = _outputs(20), _targets(21)
+    corners = dl.LossWeights(l1_coords="xyxy")
+    cost = np.asarray(dl.matching_cost(outputs, targets, corners))
+    base = np.asarray(dl.matching_cost(outputs, targets, W))
+    pred_xyxy = np.asarray(box_ops.cxcywh_to_xyxy(outputs["boxes"]))
+    gt_cxcywh = np.asarray(box_ops.xyxy_to_cxcywh(targets["boxes"]))
+    l1_xyxy = np.abs(pred_xyxy[:, :, None] - np.asarray(targets["boxes"])[:, None]).sum(-1)
+    l1_cxcywh = np.abs(np.asarray(outputs["boxes"])[:, :, None] - gt_cxcywh[:, None]).sum(-1)
+    mask = np.asarray(targets["person_mask"])[:, None, :]
+    np.testing.assert_allclose(np.where(mask, cost - base, 0.0),
+                               np.where(mask, W.cost_l1 * (l1_xyxy - l1_cxcywh), 0.0), atol=1e-5)
+    with pytest.raises(ValueError, match="loss.l1_coords='xywh'"):
+        dl.as_weights({"l1_coords": "xywh"})
+
+
+def test_map_targets_by_hand():
+    """A 4 x 4 keyframe, person 0 on its left half, person 1 nowhere visible; a query whose box
+    is the whole frame with 2 x 2 bins: the left bins are person 0, the right ones are not."""
+    owner = -np.ones((1, 4, 4), np.int32)
+    owner[0, :, :2] = 0
+    actions = jnp.array([[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])  # [B=1, P=2, A=3]
+    boxes = jnp.array([[[0.5, 0.5, 1.0, 1.0], [0.5, 0.5, 1.0, 1.0]]])  # cxcywh, 2 queries
+    target = np.asarray(dl.map_targets(jnp.asarray(owner), boxes, jnp.array([[0, 1]]), actions, 2))
+    assert target.shape == (1, 2, 2, 2, 4)
+    left, right = target[0, 0, :, 0], target[0, 0, :, 1]  # [y, channel]
+    np.testing.assert_allclose(left, [[0.0, 1.0, 0.0, 1.0]] * 2, atol=1e-6)
+    np.testing.assert_allclose(right, [[1.0, 0.0, 0.0, 0.0]] * 2, atol=1e-6)
+    np.testing.assert_allclose(target[0, 1], np.broadcast_to([1.0, 0.0, 0.0, 0.0], (2, 2, 4)),
+                               atol=1e-6)  # person 1 has no visible pixel: all "no behaviour"
+
+
+def _map_case(seed=30, s=3):
+    outputs, targets = _outputs(seed), _targets(seed + 1)
+    rng = np.random.default_rng(seed + 2)
+    outputs["map_logits"] = jnp.asarray(rng.normal(size=(B, N, s, s, A + 1)), jnp.float32)
+    owner = rng.integers(-1, P, size=(B, 16, 16))
+    owner = np.where(owner < np.array(NUM_PEOPLE)[:, None, None], owner, -1)  # real people only
+    targets["owner"] = jnp.asarray(owner, jnp.int32)
+    return outputs, targets
+
+
+def test_map_term_is_the_matched_mean_bce_and_padding_changes_nothing():
+    outputs, targets = _map_case()
+    loss, metrics = _criterion(outputs, targets, W)
+    m = dl.match(outputs, targets, W)
+    target = dl.map_targets(targets["owner"], outputs["boxes"], jnp.maximum(m.pred_to_gt, 0),
+                            targets["actions"], 3)
+    bce = np.asarray(optax.sigmoid_binary_cross_entropy(outputs["map_logits"], target))
+    expected = (bce.mean(axis=(2, 3, 4)) * np.asarray(m.pred_matched)).sum() / sum(NUM_PEOPLE)
+    np.testing.assert_allclose(metrics["map"], expected, rtol=1e-5)
+    without = dict(outputs)
+    del without["map_logits"]
+    np.testing.assert_allclose(loss - _criterion(without, targets, W)[0], W.map * expected,
+                               rtol=1e-4)
+    off = dl.LossWeights(map=0.0)
+    assert "map" not in _criterion(outputs, targets, off)[1]
+    # Padded people rows (never in `owner`) with garbage, placed first: the same loss.
+    extra = 2
+    padded = {
+        "boxes": jnp.concatenate([jnp.full((B, extra, 4), 0.3), targets["boxes"]], axis=1),
+        "actions": jnp.concatenate([jnp.ones((B, extra, A)), targets["actions"]], axis=1),
+        "person_mask": jnp.concatenate([jnp.zeros((B, extra), bool), targets["person_mask"]], 1),
+        "owner": jnp.where(targets["owner"] >= 0, targets["owner"] + extra, -1),
+    }
+    chex.assert_trees_all_close(_criterion(outputs, padded, W), (loss, metrics), rtol=1e-5,
+                                atol=1e-6)

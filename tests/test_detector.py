@@ -67,6 +67,21 @@ def test_default_model_shapes():
     _assert_output_shapes(out, 1, 8, 20, 5, 7, 64, 64, 3)
 
 
+@pytest.mark.parametrize("fusion", ["sum", "gram"])
+def test_decoupled_head_adds_behaviour_maps(fusion):
+    """The decoupled head's per-bin map logits come out beside the action logits; the pooled
+    head's outputs hold no maps."""
+    head = {"name": "decoupled", "fusion": fusion, "enc_dim": 8, "fused_dim": 8, "hidden_dim": 8}
+    video = jax.ShapeDtypeStruct(SHAPE, jnp.float32)
+    out, _ = jax.eval_shape(lambda v: ActionDetector(**{**TINY, "head": head}).init_with_output(
+        jax.random.key(0), v), video)
+    _assert_output_shapes(out, 2, 4, 6, 3, 3, 16, 16, 2)
+    chex.assert_shape(out["map_logits"], (2, 6, 3, 3, 4))
+    pooled, _ = jax.eval_shape(lambda v: ActionDetector(**TINY).init_with_output(
+        jax.random.key(0), v), video)
+    assert "map_logits" not in pooled
+
+
 def test_localization_depends_on_keyframe_only(tiny):
     model, variables, apply = tiny
     # Move every parameter off its initial value: zero-initialised temporal residuals would make
@@ -119,8 +134,10 @@ def test_model_fields_mirror_the_modules():
     ({"backbone": {"widthz": (8,)}}, r"\['model.backbone.widthz'\]"),
     ({"localizer": {"num_queries": 4}}, r"\['model.localizer.num_queries'\]"),
     ({"head": {"name": "pooled", "head_dim": 4}}, r"\['model.head.head_dim'\]"),
-    ({"head": {"name": "fusion"}}, r"model.head.name='fusion': expected one of \['pooled'\]"),
+    ({"head": {"name": "fusion"}},
+     r"model.head.name='fusion': expected one of \['decoupled', 'pooled'\]"),
     ({"head": {"pool": "sum"}}, r"model.head.pool='sum'"),
+    ({"head": {"name": "decoupled", "fusion": "max"}}, r"model.head.fusion='max'"),
     ({"backbone": {"block": "wide"}}, r"model.backbone.block='wide'"),
     ({"backbone": 3}, r"model.backbone must be a mapping"),
     ({"dtype": "int32"}, r"model.dtype='int32'"),

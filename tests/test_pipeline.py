@@ -4,7 +4,7 @@ import chex
 import numpy as np
 import pytest
 
-from jaxact.data import maneuvers, pipeline
+from jaxact.data import classroom, maneuvers, pipeline
 
 # The manoeuvre mirror permutation, as the maneuvers dataset passes it to ClipTransform.
 MIRROR = tuple(int(i) for i in maneuvers.FLIP_PERMUTATION)
@@ -234,3 +234,47 @@ def test_keyframe_transform_pads_people():
     np.testing.assert_allclose(out["boxes"][0], [0.6, 0.1, 0.9, 0.5])
     np.testing.assert_array_equal(out["video"], pipeline.normalize(
         record["video"][[2, 3, 4, 5]][:, :, ::-1]))
+
+
+def _owner_boxes(owner, num, size):
+    """Normalized boxes of each person's owner pixels (first column, first row, last column + 1,
+    last row + 1) / size: the classroom renderer's box convention."""
+    out = np.zeros((num, 4), np.float32)
+    for p in range(num):
+        rows, cols = np.nonzero(owner == p)
+        out[p] = cols.min(), rows.min(), cols.max() + 1, rows.max() + 1
+    return out / size
+
+
+def test_keyframe_transform_passes_owner_and_mirrors_it_with_the_boxes():
+    clip = classroom.render_clip(3, classroom.ClassroomConfig(resolution=64, num_frames=8))
+    record = {k: clip[k] for k in ("video", "keyframe", "person_ids", "boxes", "actions", "owner")}
+    num = clip["num_people"]
+    kinds = {"plain": pipeline.KeyframeTransform(num_frames=4, max_people=12, train=True,
+                                                 flip_prob=0.0),
+             "flip": pipeline.KeyframeTransform(num_frames=4, max_people=12, train=True,
+                                                flip_prob=1.0),
+             "eval": pipeline.KeyframeTransform(num_frames=4, max_people=12, train=False)}
+    out = {k: t(record, np.random.default_rng(0)) for k, t in kinds.items()}
+    for o in out.values():
+        assert o["owner"].dtype == np.int32 and o["owner"].shape == (64, 64)
+        assert o["owner"].max() < num and o["owner"].min() == -1  # never a padding row
+        np.testing.assert_array_equal(_owner_boxes(o["owner"], num, 64), o["boxes"][:num])
+    np.testing.assert_array_equal(out["plain"]["owner"], clip["owner"])
+    np.testing.assert_array_equal(out["eval"]["owner"], clip["owner"])
+    np.testing.assert_array_equal(out["flip"]["owner"], clip["owner"][:, ::-1])
+    np.testing.assert_allclose(out["flip"]["boxes"][:num], pipeline.flip_boxes(clip["boxes"]))
+    np.testing.assert_array_equal(out["flip"]["video"], out["plain"]["video"][:, :, ::-1])
+    # The keyframe (window position T // 2) is the frame the owner map labels.
+    np.testing.assert_array_equal(out["plain"]["video"][2],
+                                  pipeline.normalize(clip["video"][clip["keyframe"]]))
+    # Without an owner map the output keys are what they always were.
+    del record["owner"]
+    plain = kinds["flip"](record, np.random.default_rng(0))
+    assert set(plain) == {"video", "boxes", "actions", "person_ids", "person_mask"}
+    with pytest.raises(ValueError, match="owner values"):
+        kinds["plain"]({**record, "owner": np.full((64, 64), num, np.int16)},
+                       np.random.default_rng(0))
+    with pytest.raises(ValueError, match="frame size"):
+        kinds["plain"]({**record, "owner": np.zeros((32, 64), np.int16)},
+                       np.random.default_rng(0))

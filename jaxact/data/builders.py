@@ -7,7 +7,9 @@ rendering, not writing, dominates.
   maneuvers: {"video": uint8 [T, R, R, 3], "label": int64, "boxes": float32 [T, 4], "onset": int64,
               "length": int64}; T varies per clip.
   classroom: {"video": uint8 [T, R, R, 3], "keyframe": int64, "person_ids": int64 [P],
-              "boxes": float32 [P, 4], "track_boxes": float32 [T, P, 4], "actions": uint8 [P, A]}.
+              "boxes": float32 [P, 4], "track_boxes": float32 [T, P, 4], "actions": uint8 [P, A],
+              "owner": int16 [R, R]} (owner: the visible person, a row of boxes/actions, at each
+              keyframe pixel, -1 for none; since 1.1.0).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def _render_classroom(args):
         "boxes": clip["boxes"].astype(np.float32),
         "track_boxes": clip["track_boxes"].astype(np.float32),
         "actions": clip["actions"].astype(np.uint8),
+        "owner": clip["owner"].astype(np.int16),
     }
 
 
@@ -167,6 +170,12 @@ class Maneuvers(_SyntheticBuilder):
 class Classroom(_SyntheticBuilder):
     """Classrooms of 2-12 students with per-person multi-label behaviours at a keyframe."""
 
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.1.0": "`owner` int16 [R, R]: the visible person (row of boxes/actions) at each keyframe "
+                 "pixel, -1 for none. Videos, boxes and actions are unchanged.",
+        "1.0.0": "Initial release.",
+    }
     _render_fn = staticmethod(_render_classroom)
     CLASS_NAMES = classroom.BEHAVIOURS
     FLIP_PERMUTATION = None  # every behaviour is mirror-symmetric
@@ -199,6 +208,7 @@ class Classroom(_SyntheticBuilder):
                 "track_boxes": tfds.features.Tensor(shape=(None, None, 4), dtype=np.float32,
                                                     encoding="zlib"),
                 "actions": tfds.features.Tensor(shape=(None, a), dtype=np.uint8),
+                "owner": tfds.features.Tensor(shape=(r, r), dtype=np.int16, encoding="zlib"),
             }),
         )
 

@@ -8,7 +8,9 @@ constant on frames [keyframe - 2, keyframe + 1], so the keyframe labels are alwa
 in the keyframe pose.
 
 Boxes are tight around each person's *visible* pixels (what remains after desks and students in
-front are drawn). Everything is pure numpy and deterministic in `(seed, config)`.
+front are drawn), and `owner` says which person, if any, is visible at each keyframe pixel: the
+ground truth for per-pixel behaviour maps (`jaxact.data.behaviour_labels`). Everything is pure numpy
+and deterministic in `(seed, config)`.
 """
 
 from __future__ import annotations
@@ -420,7 +422,8 @@ def _person_colours(rng, desk):
 
 
 def _try_render(rng, config, check_visibility=True):
-    """Samples and draws a clip: (canvas f32 [T, R, R, 3], boxes [T, P, 4], states, keyframe).
+    """Samples and draws a clip: (canvas f32 [T, R, R, 3], boxes [T, P, 4], states, keyframe,
+    owner int16 [R, R]: the visible person at each keyframe pixel, -1 for none).
 
     Returns None if, at the keyframe, someone's figure, head or raised hand is less than
     `_MIN_VISIBLE` visible (the caller then resamples with the advanced rng).
@@ -499,7 +502,7 @@ def _try_render(rng, config, check_visibility=True):
         # A person fully hidden in some frame keeps the box of their unoccluded figure.
         hidden = ~mask.any(axis=(1, 2))
         boxes[:, p] = np.where(hidden[:, None], own_boxes[p], visible)
-    return canvas, boxes / res, states, keyframe
+    return canvas, boxes / res, states, keyframe, ids[keyframe].copy()
 
 
 def _mask_boxes(mask, y0, x0):
@@ -524,7 +527,14 @@ def render_clip(seed: int, config: ClassroomConfig = ClassroomConfig()) -> dict:
       person_ids: int32 [P] (0..P-1, stable over the clip); num_people: int P;
       boxes: float32 [P, 4] normalized (x1, y1, x2, y2) at the keyframe, tight around each
         person's visible pixels; track_boxes: float32 [T, P, 4] the same for every frame;
-      actions: uint8 [P, 5] multi-hot over `BEHAVIOURS` at the keyframe.
+      actions: uint8 [P, 5] multi-hot over `BEHAVIOURS` at the keyframe;
+      owner: int16 [R, R], at each keyframe pixel the index (0..P-1, the row of `boxes` and
+        `actions`) of the person visible there, -1 where none is (background, desks, paper).
+        A pixel goes to the front-most figure or desk covering at least half of it (a desk
+        gives -1), so `boxes[p] * R` is exactly (first column, first row, last column + 1,
+        last row + 1) of `owner == p`. Every person owns pixels, except in the fallback for
+        configs far more crowded than the room fits (see below), where a hidden person keeps the
+        box of their unoccluded figure and owns none.
     """
     if not 1 <= config.min_people <= config.max_people:
         raise ValueError("need 1 <= min_people <= max_people")
@@ -537,7 +547,7 @@ def render_clip(seed: int, config: ClassroomConfig = ClassroomConfig()) -> dict:
         out = _try_render(rng, config, check_visibility=attempt < 50)
         if out is not None:
             break
-    canvas, track_boxes, states, keyframe = out
+    canvas, track_boxes, states, keyframe, owner = out
     num = track_boxes.shape[1]
 
     video = add_pixel_noise(rng, canvas, config.noise_std)
@@ -557,4 +567,5 @@ def render_clip(seed: int, config: ClassroomConfig = ClassroomConfig()) -> dict:
         "track_boxes": track_boxes,
         "actions": actions,
         "num_people": int(num),
+        "owner": owner,
     }

@@ -144,6 +144,12 @@ class KeyframeTransform:
     Output: `video` f32 `[T, H, W, 3]` centred on the keyframe, `boxes` f32 `[P, 4]` (xyxy,
     normalized), `actions` f32 `[P, A]`, `person_ids` i32 `[P]`, `person_mask` bool `[P]`, where
     `P = max_people` (padding rows are zero and masked out).
+
+    A record that also holds `owner` `[H, W]` (int; the person visible at each keyframe pixel, a
+    row of `boxes`, -1 for none; the classroom dataset since 1.1.0) adds `owner` i32 `[H, W]`,
+    mirrored with the frames on a flip (so `owner == p` stays inside the flipped `boxes[p]`).
+    People keep their record order, so `owner` values index the output rows and never a padding
+    row. Records without it (other datasets, user clips) give exactly the keys above.
     """
 
     num_frames: int
@@ -161,11 +167,23 @@ class KeyframeTransform:
         num = boxes.shape[0]
         if num > self.max_people:
             raise ValueError(f"clip has {num} people, more than max_people={self.max_people}")
+        owner = record.get("owner")
+        if owner is not None:
+            owner = np.asarray(owner)
+            if owner.shape != frames.shape[1:3]:
+                raise ValueError(f"owner has shape {owner.shape}, expected the frame size "
+                                 f"{frames.shape[1:3]}")
+            if owner.size and not -1 <= owner.min() <= owner.max() < num:
+                raise ValueError(f"owner values [{owner.min()}, {owner.max()}] are not in "
+                                 f"[-1, {num}) for a clip of {num} people")
         if self.train and rng.random() < self.flip_prob:
             frames = frames[:, :, ::-1]
             boxes = flip_boxes(boxes)
+            if owner is not None:
+                owner = owner[:, ::-1]
         pad = self.max_people - num
         actions = record["actions"].astype(np.float32)
+        extra = {} if owner is None else {"owner": owner.astype(np.int32)}
         return {
             "video": normalize(frames),
             "boxes": np.pad(boxes, ((0, pad), (0, 0))),
@@ -173,6 +191,7 @@ class KeyframeTransform:
             "person_ids": np.pad(record["person_ids"].astype(np.int32), (0, pad),
                                  constant_values=-1),
             "person_mask": np.arange(self.max_people) < num,
+            **extra,
         }
 
 

@@ -1,4 +1,5 @@
-"""The detector's evaluator: AVA frame-mAP, per-class AP and person AP@0.5 of keyframe detections.
+"""The detector's evaluator: AVA frame-mAP, per-class AP and person AP@0.5 of keyframe detections,
+and, for heads with behaviour maps on data with visible-person masks, the maps' pixel IoU.
 
 Every one of the N predicted boxes of a clip is a candidate (no score threshold, no NMS), with
 person score `sigmoid(person_logit)` and per-action score `person score * sigmoid(action logit)`.
@@ -15,8 +16,8 @@ import numpy as np
 from absl import logging
 
 from jaxact import console, viz
-from jaxact.data import pipeline
-from jaxact.evaluation import frame_map
+from jaxact.data import behaviour_labels, pipeline
+from jaxact.evaluation import behaviour_maps, frame_map
 
 
 def keyframe_image(video: np.ndarray) -> np.ndarray:
@@ -30,29 +31,58 @@ def number(x) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-def collect(batches, predict_batch, params, num_images: int = 0) -> dict:
+@dataclasses.dataclass(frozen=True)
+class MapSettings:
+    """How predicted behaviour maps are pasted (`behaviour_maps.paste_maps`) and scored."""
+
+    class_names: tuple[str, ...]
+    score_threshold: float = 0.5
+    cell: int = 1
+
+
+def collect(batches, predict_batch, params, num_images: int = 0,
+            maps: MapSettings | None = None) -> dict:
     """Detections and ground truth of every clip of `batches` (padding removed).
 
     `predict_batch(params, batch)` gives the batch's rows of every process: detections
-    (`boxes_pred`, `person_scores`, `action_scores`) and the batch's `boxes`, `actions`,
-    `person_mask`, `mask`. Returns `detections` and `ground_truth` (lists in
-    `frame_map.frame_map`'s format, one entry per clip) and `images`: (clip index, uint8 keyframe
-    `[H, W, 3]`) of the first `num_images` clips of this process (process 0 holds the first rows
-    of every global batch).
+    (`boxes_pred`, `person_scores`, `action_scores`, and `map_probs` from heads with maps) and
+    the batch's `boxes`, `actions`, `person_mask`, `mask` (and `owner` where the data has it).
+    Returns `detections` and `ground_truth` (lists in `frame_map.frame_map`'s format, one entry
+    per clip), `images`: (clip index, uint8 keyframe `[H, W, 3]`) of the first `num_images` clips
+    of this process (process 0 holds the first rows of every global batch), and, with `maps` and
+    rows holding maps and owners, `map_iou` (an `IoUAccumulator` over every clip) and
+    `map_images`: (predicted, true) single-channel maps `[H, W]` of those first clips.
     """
-    detections, ground_truth, images = [], [], []
+    detections, ground_truth, images, map_images = [], [], [], []
+    map_iou = None
     for batch in console.track(batches, "eval"):
         rows = predict_batch(params, batch)
         local_rows = len(batch["mask"])
+        with_maps = maps is not None and "map_probs" in rows and "owner" in rows
+        if with_maps and map_iou is None:
+            map_iou = behaviour_maps.IoUAccumulator(len(maps.class_names))
         for i in np.flatnonzero(rows["mask"]):
             people = rows["person_mask"][i]
             detections.append({"boxes": rows["boxes_pred"][i], "scores": rows["action_scores"][i],
                                "person_scores": rows["person_scores"][i]})
             ground_truth.append({"boxes": rows["boxes"][i][people],
                                  "labels": rows["actions"][i][people]})
-            if len(images) < num_images and i < local_rows:
+            keep_image = len(images) < num_images and i < local_rows
+            if keep_image:
                 images.append((len(detections) - 1, keyframe_image(batch["video"][i])))
-    return {"detections": detections, "ground_truth": ground_truth, "images": images}
+            if with_maps:
+                height, width = rows["owner"][i].shape
+                probs = behaviour_maps.paste_maps(
+                    rows["map_probs"][i], rows["boxes_pred"][i], rows["person_scores"][i],
+                    height, width, maps.score_threshold, maps.cell)
+                predicted = behaviour_maps.behaviour_map(probs)
+                _, true = behaviour_labels.label_maps(rows["owner"][i], rows["actions"][i],
+                                                      maps.class_names)
+                map_iou.add(predicted, true)
+                if keep_image:
+                    map_images.append((predicted, true))
+    return {"detections": detections, "ground_truth": ground_truth, "images": images,
+            "map_iou": map_iou, "map_images": map_images}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +102,14 @@ class FrameMapEvaluator:
     matching: str = "voc"
     plot_num_clips: int = 6
     plot_score_threshold: float = 0.5
+    map_score_threshold: float = 0.5
+    map_cell: int = 1
 
     def run(self, params) -> tuple[dict, dict]:
         start = time.time()
-        out = collect(self.loader(self.split), self.predict_batch, params, self.plot_num_clips)
+        maps = MapSettings(self.class_names, self.map_score_threshold, self.map_cell)
+        out = collect(self.loader(self.split), self.predict_batch, params, self.plot_num_clips,
+                      maps)
         dets, gts = out["detections"], out["ground_truth"]
         num_actions = len(self.class_names)
         scores = frame_map.frame_map(dets, gts, num_actions, self.iou_threshold, self.matching)
@@ -102,4 +136,11 @@ class FrameMapEvaluator:
             viz.plot_detections(images, [dets[i] for i in index], [gts[i] for i in index],
                                 list(self.class_names), path,
                                 score_threshold=self.plot_score_threshold)
-        return results, {"detections.png": plot}
+        artefacts = {"detections.png": plot}
+        if out["map_iou"] is not None:
+            results.update(out["map_iou"].result(list(self.class_names)))
+            predicted = [p for p, _ in out["map_images"]]
+            true = [t for _, t in out["map_images"]]
+            artefacts["behaviour_maps.png"] = lambda path: behaviour_maps.plot_behaviour_maps(
+                images[:len(predicted)], predicted, true, list(self.class_names), path)
+        return results, artefacts

@@ -35,6 +35,7 @@ from flax.core import FrozenDict
 
 from jaxact.models.backbone import RESNET50, VideoResNet
 from jaxact.models.fpn import FPN
+from jaxact.models.fusion_head import DecoupledFusionHead
 from jaxact.models.localizer import SparseLocalizer
 from jaxact.ops.boxes import clip_boxes, cxcywh_to_xyxy
 from jaxact.ops.roi_align import roi_align_video
@@ -96,8 +97,11 @@ class PooledActionHead(nn.Module):
 
 # Action heads by `model.head.name`. A head is built as `cls(num_actions=A, dtype=..., param_dtype=...,
 # **fields)` and called as `head(actor_features [B, N, T, S, S, C], query_features [B, N, D])`
-# -> `[B, N, A]` logits; its parameters live under "action_head".
-HEADS: dict[str, type[nn.Module]] = {"pooled": PooledActionHead}
+# -> `[B, N, A]` logits, or a dict of `action_logits` `[B, N, A]` and per-bin behaviour
+# `map_logits` `[B, N, S, S, A + 1]`; its parameters live under "action_head". "pooled" is the
+# reference head (fusion 'pooled' in the ablations); "decoupled" fuses time and space
+# (`model.head.fusion`: 'sum' | 'concat' | 'gram').
+HEADS: dict[str, type[nn.Module]] = {"pooled": PooledActionHead, "decoupled": DecoupledFusionHead}
 DEFAULT_HEAD = "pooled"  # the head of a `head` section without a "name"
 
 # Fields of the child modules that the detector sets from its own fields (so they are not fields
@@ -175,6 +179,8 @@ class ActionDetector(nn.Module):
           boxes: `[B, N, 4]` normalized (cx, cy, w, h);
           person_logits: `[B, N]`;
           action_logits: `[B, N, A]`;
+          map_logits: `[B, N, S, S, A + 1]` per-bin behaviour logits (channel 0: none), from
+            heads that make them;
           actor_features: `[B, N, T, S, S, C]` RoIAligned from the last 3D feature map;
           query_features: `[B, N, fpn_dim]`;
           aux_outputs: list of `{boxes, person_logits}` from earlier localizer stages.
@@ -201,8 +207,10 @@ class ActionDetector(nn.Module):
                                          self.roi_sampling_ratio)
         s, c = self.action_roi_size, features_3d.shape[-1]
         chex.assert_shape(actor_features, (b, self.num_queries, t, s, s, c))
-        action_logits = HEADS[head_name](num_actions=self.num_actions, name="action_head", **head,
-                                         **dt)(actor_features, loc["query_features"])
+        head_out = HEADS[head_name](num_actions=self.num_actions, name="action_head", **head,
+                                    **dt)(actor_features, loc["query_features"])
+        if not isinstance(head_out, Mapping):
+            head_out = {"action_logits": head_out}
 
         def f32(tree):
             return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
@@ -210,7 +218,7 @@ class ActionDetector(nn.Module):
         return {
             "boxes": f32(loc["boxes"]),
             "person_logits": f32(loc["person_logits"]),
-            "action_logits": f32(action_logits),
+            **f32(dict(head_out)),
             "actor_features": actor_features,
             "query_features": loc["query_features"],
             "aux_outputs": f32(loc["aux_outputs"]),

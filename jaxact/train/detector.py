@@ -21,7 +21,7 @@ import optax
 
 from jaxact import detection_losses, settings, viz
 from jaxact.data import builders, sources, video_io
-from jaxact.evaluation import detection
+from jaxact.evaluation import behaviour_maps, detection
 from jaxact.models.detector import (
     ActionDetector,
     build_detector,
@@ -45,11 +45,13 @@ def make_train_step(model: ActionDetector, weights):
     """`(state, batch, axis_name=None) -> (state, metrics)` on the set loss with `weights`
     (anything `detection_losses.as_weights` takes); `axis_name`: see `parallel.DataParallel`.
     batch: `video` `[B, T, H, W, 3]`, `boxes` `[B, P, 4]` xyxy normalized, `actions`
-    `[B, P, A]`, `person_mask` `[B, P]`."""
+    `[B, P, A]`, `person_mask` `[B, P]`, and `owner` `[B, H, W]` where the data has it (the
+    behaviour-map target)."""
     weights = detection_losses.as_weights(weights)  # hashable: a constant of the trace
 
     def step(state: TrainState, batch, axis_name=None):
-        targets = {k: batch[k] for k in ("boxes", "actions", "person_mask")}
+        targets = {k: batch[k] for k in ("boxes", "actions", "person_mask", "owner")
+                   if k in batch}
         rng = parallel.device_rng(train_state.dropout_rng(state), axis_name)
         # Terms are divided by the people of the global batch, as DETR all-reduces its box count.
         num_people = parallel.global_count(
@@ -78,12 +80,18 @@ def detections_from_outputs(outputs: dict) -> dict:
     """Model outputs -> AVA-style scored detections.
 
     Returns `boxes` `[B, N, 4]` xyxy normalized (clipped to the frame), `person_scores` `[B, N]`
-    = sigmoid(person logit) and `action_scores` `[B, N, A]` = person score * sigmoid(action logit).
+    = sigmoid(person logit), `action_scores` `[B, N, A]` = person score * sigmoid(action logit)
+    and, from heads with behaviour maps, `map_probs` `[B, N, S, S, A + 1]`: the per-bin sigmoids
+    normalised over the A + 1 channels.
     """
     person = jax.nn.sigmoid(outputs["person_logits"])
-    return {"boxes": clip_boxes(cxcywh_to_xyxy(outputs["boxes"])),
-            "person_scores": person,
-            "action_scores": person[..., None] * jax.nn.sigmoid(outputs["action_logits"])}
+    out = {"boxes": clip_boxes(cxcywh_to_xyxy(outputs["boxes"])),
+           "person_scores": person,
+           "action_scores": person[..., None] * jax.nn.sigmoid(outputs["action_logits"])}
+    if "map_logits" in outputs:
+        probs = jax.nn.sigmoid(outputs["map_logits"])
+        out["map_probs"] = probs / jnp.maximum(jnp.sum(probs, axis=-1, keepdims=True), 1e-6)
+    return out
 
 
 # ----------------------------------------------------------------------------- programs
@@ -165,6 +173,11 @@ class Experiment(experiment.ExperimentBase):
         if not 0.0 < c.eval.iou_threshold <= 1.0:
             raise ValueError(f"eval.iou_threshold={c.eval.iou_threshold} must be in (0, 1]")
         settings.check_choice(c.eval.matching, MATCHING, "eval.matching")
+        if not 0.0 <= c.eval.map_score_threshold < 1.0:
+            raise ValueError(f"eval.map_score_threshold={c.eval.map_score_threshold} must be in "
+                             "[0, 1)")
+        if c.eval.map_cell < 1:
+            raise ValueError(f"eval.map_cell={c.eval.map_cell} must be >= 1")
 
     def build(self) -> None:
         self.model = build_detector(self.config.model, len(self.class_names))
@@ -200,7 +213,8 @@ class Experiment(experiment.ExperimentBase):
         out = self.programs.predict(params, self.data_parallel.batch(batch["video"]))
         out["boxes_pred"] = out.pop("boxes")  # `boxes` is the ground truth's key
         return parallel.all_hosts(
-            {**out, **{k: batch[k] for k in ("boxes", "actions", "person_mask", "mask")}})
+            {**out, **{k: batch[k] for k in ("boxes", "actions", "person_mask", "mask", "owner")
+                       if k in batch}})
 
     def eval_loader(self, split: str):
         return self.make_loader(split, self.data.transform(train=False), train=False)
@@ -218,7 +232,8 @@ class Experiment(experiment.ExperimentBase):
             predict_batch=self.predict_batch, loader=self.eval_loader, split=c.split,
             class_names=tuple(self.class_names), description=self.data.description,
             iou_threshold=c.iou_threshold, matching=c.matching, plot_num_clips=c.plot_num_clips,
-            plot_score_threshold=c.plot_score_threshold)]
+            plot_score_threshold=c.plot_score_threshold,
+            map_score_threshold=c.map_score_threshold, map_cell=c.map_cell)]
 
     def final_phases(self) -> tuple[str, ...]:
         return (PHASE,)
@@ -229,9 +244,11 @@ class Experiment(experiment.ExperimentBase):
     def summary(self, results: dict) -> str:
         def show(x):
             return "n/a" if x is None else f"{x:.3f}"
-        return (f"{results['split']}: frame-mAP@{results['iou_threshold']:g} "
-                f"{show(results['frame_map'])}, person AP@0.5 {show(results['person_ap50'])} "
-                f"({results['num_clips']} clips)")
+        line = (f"{results['split']}: frame-mAP@{results['iou_threshold']:g} "
+                f"{show(results['frame_map'])}, person AP@0.5 {show(results['person_ap50'])}")
+        if "map_miou" in results:
+            line += f", behaviour-map mIoU {show(results['map_miou'])}"
+        return line + f" ({results['num_clips']} clips)"
 
     def cost(self, params) -> dict:
         return {"num_params": train_state.count_params(params),
@@ -266,7 +283,8 @@ class Experiment(experiment.ExperimentBase):
 
         def predict(path: str) -> tuple[dict, dict]:
             frames = self.data.read_clip(path)  # a bad file fails before any compute
-            per_frame = []
+            keyframe = len(frames) // 2
+            per_frame, key_out = [], None
             for start in range(0, len(frames), rows):
                 keys = list(range(start, min(start + rows, len(frames))))
                 video = np.stack([transform({"video": frames, "keyframe": k, **empty}, None)
@@ -274,11 +292,16 @@ class Experiment(experiment.ExperimentBase):
                 video = np.concatenate([video, np.repeat(video[-1:], rows - len(keys), 0)])
                 out = self.programs.predict(params, self.data_parallel.batch(video))
                 per_frame += [found(out, n) for n in range(len(keys))]
-            keyframe = len(frames) // 2
+                if keyframe in keys:
+                    key_out = {k: v[keys.index(keyframe)] for k, v in out.items()}
             answer = {"video": path, "keyframe": keyframe, "score_threshold": threshold,
                       "detections": per_frame[keyframe],
                       "frames": [{"frame": t, "detections": d} for t, d in enumerate(per_frame)]}
-            return answer, self.annotated_outputs(path, per_frame, keyframe)
+            artefacts = self.annotated_outputs(path, per_frame, keyframe)
+            if "map_probs" in key_out:
+                answer["behaviour_shares"], artefacts["_map.png"] = self.behaviour_map_output(
+                    path, key_out, keyframe)
+            return answer, artefacts
 
         return predict
 
@@ -306,9 +329,33 @@ class Experiment(experiment.ExperimentBase):
 
         return {".png": png, ".mp4": mp4}
 
+    def behaviour_map_output(self, path: str, key_out: dict, keyframe: int):
+        """The keyframe's behaviour map at the clip's own resolution: (pixel share of each
+        behaviour, writer of the keyframe with the map overlaid)."""
+        frame = video_io.read_video(path)[keyframe]
+        c = self.config.eval
+        probs = behaviour_maps.paste_maps(key_out["map_probs"], key_out["boxes"],
+                                          key_out["person_scores"], *frame.shape[:2],
+                                          c.map_score_threshold, c.map_cell)
+        single = behaviour_maps.behaviour_map(probs)
+        shares = {k: round(v, 4) for k, v in
+                  behaviour_maps.pixel_shares(single, self.class_names).items()}
+
+        def write(out_path):
+            colours = behaviour_maps.behaviour_colours(len(self.class_names))[single]
+            alpha = 0.55 * colours[..., 3:]
+            viz.save_image(np.round(frame * (1 - alpha) + 255 * colours[..., :3] * alpha)
+                           .astype(np.uint8), out_path)
+
+        return shares, write
+
     def describe_prediction(self, answer: dict) -> str:
         people = answer["detections"]
         if not people:
             return f"no person above {answer['score_threshold']:g} at frame {answer['keyframe']}"
         best = [max(d["action_scores"].items(), key=lambda kv: kv[1])[0] for d in people]
-        return f"{len(people)} people at frame {answer['keyframe']}: {', '.join(best)}"
+        line = f"{len(people)} people at frame {answer['keyframe']}: {', '.join(best)}"
+        if "behaviour_shares" in answer:
+            line += "; map " + ", ".join(f"{k} {v:.0%}" for k, v in
+                                         answer["behaviour_shares"].items() if v >= 0.005)
+        return line

@@ -56,6 +56,10 @@ _ADDED_FIELDS = {
     },
     "action_detector": {
         "train.optimizer": "adamw",
+        "loss.map": 0.0,
+        "loss.l1_coords": "cxcywh",
+        "eval.map_score_threshold": 0.5,
+        "eval.map_cell": 1,
         "train.eval_every": 0,
         "train.eval_split": "validation",
     },

@@ -1,0 +1,133 @@
+"""DecoupledFusionHead: output shapes for every fusion with and without encodings, jit, finite
+parameters, actors kept apart, per-actor logits read from the fused map, bfloat16, field checks."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxact.models.fusion import FUSIONS
+from jaxact.models.fusion_head import DecoupledFusionHead
+
+B, N, T, S, C, D, A = 2, 3, 4, 3, 8, 6, 5
+SMALL = dict(enc_dim=8, fused_dim=8, hidden_dim=16, reduce_dim=4)
+
+
+def _inputs(seed=0, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    actors = rng.standard_normal((B, N, T, S, S, C)).astype(np.float32)
+    query = rng.standard_normal((B, N, D)).astype(np.float32)
+    return jnp.asarray(actors, dtype), jnp.asarray(query, dtype)
+
+
+def _param_count(params) -> int:
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+
+
+def test_choices_are_the_fusions():
+    assert DecoupledFusionHead.CHOICES == {"fusion": ("sum", "concat", "gram")}
+    assert tuple(FUSIONS) == DecoupledFusionHead.CHOICES["fusion"]
+
+
+@pytest.mark.parametrize("encodings", [True, False], ids=["hyper", "plain"])
+@pytest.mark.parametrize("fusion", ["sum", "concat", "gram"])
+def test_shapes_jit_and_finite(fusion, encodings):
+    head = DecoupledFusionHead(num_actions=A, fusion=fusion, encodings=encodings, **SMALL)
+    actors, query = _inputs()
+    variables = jax.jit(head.init)(jax.random.key(0), actors, query)
+    params = variables["params"]
+    assert set(variables) == {"params"}
+    chex.assert_tree_all_finite(params)
+    assert set(params) == {"temporal_encoding", "spatial_encoding", "fusion", "hidden", "norm",
+                           "logits", "map_logits"}
+    enc_keys = {"z", "hyper_hidden", "hyper_kernel", "bias"} if encodings else {"conv"}
+    assert set(params["temporal_encoding"]) == set(params["spatial_encoding"]) == enc_keys
+    chex.assert_shape([params["hidden"]["kernel"], params["map_logits"]["kernel"]],
+                      [(8 + D, 16), (8, A + 1)])
+
+    apply = jax.jit(head.apply)
+    out = apply(variables, actors, query)
+    assert set(out) == {"action_logits", "map_logits"}
+    chex.assert_shape([out["action_logits"], out["map_logits"]], [(B, N, A), (B, N, S, S, A + 1)])
+    chex.assert_tree_all_finite(out)
+
+    # Actors stay apart: changing one actor's features moves only its own outputs.
+    moved = apply(variables, actors.at[0, 1].add(1.0), query)
+    for key in out:
+        diff = np.abs(np.asarray(moved[key]) - np.asarray(out[key]))
+        diff = diff.reshape(B * N, -1).max(axis=1)
+        assert diff[1] > 1e-4 and np.all(np.delete(diff, 1) == 0.0), (key, diff)
+
+
+def test_without_query():
+    head = DecoupledFusionHead(num_actions=A, use_query=False, **SMALL)
+    actors, _ = _inputs(1)
+    out, variables = jax.jit(head.init_with_output)(jax.random.key(0), actors)
+    chex.assert_shape([out["action_logits"], variables["params"]["hidden"]["kernel"]],
+                      [(B, N, A), (8, 16)])
+    with pytest.raises(ValueError, match="needs query_features"):
+        DecoupledFusionHead(num_actions=A, **SMALL).init(jax.random.key(0), actors)
+
+
+def test_action_logits_read_the_pooled_fused_map():
+    # Recompute the per-actor branch in numpy from the fused map (captured as the fusion
+    # module's output): mean over S x S, concat query, Dense, LayerNorm, ReLU, Dense.
+    head = DecoupledFusionHead(num_actions=A, fusion="gram", **SMALL)
+    actors, query = _inputs(2)
+    variables = head.init(jax.random.key(3), actors, query)
+    out, state = head.apply(variables, actors, query, capture_intermediates=True)
+    fused = np.asarray(state["intermediates"]["fusion"]["__call__"][0], np.float64)
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), variables["params"])
+    x = np.concatenate([fused.mean(axis=(2, 3)), np.asarray(query, np.float64)], axis=-1)
+    h = x @ p["hidden"]["kernel"] + p["hidden"]["bias"]
+    h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-6)
+    h = np.maximum(h * p["norm"]["scale"] + p["norm"]["bias"], 0.0)
+    np.testing.assert_allclose(out["action_logits"], h @ p["logits"]["kernel"] + p["logits"]["bias"],
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["map_logits"],
+                               fused @ p["map_logits"]["kernel"] + p["map_logits"]["bias"],
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fusion", ["sum", "gram"])
+def test_bfloat16(fusion):
+    head = DecoupledFusionHead(num_actions=A, fusion=fusion, dtype=jnp.bfloat16, **SMALL)
+    actors, query = _inputs(4, jnp.bfloat16)
+    out, variables = jax.jit(head.init_with_output)(jax.random.key(0), actors, query)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
+    assert out["action_logits"].dtype == out["map_logits"].dtype == jnp.bfloat16
+    chex.assert_shape([out["action_logits"], out["map_logits"]], [(B, N, A), (B, N, S, S, A + 1)])
+    chex.assert_tree_all_finite(out)
+
+
+def test_bad_fusion_raises():
+    actors, query = _inputs()
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        DecoupledFusionHead(num_actions=A, fusion="max").init(jax.random.key(0), actors, query)
+
+
+def _expected_count(fusion, encodings, c=64, t=4, d=64, a=5, e=64, f=64, hidden=128, ca=16,
+                    z=16, zh=64):
+    """Parameter count of the default-width head, layer by layer."""
+    dense = lambda i, o: i * o + o
+    enc = (z + dense(z, zh) + dense(zh, c * e) + e) if encodings else dense(c, e)
+    fusion_count = {
+        "sum": dense(e, f),
+        "concat": dense(2 * e, f),
+        "gram": (2 * dense(e, ca) + 9 * (1 + t) * ca * f + f + 9 * f * f + f + 1
+                 + 2 * (9 * f * f + f)),
+    }[fusion]
+    per_actor = dense(f + d, hidden) + 2 * hidden + dense(hidden, a)  # hidden, norm, logits
+    return 2 * enc + fusion_count + per_actor + dense(f, a + 1)
+
+
+@pytest.mark.parametrize("encodings", [True, False], ids=["hyper", "plain"])
+@pytest.mark.parametrize("fusion", ["sum", "concat", "gram"])
+def test_param_counts_default_widths(fusion, encodings):
+    # C = 64, S = 7, T = 4, A = 5, query width 64 (the detector's default fpn_dim); traced only.
+    head = DecoupledFusionHead(num_actions=5, fusion=fusion, encodings=encodings)
+    actors = jax.ShapeDtypeStruct((1, 2, 4, 7, 7, 64), jnp.float32)
+    query = jax.ShapeDtypeStruct((1, 2, 64), jnp.float32)
+    shapes = jax.eval_shape(head.init, jax.random.key(0), actors, query)
+    assert _param_count(shapes["params"]) == _expected_count(fusion, encodings)
