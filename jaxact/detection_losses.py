@@ -188,6 +188,16 @@ def _box_and_person_terms(outputs, targets, w: LossWeights, num_people):
     return m, gt_idx, terms, iou
 
 
+def priority_one_hot(actions, ranks) -> jax.Array:
+    """`actions` `[..., A]` multi-hot -> one-hot `[..., A]` of the present action of lowest
+    `ranks` `[A]` (0 = highest priority), zeros where none is present: the single behaviour a
+    label image shows for a multi-label person, so the map learns what it is scored on."""
+    present = actions >= 0.5
+    keyed = jnp.where(present, jnp.asarray(ranks), jnp.iinfo(jnp.int32).max)
+    best = jax.nn.one_hot(jnp.argmin(keyed, axis=-1), actions.shape[-1], dtype=actions.dtype)
+    return best * jnp.any(present, axis=-1, keepdims=True).astype(actions.dtype)
+
+
 def map_targets(owner, pred_boxes, gt_idx, actions, size: int) -> jax.Array:
     """Per-bin behaviour targets `[B, N, S, S, A + 1]` of every prediction as if matched to
     ground-truth row `gt_idx` `[B, N]`.
@@ -214,7 +224,8 @@ def set_criterion(outputs: dict, targets: dict, weights=None,
       outputs: the detector's dict (`boxes`, `person_logits`, `action_logits`, optional
         `aux_outputs`).
       targets: `boxes` `[B, P, 4]` xyxy normalized, `actions` `[B, P, A]`, `person_mask` `[B, P]`,
-        optionally `owner` `[B, H, W]` (see `map_targets`).
+        optionally `owner` `[B, H, W]` and `map_actions` `[B, P, A]`, the per-person labels of
+        the behaviour map (default: `actions`; see `map_targets` and `priority_one_hot`).
       weights: `LossWeights`, a mapping / ConfigDict of its fields, or None for the defaults.
       normalizer: what every term is divided by: the number of people in the global batch
         (at least 1), as DETR all-reduces its box count; None: this batch's.
@@ -243,9 +254,9 @@ def set_criterion(outputs: dict, targets: dict, weights=None,
     loss = (w.person * terms["person"] + w.l1 * terms["l1"] + w.giou * terms["giou"]
             + w.action * terms["action"])
     if w.map and "map_logits" in outputs and "owner" in targets:
+        labels = targets.get("map_actions", targets["actions"])
         target = map_targets(targets["owner"], outputs["boxes"], gt_idx,
-                             targets["actions"].astype(jnp.float32),
-                             outputs["map_logits"].shape[-2])
+                             labels.astype(jnp.float32), outputs["map_logits"].shape[-2])
         map_bce = optax.sigmoid_binary_cross_entropy(outputs["map_logits"], target)
         terms["map"] = jnp.sum(map_bce.mean(axis=(-3, -2, -1)) * m.pred_matched) / num_people
         loss = loss + w.map * terms["map"]

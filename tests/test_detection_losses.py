@@ -311,3 +311,18 @@ def test_map_term_is_the_matched_mean_bce_and_padding_changes_nothing():
     }
     chex.assert_trees_all_close(_criterion(outputs, padded, W), (loss, metrics), rtol=1e-5,
                                 atol=1e-6)
+
+
+def test_priority_one_hot_matches_the_label_image_rule():
+    """The map's per-person label is the top-priority present action, as in
+    `behaviour_labels.person_labels` (numpy), zeros for a person with none."""
+    from jaxact.data import behaviour_labels
+
+    names = ("sit", "raise_hand", "stand", "write", "turn_to_neighbour")
+    actions = np.random.default_rng(40).integers(0, 2, size=(3, 6, 5)).astype(np.float32)
+    actions[0, 0] = 0.0
+    ranks = behaviour_labels.priority_ranks(names)
+    got = np.asarray(dl.priority_one_hot(jnp.asarray(actions), ranks))
+    expected = behaviour_labels.person_labels(actions, names)  # 0 none, else 1 + class
+    np.testing.assert_array_equal(got.sum(-1), expected > 0)
+    np.testing.assert_array_equal(np.where(expected > 0, got.argmax(-1) + 1, 0), expected)

@@ -40,7 +40,8 @@ def tiny_run(tmp_path_factory):
         # The step is built once per setting and cached, so every later step in this module
         # (the resume and the compile tests) runs this wrapper: a second trace fails there.
         mp.setattr(detector, "make_train_step",
-                   lambda model, weights: chex.assert_max_traces(make_step(model, weights), n=1))
+                   lambda model, weights, *ranks: chex.assert_max_traces(
+                       make_step(model, weights, *ranks), n=1))
         results = detector.Experiment(config, workdir).train_and_evaluate()
     return config, workdir, results
 

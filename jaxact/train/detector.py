@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from jaxact import detection_losses, settings, viz
-from jaxact.data import builders, sources, video_io
+from jaxact.data import behaviour_labels, builders, sources, video_io
 from jaxact.evaluation import behaviour_maps, detection
 from jaxact.models.detector import (
     ActionDetector,
@@ -41,17 +41,21 @@ SPLITS = tuple(builders.SPLIT_IDS)
 # ----------------------------------------------------------------------------- model + step
 
 
-def make_train_step(model: ActionDetector, weights):
+def make_train_step(model: ActionDetector, weights, map_ranks: tuple[int, ...] | None = None):
     """`(state, batch, axis_name=None) -> (state, metrics)` on the set loss with `weights`
     (anything `detection_losses.as_weights` takes); `axis_name`: see `parallel.DataParallel`.
     batch: `video` `[B, T, H, W, 3]`, `boxes` `[B, P, 4]` xyxy normalized, `actions`
     `[B, P, A]`, `person_mask` `[B, P]`, and `owner` `[B, H, W]` where the data has it (the
-    behaviour-map target)."""
+    behaviour-map target). `map_ranks` `[A]`: the priority of each action in the label images
+    (`behaviour_labels.priority_ranks`); the map then learns each person's top action alone."""
     weights = detection_losses.as_weights(weights)  # hashable: a constant of the trace
 
     def step(state: TrainState, batch, axis_name=None):
         targets = {k: batch[k] for k in ("boxes", "actions", "person_mask", "owner")
                    if k in batch}
+        if map_ranks is not None and "owner" in batch:
+            targets["map_actions"] = detection_losses.priority_one_hot(targets["actions"],
+                                                                       map_ranks)
         rng = parallel.device_rng(train_state.dropout_rng(state), axis_name)
         # Terms are divided by the people of the global batch, as DETR all-reduces its box count.
         num_people = parallel.global_count(
@@ -115,8 +119,10 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 @functools.cache
 def programs(model: ActionDetector, weights: detection_losses.LossWeights,
              train_config: ml_collections.FrozenConfigDict,
-             data_parallel: parallel.DataParallel, input_shape: tuple[int, ...]) -> Programs:
-    """`Programs` for `model` on clips of `input_shape` `[1, T, H, W, 3]` (cached)."""
+             data_parallel: parallel.DataParallel, input_shape: tuple[int, ...],
+             map_ranks: tuple[int, ...] | None = None) -> Programs:
+    """`Programs` for `model` on clips of `input_shape` `[1, T, H, W, 3]` (cached); `map_ranks`:
+    see `make_train_step`."""
     tx = train_state.make_optimizer(train_config)
     replicated = parallel.replicated(data_parallel.mesh)
 
@@ -131,7 +137,7 @@ def programs(model: ActionDetector, weights: detection_losses.LossWeights,
 
     return Programs(
         init=init_fn,
-        train_step=data_parallel.train_step(make_train_step(model, weights), options),
+        train_step=data_parallel.train_step(make_train_step(model, weights, map_ranks), options),
         predict=data_parallel.map_rows(predict, num_broadcast=1, compiler_options=options))
 
 
@@ -181,9 +187,13 @@ class Experiment(experiment.ExperimentBase):
 
     def build(self) -> None:
         self.model = build_detector(self.config.model, len(self.class_names))
+        try:  # label images rank a person's actions; datasets without that order get none
+            ranks = tuple(int(r) for r in behaviour_labels.priority_ranks(self.class_names))
+        except ValueError:
+            ranks = None
         self.programs = programs(self.model, self.weights,
                                  ml_collections.FrozenConfigDict(self.config.train),
-                                 self.data_parallel, self.input_shape(1))
+                                 self.data_parallel, self.input_shape(1), ranks)
 
     def input_shape(self, batch_size: int) -> tuple[int, ...]:
         """`[B, T, H, W, 3]` of the model's input."""
