@@ -420,8 +420,7 @@ class Experiment(experiment.ExperimentBase):
         def prob(x) -> float:  # 6 significant digits: readable JSON, small ones kept
             return float(f"{float(np.exp(x)):.6g}")
 
-        def answer(logp, top_k: int = 5) -> dict:
-            pred = int(np.argmax(logp))
+        def answer(logp, pred: int, top_k: int = 5) -> dict:
             order = np.argsort(-logp)[:top_k]
             return {"class": names[pred], "score": prob(logp[pred]),
                     "top_k": [[names[i], prob(logp[i])] for i in order]}
@@ -441,9 +440,8 @@ class Experiment(experiment.ExperimentBase):
                 outs[name] = classification.combine_views(
                     per_view, views, self.data.flip_permutation, self.memory.temperature)
             mem = outs["memory"]
-            # The memory's own answer is its frame vote; its score is the soft class score.
-            result = {"video": path, **answer(mem["memory_logp"][0])}
-            result["class"] = names[int(mem["memory_pred"][0])]
+            # The memory's class is its frame vote; its score is that class's soft score.
+            result = {"video": path, **answer(mem["memory_logp"][0], int(mem["memory_pred"][0]))}
             result["votes"] = {names[i]: int(v) for i, v in enumerate(mem["memory_votes"][0])
                                if v}
             nearest = float(mem["memory_nearest"][0])
@@ -453,7 +451,8 @@ class Experiment(experiment.ExperimentBase):
                 "ood_score": round(nearest / self.domain_threshold, 4),
                 "out_of_domain": bool(nearest > self.domain_threshold)}
             if "baseline" in outs:
-                result["baseline"] = answer(outs["baseline"]["softmax_logp"][0])
+                base = outs["baseline"]
+                result["baseline"] = answer(base["softmax_logp"][0], int(base["softmax_pred"][0]))
             return result, {}
 
         return predict

@@ -307,16 +307,19 @@ class Experiment(experiment.ExperimentBase):
             answer = {"video": path, "keyframe": keyframe, "score_threshold": threshold,
                       "detections": per_frame[keyframe],
                       "frames": [{"frame": t, "detections": d} for t, d in enumerate(per_frame)]}
-            artefacts = self.annotated_outputs(path, per_frame, keyframe)
+            native = video_io.read_video(path)  # the clip at its own resolution, read once
+            artefacts = self.annotated_outputs(path, native, per_frame, keyframe)
             if "map_probs" in key_out:
                 answer["behaviour_shares"], artefacts["_map.png"] = self.behaviour_map_output(
-                    path, key_out, keyframe)
+                    native[min(keyframe, len(native) - 1)], key_out)
             return answer, artefacts
 
         return predict
 
-    def annotated_outputs(self, path: str, per_frame: list[list[dict]], keyframe: int) -> dict:
-        """`.png` / `.mp4` writers of the clip at its own resolution with `per_frame` drawn."""
+    def annotated_outputs(self, path: str, native, per_frame: list[list[dict]],
+                          keyframe: int) -> dict:
+        """`.png` / `.mp4` writers of the clip `path` (uint8 frames `native` `[T, H, W, 3]` at its
+        own resolution) with `per_frame` drawn."""
 
         def draw(frame, detections):
             return viz.annotate_frame(frame, {
@@ -327,22 +330,20 @@ class Experiment(experiment.ExperimentBase):
                 self.class_names, score_threshold=self.config.eval.plot_score_threshold)
 
         def png(out_path):
-            frames = video_io.read_video(path)
-            viz.save_image(draw(frames[min(keyframe, len(frames) - 1)], per_frame[keyframe]),
+            viz.save_image(draw(native[min(keyframe, len(native) - 1)], per_frame[keyframe]),
                            out_path)
 
         def mp4(out_path):
-            frames = video_io.read_video(path)
             video_io.write_video(out_path, np.stack(
-                [draw(f, per_frame[min(t, len(per_frame) - 1)]) for t, f in enumerate(frames)]),
+                [draw(f, per_frame[min(t, len(per_frame) - 1)]) for t, f in enumerate(native)]),
                 fps=video_io.frame_rate(path))
 
         return {".png": png, ".mp4": mp4}
 
-    def behaviour_map_output(self, path: str, key_out: dict, keyframe: int):
-        """The keyframe's behaviour map at the clip's own resolution: (pixel share of each
-        behaviour, writer of the keyframe with the map overlaid)."""
-        frame = video_io.read_video(path)[keyframe]
+    def behaviour_map_output(self, frame, key_out: dict):
+        """The behaviour map of keyframe `frame` (uint8 `[H, W, 3]`, the clip's own resolution)
+        from its detections `key_out`: (pixel share of each behaviour, writer of the frame with
+        the map overlaid)."""
         c = self.config.eval
         probs = behaviour_maps.paste_maps(key_out["map_probs"], key_out["boxes"],
                                           key_out["person_scores"], *frame.shape[:2],
