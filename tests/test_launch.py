@@ -159,3 +159,17 @@ def test_predict_a_folder_writes_an_answer_per_clip(interrupted_run, tmp_path):
     assert set(answer["domain"]) == {"nearest_reference_distance", "bank_threshold",
                                      "ood_score", "out_of_domain"}
     assert "error" in json.loads((out_dir / "broken.json").read_text())
+
+
+def test_predict_inputs_that_hold_no_clip_fail_in_one_line(interrupted_run, tmp_path):
+    _, workdir, _, _, _, _ = interrupted_run
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a clip")
+    (tmp_path / "list.csv").write_text("path\n# nothing listed\n")
+    for video, message in [(tmp_path / "empty", "no clips"), (tmp_path / "list.csv", "lists no clips")]:
+        out = launch(f"--workdir={workdir}", "--mode=predict", f"--video={video}",
+                     f"--output_dir={tmp_path / 'answers'}")
+        lines = console_lines(out.stderr)
+        assert out.returncode == 1 and lines[-1].startswith("error: "), out.stderr[-3000:]
+        assert str(video) in lines[-1] and message in lines[-1]
+        assert not (tmp_path / "answers").exists()
