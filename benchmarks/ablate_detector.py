@@ -10,7 +10,9 @@ Run from the repository root:
       --output=/tmp/ablate_smoke.json                                  # seconds per run: a check
 
 Rows (`ROWS`): `pooled`, `sum`, `concat`, `gram` (the decoupled head's fusions, encodings on),
-`gram_no_enc` (`model.head.encodings=False`) and `gram_xyxy` (`loss.l1_coords='xyxy'`), each on
+`gram_no_enc` (`model.head.encodings=False`) and `gram_xyxy` (`loss.l1_coords='xyxy'`); then
+the adaptive layers on `ADAPTIVE_FUSION`: `temporal` (2 ungated temporal layers, the gate's
+reference), `gate_head` (those layers gated), `relation` (actor relations) and `full` (both). Each on
 `configs/classroom_detector.py:VARIANT` plus the row's `fusion=` variant and overrides. On 2 CPU
 cores a run costs about one default training (~14 min), so the table spans several sittings; on a
 lent GPU it takes minutes: `--device_note` records where each run went (also kept per run).
@@ -36,11 +38,18 @@ The table covers every row of `ROWS` and the seeds of `--seeds`, whatever `--row
 without a finished seed show None values and `seeds: []`), and is rewritten (temp file + rename)
 after every finished run, so an interrupted sitting loses nothing. JSON:
 `{"date", "machine", "variant", "seeds_asked", "spread", "rows": [{"name", "fusion",
-"encodings", "gate", "relation", "l1_coords", "seeds", "missing_seeds", "frame_map",
-"frame_map_std", "person_ap50", "person_ap50_std", "per_class_ap", "map_miou", "map_miou_std",
-"per_class_map_iou", "params", "gflops_per_clip", "latency_ms", "latency", "runs"}, ...]}`;
+"encodings", "gate", "relation", "temporal_layers", "gate_policy", "l1_coords", "seeds",
+"missing_seeds", "frame_map", "frame_map_std", "person_ap50", "person_ap50_std",
+"per_class_ap", "map_miou", "map_miou_std", "per_class_map_iou", "params", "gflops_per_clip",
+"gated_flops_fraction", "gated_flops_fraction_people", "model_flops_fraction", "groups_used",
+"latency_ms", "latency_ms_masked", "latency_ms_compact", "latency", "runs"}, ...]}`;
 `runs`: `[{"seed", "machine", "date", "device", "train_seconds", "frame_map"}]`, `latency`: where
-and when it was measured. Top-level `date` and `machine` are those of the sitting that wrote it.
+and when it was measured. Gated rows: `gated_flops_fraction` is the counted FLOPs of the gated
+layers over every query on the test split (`_people`: over the queries scoring >= 0.5),
+`model_flops_fraction` that saving against the whole forward's FLOPs; `latency_ms_masked` is
+the normal forward (a masked channel still costs time under static shapes) and
+`latency_ms_compact` the compact path at the budget that holds every found person's kept
+channels (`latency.gate_budget`). Top-level `date` and `machine` are those of the sitting that wrote it.
 """
 
 from __future__ import annotations
@@ -87,6 +96,14 @@ class Row:
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+# The fusion under the adaptive layers' rows (part 3): the part-2 rule (best mean frame-mAP over
+# 2 seeds among rows with frame-mAP >= 0.70, person AP50 >= 0.90 and <= 20 min of training on
+# 2 idle cores) applied to the decoupled fusions, which are the only heads with a temporal branch.
+ADAPTIVE_FUSION = "concat"
+# The gated rows decide from each layer's input (`gate_policy="input"`): only then can the compact
+# inference path skip channels, so their latency can be measured, not just their FLOPs counted.
+_GATED = {"model.head.gate_policy": "input"}
+
 ROWS = (
     Row("pooled", "fusion=pooled"),
     Row("sum", "fusion=sum"),
@@ -94,6 +111,12 @@ ROWS = (
     Row("gram", "fusion=gram"),
     Row("gram_no_enc", "fusion=gram", {"model.head.encodings": False}),
     Row("gram_xyxy", "fusion=gram", {"loss.l1_coords": "xyxy"}),
+    # Part 3: the gate's reference (the same temporal layers, ungated), the gate, the relations
+    # and both (the full method), on ADAPTIVE_FUSION.
+    Row("temporal", f"fusion={ADAPTIVE_FUSION}", {"model.head.temporal_layers": 2}),
+    Row("gate_head", f"fusion={ADAPTIVE_FUSION},gate=head", _GATED),
+    Row("relation", f"fusion={ADAPTIVE_FUSION},relation"),
+    Row("full", f"fusion={ADAPTIVE_FUSION},gate=head,relation", _GATED),
 )
 ROW_NAMES = tuple(row.name for row in ROWS)
 SPREAD = "population std (ddof=0) over the finished seeds; None with fewer than 2"
@@ -146,7 +169,10 @@ def setting_columns(config) -> dict:
     decoupled = head.get("name", "pooled") != "pooled"
     return {"fusion": head.get("fusion") if decoupled else "pooled",
             "encodings": head.get("encodings") if decoupled else None,
-            "gate": head.get("gate"), "relation": head.get("relation"),
+            "gate": config.model.get("gate", "off"), "relation": bool(head.get("relation", False)),
+            "temporal_layers": head.get("temporal_layers", 0),
+            "gate_policy": head.get("gate_policy") if config.model.get("gate", "off") != "off"
+            else None,
             "l1_coords": config.loss.l1_coords}
 
 
@@ -258,7 +284,12 @@ def aggregate_row(row: Row, columns: dict, runs: dict, seeds: Sequence[int],
     frame_map, frame_map_std = _mean_std(r.get("frame_map") for r in results)
     person, person_std = _mean_std(r.get("person_ap50") for r in results)
     miou, miou_std = _mean_std(r.get("map_miou") for r in results)
+    gated, _ = _mean_std(r.get("gated_flops_fraction") for r in results)
+    gated_people, _ = _mean_std(r.get("gated_flops_fraction_people") for r in results)
+    model_fraction, _ = _mean_std(r.get("model_flops_fraction") for r in results)
+    groups, _ = _mean_std(r.get("groups_used") for r in results)
     first = results[0] if results else {}
+    gate_on = columns.get("gate", "off") != "off"
     return {
         "name": row.name, **columns,
         "seeds": finished, "missing_seeds": [s for s in seeds if s not in runs],
@@ -268,7 +299,11 @@ def aggregate_row(row: Row, columns: dict, runs: dict, seeds: Sequence[int],
         "map_miou": miou, "map_miou_std": miou_std,
         "per_class_map_iou": _mean_per_class([r.get("per_class_map_iou") for r in results]),
         "params": first.get("num_params"), "gflops_per_clip": first.get("gflops_per_clip"),
+        "gated_flops_fraction": gated, "gated_flops_fraction_people": gated_people,
+        "model_flops_fraction": model_fraction, "groups_used": groups,
         "latency_ms": latency["latency_ms"] if latency else None,
+        "latency_ms_masked": latency["latency_ms"] if latency and gate_on else None,
+        "latency_ms_compact": latency.get("latency_ms_compact") if latency else None,
         "latency": {k: v for k, v in latency.items() if k != "latency_ms"} if latency else None,
         "runs": [{"seed": s, "machine": runs[s]["meta"].get("machine"),
                   "date": runs[s]["meta"].get("date"), "device": runs[s]["meta"].get("device"),
@@ -329,6 +364,21 @@ def format_table(table: dict) -> str:
             + f"{' | ' if classes else ''}{_num(r['map_miou']):>8} | "
             f"{_num(r['params'], ',d'):>9} | {_num(r['gflops_per_clip'], '.3f'):>7} | "
             f"{_num(r['latency_ms'], '.1f'):>7} | {'; '.join(where) or '-'}")
+    adaptive = [r for r in rows if r.get("gate", "off") != "off" or r.get("relation")
+                or r.get("temporal_layers")]
+    if adaptive:
+        head = (f"{'row':<12} | {'gate':>4} | {'relation':>8} | {'gated FLOPs':>11} | "
+                f"{'people':>6} | {'model FLOPs':>11} | {'masked ms':>9} | {'compact ms':>10} | "
+                f"{'groups':>6}")
+        lines += ["", "adaptive layers: counted FLOPs as fractions of the ungated ones (test "
+                  "split); latency on the host CPU", head, "-" * len(head)]
+        for r in adaptive:
+            lines.append(
+                f"{r['name']:<12} | {r['gate']:>4} | {str(r['relation']):>8} | "
+                f"{_num(r['gated_flops_fraction']):>11} | "
+                f"{_num(r['gated_flops_fraction_people']):>6} | "
+                f"{_num(r['model_flops_fraction']):>11} | {_num(r['latency_ms_masked'], '.1f'):>9} | "
+                f"{_num(r['latency_ms_compact'], '.1f'):>10} | {_num(r['groups_used'], '.2f'):>6}")
     return "\n".join(lines)
 
 
@@ -360,15 +410,15 @@ def train_run(row: Row, seed: int, workdir_root: str, variant: str, device_note:
 
 
 def measure_latency(model, params, input_shape: tuple[int, ...], calls: int = 10,
-                    warmup: int = 2) -> float:
+                    warmup: int = 2, gate_budget: int | None = None) -> float:
     """Median ms of the jitted forward + detection scoring on one clip `input_shape`, on the host
-    CPU (parameters and clip moved there)."""
+    CPU (parameters and clip moved there); `gate_budget`: on the gate's compact path."""
     cpu = jax.devices("cpu")[0]
     params = jax.device_put(params, cpu)
     video = jax.device_put(np.random.default_rng(0).uniform(size=input_shape)
                            .astype(np.float32), cpu)
     predict = jax.jit(lambda p, v: detector.detections_from_outputs(
-        model.apply({"params": p}, v)))
+        model.apply({"params": p}, v, gate_budget=gate_budget)))
     for _ in range(warmup):
         jax.block_until_ready(predict(params, video))
     times = []
@@ -387,13 +437,25 @@ def row_latency(row: Row, seed: int, workdir_root: str, calls: int, device_note:
     if exp is None:
         config = loop.read_config(workdir)
         exp = get_experiment(config.experiment)(config, workdir)
-    ms = measure_latency(exp.model, exp.restore_final(), exp.input_shape(1), calls)
+    params = exp.restore_final()
+    ms = measure_latency(exp.model, params, exp.input_shape(1), calls)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    latency = {"latency_ms": round(ms, 3), "device": f"cpu ({cores} cores)",
+    compact = {}
+    kept = (read_run(workdir) or {}).get("results", {}).get("gate_people_kept_max")
+    if kept and exp.config.model.head.get("gate_policy") == "input":
+        # The budget that holds every found person's kept channels on the test split.
+        budget = max(1, max(kept))
+        compact = {"latency_ms_compact": round(measure_latency(
+            exp.model, params, exp.input_shape(1), calls, gate_budget=budget), 3),
+            "gate_budget": budget, "gate_channels": exp.config.model.head.enc_dim}
+    latency = {"latency_ms": round(ms, 3), **compact, "device": f"cpu ({cores} cores)",
                "machine": machine_description(), "date": now(), "device_note": device_note,
                "seed": seed, "calls": calls, "batch": 1}
     loop.write_json(os.path.join(workdir_root, row.name, "latency.json"), latency)
-    print(f"{row.name}: CPU latency {ms:.1f} ms per clip (median of {calls})", flush=True)
+    print(f"{row.name}: CPU latency {ms:.1f} ms per clip (median of {calls})"
+          + (f", compact path {compact['latency_ms_compact']:.1f} ms at "
+             f"{compact['gate_budget']}/{compact['gate_channels']} channels" if compact else ""),
+          flush=True)
     return latency
 
 

@@ -37,11 +37,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     """`arg`: comma-separated `tiny` (under a minute, learns) or `smoke` (seconds-long, for tests;
     does not learn), `resnet50` (the big preset) and `fusion=NAME` (the action head: one of
     `FUSIONS`; default 'pooled')."""
-    variant = common.parse_variant(arg, tiny=False, smoke=False, resnet50=False, fusion="pooled")
+    variant = common.parse_variant(arg, tiny=False, smoke=False, resnet50=False, fusion="pooled",
+                                   gate="off", relation=False)
     if variant.tiny and variant.smoke:
         raise ValueError(f"config variants tiny and smoke exclude each other: {arg!r}")
     if variant.fusion not in FUSIONS:
         raise ValueError(f"config variant fusion={variant.fusion!r}: expected one of {FUSIONS}")
+    if variant.gate not in ("off", "head"):
+        raise ValueError(f"config variant gate={variant.gate!r}: expected 'off' or 'head'")
+    if (variant.gate != "off" or variant.relation) and variant.fusion == "pooled":
+        raise ValueError(f"config variants gate= and relation need a fusion= head: {arg!r}")
     config = common.base_config()
     config.experiment = "action_detector"
     config.config_name = "classroom_detector" + (f":{arg}" if arg else "")
@@ -87,6 +92,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.head.hidden_dim = 128  # hidden width of the action head
     config.model.head.pool = "avg"  # 'avg' | 'max' pooling of actor features over time and bins
     config.model.head.use_query = True  # feed the localizer's query feature to the action head
+    config.model.gate = "off"  # temporal channel gate: 'off' | 'head' (needs a fusion= head)
     config.model.dtype = "float32"  # computation dtype ('bfloat16': mixed precision on accelerators)
     config.model.param_dtype = "float32"  # parameter dtype
 
@@ -105,6 +111,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.loss.focal_gamma = 0.0  # focal gamma; 0 with alpha < 0: plain BCE
     config.loss.map = 1.0  # behaviour-map BCE weight (heads with maps only; 0: off)
     config.loss.l1_coords = "cxcywh"  # box L1 (loss and cost) on 'cxcywh' | 'xyxy' (corners)
+    config.loss.flops = 1.0  # weight of the gated layers' counted compute fraction (gate only)
+    config.loss.reuse_cost = 0.0  # cost of a reused channel in that count (0: not recomputed)
+    config.loss.relation = 0.1  # weight of the grouping-similarity reward (relation only)
 
     config.train.num_steps = 1000  # about 7 epochs of the 1,100 training clips
     config.train.batch_size = 8  # global batch, split over all devices and hosts
@@ -114,6 +123,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.grad_clip = 1.0  # global-norm clipping
     config.train.log_every = 50  # steps between metric logs
     config.train.checkpoint_every = 250  # steps between (async) checkpoints
+    config.train.temperature_start = 5.0  # Gumbel-softmax temperature of the gate and grouping,
+    config.train.temperature_end = 0.5  # annealed exponentially from start to end over training
     config.train.fast_compile = False  # XLA backend opt. level 0: ~2.5x faster compiles, slower steps
 
     config.eval.batch_size = 16  # global eval batch (the last one is padded and masked)
@@ -196,5 +207,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             "reduce_dim": 16,  # gram: channels each branch is reduced to before mixing
             "hidden_dim": config.model.head.hidden_dim,
             "use_query": True,
+            # The adaptive layers (jaxact.models.channel_gate, actor_relation); off by default.
+            "temporal_layers": 2 if variant.gate == "head" else 0,  # gated convs over T (0: none)
+            "temporal_kernel": 3,  # their temporal kernel size
+            "gate_policy": "both",  # 'both' (the method's policy input) | 'input' (compactable)
+            "gate_hidden": 32,  # hidden width of each gate policy
+            "relation": variant.relation,  # actor-relation grouping on the spatial branch
+            "num_groups": 4,  # G, groups the actors are split into
+            "relation_heads": 4,  # attention heads of the relation network
+            "relation_tau": 0.5,  # similarity threshold: s >= tau means the same group
+            "relation_threshold": 0.5,  # evaluation: person score of an actor that takes part
         })
+    config.model.gate = variant.gate  # temporal channel gate: 'off' | 'head'
     return config

@@ -1,7 +1,7 @@
 """Set losses of the action detector: Hungarian matching, then person / box / action terms.
 
     L = w_person * BCE(person) + w_l1 * L1(box) + w_giou * (1 - GIoU(box)) + w_action * BCE(actions)
-        + w_map * BCE(behaviour map)
+        + w_map * BCE(behaviour map) + w_flops * L_flops - w_relation * L_sim
 
 Predictions are matched one-to-one to the real people of each clip with the exact Hungarian
 solver (`jaxact.ops.hungarian`), vmapped over the batch; padded ground-truth rows are masked out
@@ -25,6 +25,13 @@ sum to the global batch's; by default it is this batch's count. Nothing here kno
 The person term is a sigmoid BCE summed over all N queries, optionally focal-modulated
 (`focal_gamma > 0`, `focal_alpha` in [0, 1]); the action BCE is averaged over the A classes of a person.
 
+Adaptive layers (`outputs["gates"]`, `outputs["relation"]`): L_flops is the counted compute
+fraction of the gated layers (`channel_gate.flops_fraction`, with `reuse_cost`); L_sim rewards
+grouping that agrees with the learned similarity (`actor_relation.similarity_loss`, over each
+clip's pairs of real actors). The box terms of the method's relation loss L_s are the detector's
+own L1 and GIoU above. Both are per-clip values summed and divided by `clips`, the number of
+clips in the (global) batch.
+
 Intermediate localizer stages (`outputs["aux_outputs"]`) get the same person and box losses with
 their own matching, scaled by `aux` (deep supervision); they predict no actions.
 
@@ -44,6 +51,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxact import settings
+from jaxact.models import actor_relation, channel_gate
 from jaxact.ops import boxes as box_ops
 from jaxact.ops.hungarian import linear_sum_assignment
 from jaxact.ops.roi_align import roi_align_video
@@ -65,6 +73,10 @@ class LossWeights:
       focal_gamma: focusing exponent; 0 with `focal_alpha < 0` makes the person loss plain BCE.
       map: weight of the behaviour-map BCE (0 turns it off; heads without maps have none).
       l1_coords: "cxcywh" or "xyxy", the coordinates of the box L1 (loss and matching cost).
+      flops: weight of the gated layers' counted compute fraction L_flops (models with a gate).
+      reuse_cost: what a reused channel costs in L_flops, as a fraction of a kept one's.
+      relation: weight w_sim of the grouping-similarity agreement L_sim (subtracted: it is a
+        reward; models with relations).
     """
 
     person: float = 2.0
@@ -80,6 +92,9 @@ class LossWeights:
     focal_gamma: float = 0.0
     map: float = 1.0
     l1_coords: str = "cxcywh"
+    flops: float = 1.0
+    reuse_cost: float = 0.0
+    relation: float = 0.1
 
     def __post_init__(self):
         settings.check_choice(self.cost_type, COST_TYPES, "cost_type")
@@ -216,8 +231,40 @@ def map_targets(owner, pred_boxes, gt_idx, actions, size: int) -> jax.Array:
     return jnp.concatenate([1.0 - share, share * acts], axis=-1)
 
 
+def adaptive_terms(outputs: dict, w: LossWeights) -> tuple[dict, dict]:
+    """Per-clip adaptive-layer terms `{"flops", "relation": [B]}` (those the outputs have) and
+    their metrics as (sum, count) pairs: per gated layer i `gate_keep_i`, `gate_reuse_i`,
+    `gate_drop_i` (fractions over elements and channels), `gate_flops` and `groups_used`."""
+    terms, metrics = {}, {}
+    gates = outputs.get("gates")
+    if gates:
+        terms["flops"] = channel_gate.flops_fraction(gates, w.reuse_cost)
+        for i, gate in enumerate(gates):
+            d = gate.decisions.astype(jnp.float32).reshape(-1, 3)
+            for j, name in enumerate(channel_gate.DECISIONS):
+                metrics[f"gate_{name}_{i}"] = (jnp.sum(d[:, j]), jnp.asarray(d.shape[0], d.dtype))
+        metrics["gate_flops"] = (jnp.sum(terms["flops"]), jnp.asarray(terms["flops"].size,
+                                                                        jnp.float32))
+    relation = outputs.get("relation")
+    if relation:
+        share = actor_relation.share_probability(relation["group_probs"])
+        per_clip = jax.vmap(lambda s, p, m: actor_relation.similarity_loss(
+            s[None], p[None], m[None], relation_tau(outputs)))(
+            relation["similarity"], share, relation["pair_mask"])
+        terms["relation"] = per_clip
+        used = relation["groups_used"].astype(jnp.float32)
+        metrics["groups_used"] = (jnp.sum(used), jnp.asarray(used.size, jnp.float32))
+    return terms, metrics
+
+
+def relation_tau(outputs: dict) -> jax.Array:
+    """The similarity threshold the model used (its relation aux dict carries it)."""
+    return outputs["relation"]["tau"]
+
+
 def set_criterion(outputs: dict, targets: dict, weights=None,
-                  normalizer: jax.Array | None = None) -> tuple[jax.Array, dict]:
+                  normalizer: jax.Array | None = None,
+                  clips: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Total set loss and its terms.
 
     Args:
@@ -229,11 +276,14 @@ def set_criterion(outputs: dict, targets: dict, weights=None,
       weights: `LossWeights`, a mapping / ConfigDict of its fields, or None for the defaults.
       normalizer: what every term is divided by: the number of people in the global batch
         (at least 1), as DETR all-reduces its box count; None: this batch's.
+      clips: what the per-clip adaptive terms are divided by: the number of clips in the
+        global batch; None: this batch's.
 
     Returns:
       `(loss, metrics)`: scalar loss; metrics holds the unweighted terms (`person`, `l1`, `giou`,
-      `action`, `map` when there is one, `aux`: the weighted sum of intermediate-stage losses),
-      `num_people` (people in this batch) and `matched_iou`, a `(sum, count)` pair of the IoUs of
+      `action`, `map`, `flops`, `relation` when there are, `aux`: the weighted sum of
+      intermediate-stage losses), the adaptive layers' metrics (`adaptive_terms`), `num_people`
+      (people in this batch) and `matched_iou`, a `(sum, count)` pair of the IoUs of
       the last stage's matched pairs (its mean over any number of batches or devices is sum of
       sums / sum of counts).
     """
@@ -261,6 +311,15 @@ def set_criterion(outputs: dict, targets: dict, weights=None,
         terms["map"] = jnp.sum(map_bce.mean(axis=(-3, -2, -1)) * m.pred_matched) / num_people
         loss = loss + w.map * terms["map"]
 
+    per_clip, adaptive_metrics = adaptive_terms(outputs, w)
+    num_clips = jnp.asarray(b, jnp.float32) if clips is None else clips
+    for name, values in per_clip.items():
+        terms[name] = jnp.sum(values) / num_clips
+    if "flops" in terms:
+        loss = loss + w.flops * terms["flops"]
+    if "relation" in terms:
+        loss = loss - w.relation * terms["relation"]
+
     aux = jnp.zeros(())
     for stage in outputs.get("aux_outputs") or []:
         _, _, t, _ = _box_and_person_terms(stage, targets, w, num_people)
@@ -268,5 +327,6 @@ def set_criterion(outputs: dict, targets: dict, weights=None,
     loss = loss + w.aux * aux
     matched = m.pred_matched.astype(jnp.float32)
     matched_iou = (jnp.sum(iou.astype(jnp.float32) * matched), jnp.sum(matched))
-    metrics = dict(terms, aux=aux, loss=loss, num_people=local_people, matched_iou=matched_iou)
+    metrics = dict(terms, **adaptive_metrics, aux=aux, loss=loss, num_people=local_people,
+                   matched_iou=matched_iou)
     return loss, metrics

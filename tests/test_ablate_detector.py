@@ -16,7 +16,8 @@ CLASSES = ("sit", "raise_hand", "stand", "write", "turn_to_neighbour")
 
 
 def test_rows_and_their_configs():
-    assert ab.ROW_NAMES == ("pooled", "sum", "concat", "gram", "gram_no_enc", "gram_xyxy")
+    assert ab.ROW_NAMES == ("pooled", "sum", "concat", "gram", "gram_no_enc", "gram_xyxy",
+                            "temporal", "gate_head", "relation", "full")
     columns = {}
     for row in ab.ROWS:
         config = classroom_detector.get_config("smoke," + row.variant)
@@ -35,8 +36,15 @@ def test_rows_and_their_configs():
         assert made.loss.to_dict() == config.loss.to_dict()
         assert made.train.num_steps == config.train.num_steps
         columns[row.name] = ab.setting_columns(made)
-    assert columns["pooled"] == {"fusion": "pooled", "encodings": None, "gate": None,
-                                 "relation": None, "l1_coords": "cxcywh"}
+    assert columns["pooled"] == {"fusion": "pooled", "encodings": None, "gate": "off",
+                                 "relation": False, "temporal_layers": 0, "gate_policy": None,
+                                 "l1_coords": "cxcywh"}
+    base = ab.ADAPTIVE_FUSION
+    assert {columns[n]["fusion"] for n in ("temporal", "gate_head", "relation", "full")} == {base}
+    assert [(columns[n]["gate"], columns[n]["relation"], columns[n]["temporal_layers"])
+            for n in ("temporal", "gate_head", "relation", "full")] == [
+        ("off", False, 2), ("head", False, 2), ("off", True, 0), ("head", True, 2)]
+    assert columns["gate_head"]["gate_policy"] == columns["full"]["gate_policy"] == "input"
     assert [columns[n]["fusion"] for n in ("sum", "concat", "gram")] == ["sum", "concat", "gram"]
     assert columns["gram"]["encodings"] is True and columns["gram_no_enc"]["encodings"] is False
     assert columns["gram"]["l1_coords"] == "cxcywh" and columns["gram_xyxy"]["l1_coords"] == "xyxy"
@@ -82,6 +90,14 @@ def finished(tmp_path, monkeypatch):
     _write_run(tmp_path, "sum", 0, 0.4, 0.7, [0.1] * 5, miou=0.2)
     with open(os.path.join(tmp_path, "gram", "latency.json"), "w") as f:
         json.dump({"latency_ms": 12.5, "device": "cpu (2 cores)", "machine": "box"}, f)
+    gated = _write_run(tmp_path, "gate_head", 0, 0.6, 0.9, [0.5] * 5, miou=0.3)
+    with open(os.path.join(gated, "results.json")) as f:
+        results = json.load(f)
+    results.update(gated_flops_fraction=0.5, model_flops_fraction=0.9)
+    with open(os.path.join(gated, "results.json"), "w") as f:
+        json.dump(results, f)
+    with open(os.path.join(tmp_path, "gate_head", "latency.json"), "w") as f:
+        json.dump({"latency_ms": 20.0, "latency_ms_compact": 15.0, "gate_budget": 40}, f)
     os.makedirs(ab.run_dir(str(tmp_path), "concat", 0))  # started, not finished: not counted
     return tmp_path
 
@@ -104,7 +120,7 @@ def test_build_table_from_finished_runs(finished):
     assert pooled["params"] == 1006 and pooled["gflops_per_clip"] == 0.5
     assert pooled["latency_ms"] is None
     assert (pooled["fusion"], pooled["encodings"], pooled["gate"], pooled["relation"],
-            pooled["l1_coords"]) == ("pooled", None, None, None, "cxcywh")
+            pooled["l1_coords"]) == ("pooled", None, "off", False, "cxcywh")
     assert pooled["runs"] == [
         {"seed": 0, "machine": "box: 2 CPU cores", "date": "2026-12-06", "device": "note 0",
          "train_seconds": 60.0, "frame_map": 0.5},
@@ -122,7 +138,7 @@ def test_build_table_from_finished_runs(finished):
     assert one["seeds"] == [0] and one["missing_seeds"] == [1]
     assert one["frame_map"] == pytest.approx(0.4) and one["frame_map_std"] is None
 
-    for name in ("concat", "gram_no_enc", "gram_xyxy"):  # nothing finished
+    for name in ("concat", "gram_no_enc", "gram_xyxy", "relation", "full"):  # nothing finished
         r = rows[name]
         assert r["seeds"] == [] and r["missing_seeds"] == [0, 1] and r["runs"] == []
         assert all(r[k] is None for k in ("frame_map", "frame_map_std", "person_ap50",
@@ -134,8 +150,16 @@ def test_build_table_from_finished_runs(finished):
     only_seed_1 = {r["name"]: r for r in ab.build_table(str(finished), ["pooled"], [1])["rows"]}
     assert only_seed_1["pooled"]["frame_map"] == pytest.approx(0.7)
 
+    gate = rows["gate_head"]
+    assert gate["gated_flops_fraction"] == pytest.approx(0.5)
+    assert gate["model_flops_fraction"] == pytest.approx(0.9)
+    assert gate["latency_ms_masked"] == 20.0 and gate["latency_ms_compact"] == 15.0
+    assert gram["latency_ms_masked"] is None and gram["latency_ms_compact"] is None
+
     text = ab.format_table(table)
-    assert "0.600 ± 0.100" in text and len(text.splitlines()) == 3 + len(ab.ROWS)
+    adaptive = 4  # temporal, gate_head, relation, full
+    assert "0.600 ± 0.100" in text
+    assert len(text.splitlines()) == 3 + len(ab.ROWS) + 4 + adaptive
 
 
 def test_read_only_benchmark_writes_the_table(finished, tmp_path):

@@ -21,7 +21,7 @@ from jaxact.train import EXPERIMENTS, classifier, experiment, get_experiment
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
 # Variants beyond '', 'tiny' and 'smoke'.
-EXTRA_VARIANTS = {"classroom_detector": ("resnet50",),
+EXTRA_VARIANTS = {"classroom_detector": ("resnet50", "fusion=concat", "fusion=gram,gate=head,relation"),
                   "jhmdb_memory": ("split=2", "split=3,tiny", "split=2,smoke")}
 # The JHMDB npz files may be absent; the model does not depend on the class count.
 PLACEHOLDER_NUM_CLASSES = 14
@@ -167,3 +167,18 @@ def test_parse_variant_reads_literals_strings_and_flags():
     assert common.parse_variant("", split=1, tiny=False).to_dict() == {"split": 1, "tiny": False}
     with pytest.raises(ValueError, match=r"unknown config variant 'x' in 'x=1'.*\['split'\]"):
         common.parse_variant("x=1", split=1)
+
+
+def test_detector_adaptive_variants():
+    from configs import classroom_detector
+
+    full = classroom_detector.get_config("fusion=gram,gate=head,relation")
+    assert full.model.gate == "head" and full.model.head.temporal_layers == 2
+    assert full.model.head.relation
+    plain = classroom_detector.get_config("fusion=gram")
+    assert plain.model.gate == "off" and plain.model.head.temporal_layers == 0
+    assert not plain.model.head.relation
+    for bad, match in (("gate=head", "need a fusion= head"), ("relation", "need a fusion= head"),
+                       ("fusion=sum,gate=both", "gate='both'")):
+        with pytest.raises(ValueError, match=match):
+            classroom_detector.get_config(bad)

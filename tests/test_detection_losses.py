@@ -326,3 +326,38 @@ def test_priority_one_hot_matches_the_label_image_rule():
     expected = behaviour_labels.person_labels(actions, names)  # 0 none, else 1 + class
     np.testing.assert_array_equal(got.sum(-1), expected > 0)
     np.testing.assert_array_equal(np.where(expected > 0, got.argmax(-1) + 1, 0), expected)
+
+
+def test_adaptive_terms_are_the_counted_flops_and_the_similarity_reward():
+    from jaxact.models import actor_relation, channel_gate
+
+    b, n, c = B, 3, 4
+    decisions = jax.nn.one_hot(jnp.array(np.random.default_rng(0).integers(0, 3, (b, n, c))), 3)
+    gates = [channel_gate.Gate(decisions, 10.0), channel_gate.Gate(decisions[..., ::-1], 30.0)]
+    probs = jax.nn.softmax(jnp.array(np.random.default_rng(1).standard_normal((b, n, 2))), -1)
+    similarity = jnp.array(np.random.default_rng(2).uniform(-1, 1, (b, n, n)), jnp.float32)
+    pairs = actor_relation.pair_mask(jnp.array([[True, True, False], [True, True, True],
+                                                [False, False, False], [True, False, True]]))
+    relation = {"group_probs": probs, "similarity": similarity, "pair_mask": pairs,
+                "groups_used": jnp.array([1, 2, 0, 3]), "tau": jnp.float32(0.3)}
+    w = dl.as_weights({"reuse_cost": 0.5})
+    terms, metrics = dl.adaptive_terms({"gates": gates, "relation": relation}, w)
+    np.testing.assert_allclose(terms["flops"], channel_gate.flops_fraction(gates, 0.5))
+    share = actor_relation.share_probability(probs)
+    for i in range(b):
+        want = actor_relation.similarity_loss(similarity[i:i + 1], share[i:i + 1],
+                                              pairs[i:i + 1], 0.3)
+        np.testing.assert_allclose(terms["relation"][i], want, rtol=1e-6)
+    keep_sum, keep_count = metrics["gate_keep_0"]
+    assert float(keep_sum / keep_count) == pytest.approx(float(decisions[..., 0].mean()))
+    assert float(metrics["groups_used"][0] / metrics["groups_used"][1]) == 1.5
+    assert float(terms["relation"][2]) == 0.0  # no pairs, no reward
+    assert dl.adaptive_terms({}, w) == ({}, {})
+
+    # set_criterion adds w_flops * L_flops and subtracts w_relation * L_sim, per clip over clips.
+    outputs, targets = _outputs(), _targets()
+    base, _ = dl.set_criterion(outputs, targets, w)
+    total, found = dl.set_criterion({**outputs, "gates": gates, "relation": relation}, targets, w)
+    want = base + w.flops * terms["flops"].mean() - w.relation * terms["relation"].mean()
+    np.testing.assert_allclose(total, want, rtol=1e-5)
+    np.testing.assert_allclose(found["flops"], terms["flops"].mean(), rtol=1e-6)

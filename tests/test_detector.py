@@ -1,6 +1,8 @@
 """ActionDetector: output shapes, keyframe-only localization, config building and checks, mixed
 precision, FLOPs, overfitting."""
 
+import json
+
 import chex
 import flax.linen as nn
 import jax
@@ -23,6 +25,7 @@ from jaxact.models.detector import (
     model_fields,
     upgrade_flat_model_config,
 )
+from jaxact.train import detector as detector_train
 
 TINY = dict(num_actions=3, fpn_dim=16, num_queries=6, action_roi_size=3,
             backbone=dict(stem_width=8, widths=(8, 8, 16), stage_sizes=(1, 1, 1), strides=(1, 2, 1),
@@ -181,6 +184,17 @@ def test_upgrade_flat_model_config():
         upgrade_flat_model_config({"head_dim": 8, "head": {"hidden_dim": 4}})
 
 
+def test_upgrade_gives_older_decoupled_configs_the_adaptive_layers_off():
+    from configs import classroom_detector
+
+    today = json.loads(classroom_detector.get_config("fusion=gram").model.to_json())
+    old = json.loads(json.dumps(today))
+    del old["gate"]
+    for field in HEADS["decoupled"].ADAPTIVE_FIELDS:
+        del old["head"][field]
+    assert upgrade_flat_model_config(old) == today
+
+
 def test_mixed_precision_dtypes():
     # bfloat16 compute, float32 params: every layer computes in bfloat16, the parameters and what
     # the losses read (boxes, logits) are float32. Traced only (eval_shape): no compile.
@@ -280,3 +294,44 @@ def test_overfits_one_batch(tiny):
         losses.append(float(loss))
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_gate_and_relation_through_the_detector():
+    head = {"name": "decoupled", "fusion": "sum", "enc_dim": 8, "fused_dim": 8, "hidden_dim": 8,
+            "temporal_layers": 2, "relation": True, "num_groups": 2, "relation_heads": 2}
+    model = ActionDetector(**{**TINY, "head": head, "gate": "head"})
+    video = _normal(SHAPE, 3)
+    fast = {"compiler_options": detector_train.FAST_COMPILE}
+    variables = jax.jit(model.init, **fast)(jax.random.key(0), video)
+    out = jax.jit(model.apply, **fast)(variables, video)
+    b, t, n = SHAPE[0], SHAPE[1], TINY["num_queries"]
+    assert len(out["gates"]) == 2
+    chex.assert_shape(out["gates"][0].decisions, (b, n, 8, 3))
+    counted = 2 * 2 * t * 3 * 8 * 8 * n / 1e9  # L x 2 T K C_e^2 per actor, N actors
+    assert model.gated_gflops_per_clip(t) == pytest.approx(counted)
+    # select_actors decides who relates; without it, the person scores do.
+    everyone = jax.jit(lambda v, x: model.apply(
+        v, x, select_actors=lambda loc: jnp.ones((b, n), bool)), **fast)(variables, video)
+    assert bool(jnp.all(everyone["relation"]["pair_mask"] == ~jnp.eye(n, dtype=bool)))
+    assert ActionDetector(**TINY).gated_gflops_per_clip(t) == 0.0
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"gate": "both"}, "model.gate"),
+    ({"gate": "head"}, "temporal_layers"),
+    ({"gate": "head", "head": {"name": "decoupled"}}, "temporal_layers"),
+])
+def test_bad_gate_settings_fail_before_tracing(config, match):
+    with pytest.raises(ValueError, match=match):
+        build_detector(config, 5)
+
+
+def test_gumbel_temperature_anneals_exponentially():
+    train_config = ml_collections.ConfigDict(dict(num_steps=4, temperature_start=5.0,
+                                                  temperature_end=0.5))
+    temperature = detector_train.gumbel_temperature(train_config)
+    assert [float(temperature(s)) for s in (0, 2, 4, 8)] == pytest.approx(
+        [5.0, 5.0 * 0.1**0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="temperature"):
+        detector_train.gumbel_temperature(ml_collections.ConfigDict(dict(
+            num_steps=4, temperature_start=5.0, temperature_end=0.0)))

@@ -235,3 +235,33 @@ def test_predict_command_writes_annotated_png_and_mp4(tiny_run, tmp_path):
     assert video_io.frame_rate(str(out / "clip.mp4")) == pytest.approx(12.0)
     # Boxes are drawn: the annotated clip differs from the input where detections are.
     assert np.abs(annotated.astype(int) - native.astype(int)).mean() > 1.0
+
+
+def test_gate_and_relations_train_end_to_end_in_one_trace(tmp_path):
+    """The full method (fusion + gate + relations) trains, evaluates and reports its counted
+    FLOPs and groups; its train step (Gumbel choices, annealed temperature, Hungarian-matched
+    actors) compiles once."""
+    config = classroom_detector.get_config("smoke,fusion=concat,gate=head,relation")
+    config.model.head.gate_policy = "input"
+    config.data.data_dir = os.environ.get("JAXACT_DATA_DIR", str(tmp_path / "tfds"))
+    make_step = detector.make_train_step
+    detector.programs.cache_clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(detector, "make_train_step",
+                   lambda model, weights, *rest: chex.assert_max_traces(
+                       make_step(model, weights, *rest), n=1))
+        results = detector.Experiment(config, str(tmp_path / "run")).train_and_evaluate()
+    detector.programs.cache_clear()
+    assert 0.0 <= results["gated_flops_fraction"] <= 1.0
+    assert results["gated_gflops_per_clip"] > 0
+    assert results["model_flops_fraction"] == pytest.approx(
+        1 - results["gated_gflops_per_clip"] * (1 - results["gated_flops_fraction"])
+        / results["gflops_per_clip"])
+    assert len(results["gate_fractions"]) == config.model.head.temporal_layers
+    for layer in results["gate_fractions"]:
+        assert sum(layer.values()) == pytest.approx(1.0)
+    assert 0 <= results["groups_used"] <= config.model.head.num_groups
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        logged = set().union(*(json.loads(line) for line in f))
+    assert {"gate_keep_0", "gate_reuse_1", "gate_flops", "flops", "relation", "groups_used",
+            "temperature"} <= logged, sorted(logged)

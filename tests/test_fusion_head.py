@@ -26,7 +26,8 @@ def _param_count(params) -> int:
 
 
 def test_choices_are_the_fusions():
-    assert DecoupledFusionHead.CHOICES == {"fusion": ("sum", "concat", "gram")}
+    assert DecoupledFusionHead.CHOICES == {"fusion": ("sum", "concat", "gram"),
+                                           "gate_policy": ("both", "input")}
     assert tuple(FUSIONS) == DecoupledFusionHead.CHOICES["fusion"]
 
 
@@ -131,3 +132,58 @@ def test_param_counts_default_widths(fusion, encodings):
     query = jax.ShapeDtypeStruct((1, 2, 64), jnp.float32)
     shapes = jax.eval_shape(head.init, jax.random.key(0), actors, query)
     assert _param_count(shapes["params"]) == _expected_count(fusion, encodings)
+
+
+ADAPTIVE = dict(SMALL, temporal_layers=2, gate=True, relation=True, num_groups=3,
+                relation_heads=2)
+
+
+def test_adaptive_layers_shapes_and_parameters():
+    head = DecoupledFusionHead(num_actions=A, fusion="gram", **ADAPTIVE)
+    actors, query = _inputs()
+    scores = jnp.array([[0.9, 0.2, 0.7], [0.6, 0.8, 0.1]])
+    variables = head.init(jax.random.key(0), actors, query, actor_scores=scores)
+    assert {"temporal_stack", "relation"} <= set(variables["params"])
+    out = head.apply(variables, actors, query, actor_scores=scores)
+    chex.assert_shape([out["action_logits"], out["map_logits"]], [(B, N, A), (B, N, S, S, A + 1)])
+    assert len(out["gates"]) == 2
+    for gate in out["gates"]:
+        chex.assert_shape(gate.decisions, (B, N, 8, 3))
+    # gated_flops is what the forward counts: L layers of 2 T K C_e^2 per actor.
+    assert head.gated_flops(T) == sum(g.flops for g in out["gates"]) == 2 * 2 * T * 3 * 8 * 8
+    # Evaluation: actors below relation_threshold take no part.
+    np.testing.assert_array_equal(out["relation"]["pair_mask"][0],
+                                  [[0, 0, 1], [0, 0, 0], [1, 0, 0]])
+    # Training samples with the "gumbel" stream, and an explicit actor mask overrides scores.
+    mask = jnp.ones((B, N), bool)
+    trained = head.apply(variables, actors, query, actor_mask=mask, train=True, temperature=2.0,
+                         rngs={"gumbel": jax.random.key(1)})
+    assert bool(jnp.all(trained["relation"]["pair_mask"] == ~jnp.eye(N, dtype=bool)))
+    chex.assert_tree_all_finite(trained["action_logits"])
+
+
+def test_temporal_layers_without_gate_and_gate_needs_layers():
+    head = DecoupledFusionHead(num_actions=A, fusion="sum", **dict(SMALL, temporal_layers=1))
+    actors, query = _inputs()
+    variables = head.init(jax.random.key(0), actors, query)
+    out = head.apply(variables, actors, query)
+    assert "gates" not in out and "temporal_stack" in variables["params"]
+    assert head.gated_flops(T) == 0.0
+    with pytest.raises(ValueError, match="temporal_layers"):
+        DecoupledFusionHead(num_actions=A, gate=True, **SMALL).init(jax.random.key(0), actors,
+                                                                     query)
+
+
+def test_padded_queries_change_no_real_actor_through_the_relations():
+    """An actor outside the mask may hold any features: real actors' outputs stay the same."""
+    head = DecoupledFusionHead(num_actions=A, fusion="sum",
+                               **dict(SMALL, relation=True, num_groups=2, relation_heads=2))
+    actors, query = _inputs()
+    mask = jnp.array([[True, True, False], [True, False, True]])
+    variables = head.init(jax.random.key(0), actors, query, actor_mask=mask)
+    out = head.apply(variables, actors, query, actor_mask=mask)
+    garbage = actors.at[0, 2].set(50.0).at[1, 1].set(-30.0)
+    moved = head.apply(variables, garbage, query, actor_mask=mask)
+    for b, n in ((0, 0), (0, 1), (1, 0), (1, 2)):
+        np.testing.assert_allclose(moved["action_logits"][b, n], out["action_logits"][b, n],
+                                   rtol=1e-5, atol=1e-5)

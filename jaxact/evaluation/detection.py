@@ -3,6 +3,8 @@ and, for heads with behaviour maps on data with visible-person masks, the maps' 
 
 Every one of the N predicted boxes of a clip is a candidate (no score threshold, no NMS), with
 person score `sigmoid(person_logit)` and per-action score `person score * sigmoid(action logit)`.
+Models with a temporal channel gate or actor relations also get their counted compute and
+groups on the split (`adaptive_results`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from jaxact import console, viz
 from jaxact.data import behaviour_labels, pipeline
 from jaxact.evaluation import behaviour_maps, frame_map
 
+# Queries scoring at least this count as found people in the adaptive layers' statistics.
+PERSON_THRESHOLD = 0.5
 
 def keyframe_image(video: np.ndarray) -> np.ndarray:
     """Normalized clip `[T, H, W, 3]` -> its keyframe as uint8 `[H, W, 3]`."""
@@ -55,6 +59,8 @@ def collect(batches, predict_batch, params, num_images: int = 0,
     """
     detections, ground_truth, images, map_images = [], [], [], []
     map_iou = None
+    adaptive = {"gate_flops": [], "gate_people_flops": [], "gate_fractions": [],
+                "gate_people_kept": [], "groups_used": []}
     for batch in console.track(batches, "eval"):
         rows = predict_batch(params, batch)
         local_rows = len(batch["mask"])
@@ -65,6 +71,13 @@ def collect(batches, predict_batch, params, num_images: int = 0,
             people = rows["person_mask"][i]
             detections.append({"boxes": rows["boxes_pred"][i], "scores": rows["action_scores"][i],
                                "person_scores": rows["person_scores"][i]})
+            for key in ("gate_flops", "gate_fractions", "groups_used"):
+                if key in rows:
+                    adaptive[key].append(rows[key][i])
+            if "gate_actor_flops" in rows:
+                found = rows["person_scores"][i] >= PERSON_THRESHOLD
+                adaptive["gate_people_flops"].extend(rows["gate_actor_flops"][i][found])
+                adaptive["gate_people_kept"].extend(rows["gate_kept"][i][found])
             ground_truth.append({"boxes": rows["boxes"][i][people],
                                  "labels": rows["actions"][i][people]})
             keep_image = len(images) < num_images and i < local_rows
@@ -82,7 +95,31 @@ def collect(batches, predict_batch, params, num_images: int = 0,
                 if keep_image:
                     map_images.append((predicted, true))
     return {"detections": detections, "ground_truth": ground_truth, "images": images,
-            "map_iou": map_iou, "map_images": map_images}
+            "map_iou": map_iou, "map_images": map_images, "adaptive": adaptive_results(adaptive)}
+
+
+def adaptive_results(values: dict) -> dict:
+    """results.json fields of the adaptive layers, from per-clip (and per-person) values:
+    `gated_flops_fraction` (counted FLOPs of the gated layers over every query, as a fraction of
+    their ungated FLOPs), `gated_flops_fraction_people` (the same over the queries scoring >=
+    PERSON_THRESHOLD), `gate_fractions` (per layer: keep, reuse, drop), `gate_people_kept_max`
+    (per layer, the most channels any found person kept: a compact-path budget that changes no
+    found person's output) and `groups_used` (mean groups holding a real actor per clip). Empty
+    without a gate and relations."""
+    out = {}
+    if values["gate_flops"]:
+        out["gated_flops_fraction"] = float(np.mean(values["gate_flops"]))
+        out["gated_flops_fraction_people"] = (float(np.mean(values["gate_people_flops"]))
+                                              if values["gate_people_flops"] else None)
+        layers = np.mean(np.stack(values["gate_fractions"]), axis=0)  # [L, 3]
+        out["gate_fractions"] = [dict(zip(("keep", "reuse", "drop"), map(float, f), strict=True))
+                                 for f in layers]
+        kept = values["gate_people_kept"]
+        out["gate_people_kept_max"] = (np.max(np.stack(kept), axis=0).astype(int).tolist()
+                                       if kept else None)
+    if values["groups_used"]:
+        out["groups_used"] = float(np.mean(values["groups_used"]))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +174,7 @@ class FrameMapEvaluator:
                                 list(self.class_names), path,
                                 score_threshold=self.plot_score_threshold)
         artefacts = {"detections.png": plot}
+        results.update(out["adaptive"])
         if out["map_iou"] is not None:
             results.update(out["map_iou"].result(list(self.class_names)))
             predicted = [p for p, _ in out["map_images"]]

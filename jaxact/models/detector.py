@@ -24,7 +24,7 @@ into the nested ones.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import chex
@@ -109,8 +109,9 @@ DEFAULT_HEAD = "pooled"  # the head of a `head` section without a "name"
 _SET_BY_DETECTOR = {
     "backbone": ("dtype", "param_dtype"),
     "localizer": ("num_queries", "dim", "sampling_ratio", "dtype", "param_dtype"),
-    "head": ("num_actions", "dtype", "param_dtype"),
+    "head": ("num_actions", "gate", "dtype", "param_dtype"),
 }
+GATES = ("off", "head")
 
 
 def _is_mapping(value) -> bool:
@@ -149,6 +150,8 @@ class ActionDetector(nn.Module):
       roi_sampling_ratio: RoIAlign samples per bin (localizer and actor features).
       head: the action head: `name` (a key of `HEADS`, default "pooled") and that head's fields
         (for "pooled": hidden_dim, pool, use_query).
+      gate: where the temporal channel gate runs: "off" or "head" (the decoupled head's
+        temporal layers, `head.temporal_layers` > 0).
       dtype: computation dtype of every layer (e.g. bfloat16 on accelerators).
       param_dtype: parameter dtype.
 
@@ -163,6 +166,7 @@ class ActionDetector(nn.Module):
     action_roi_size: int = 7
     roi_sampling_ratio: int = 2
     head: Mapping[str, Any] = FrozenDict(name=DEFAULT_HEAD)
+    gate: str = "off"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -171,9 +175,31 @@ class ActionDetector(nn.Module):
             object.__setattr__(self, section, _freeze(getattr(self, section)))
         super().__post_init__()
 
+    # Allowed values of the string fields, for config checks before anything is traced.
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"gate": GATES}
+
+    def gated_gflops_per_clip(self, num_frames: int) -> float:
+        """Ungated GFLOPs per clip of the layers the gate controls (0 with `gate="off"`)."""
+        if self.gate == "off":
+            return 0.0
+        head = dict(self.head)
+        cls = HEADS[head.pop("name", DEFAULT_HEAD)]
+        per_actor = cls(num_actions=self.num_actions, gate=True, **head,
+                        parent=None).gated_flops(num_frames)
+        return self.num_queries * per_actor / 1e9
+
     @nn.compact
-    def __call__(self, video: jax.Array, train: bool = False) -> dict:
-        """`video` `[B, T, H, W, 3]` (keyframe at `T // 2`; `train` is reserved for dropout).
+    def __call__(self, video: jax.Array, train: bool = False, temperature=1.0,
+                 select_actors: Callable[[dict], jax.Array] | None = None,
+                 gate_budget: int | None = None) -> dict:
+        """`video` `[B, T, H, W, 3]` (keyframe at `T // 2`).
+
+        The rest reaches adaptive heads only (`DecoupledFusionHead`): `train` samples the gate's
+        and the grouping's choices (rng stream "gumbel") at Gumbel-softmax `temperature`;
+        `select_actors` maps the localizer's outputs (`boxes`, `person_logits`) to the `[B, N]`
+        mask of the actors that take part in the relations (in training: the queries matched
+        to people; default: the head's person-score threshold); `gate_budget`: channels per
+        gated layer on the compact inference path.
 
         Returns a dict with
           boxes: `[B, N, 4]` normalized (cx, cy, w, h);
@@ -183,11 +209,11 @@ class ActionDetector(nn.Module):
             heads that make them;
           actor_features: `[B, N, T, S, S, C]` RoIAligned from the last 3D feature map;
           query_features: `[B, N, fpn_dim]`;
-          aux_outputs: list of `{boxes, person_logits}` from earlier localizer stages.
+          aux_outputs: list of `{boxes, person_logits}` from earlier localizer stages;
+          gates, relation: from heads with a gate or relations (`DecoupledFusionHead`).
         Boxes and logits (what the losses and detections read) are float32 whatever `dtype` is;
         the features are in `dtype`.
         """
-        del train
         b, t = video.shape[:2]
         dt = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         head = dict(self.head)
@@ -207,8 +233,19 @@ class ActionDetector(nn.Module):
                                          self.roi_sampling_ratio)
         s, c = self.action_roi_size, features_3d.shape[-1]
         chex.assert_shape(actor_features, (b, self.num_queries, t, s, s, c))
-        head_out = HEADS[head_name](num_actions=self.num_actions, name="action_head", **head,
-                                    **dt)(actor_features, loc["query_features"])
+        head_cls = HEADS[head_name]
+        adaptive = {}
+        if getattr(head_cls, "ADAPTIVE", False):
+            head["gate"] = self.gate == "head"
+            adaptive = {"actor_scores": jax.nn.sigmoid(loc["person_logits"]),
+                        "actor_mask": (select_actors(loc) if select_actors is not None
+                                       and head.get("relation") else None),
+                        "train": train, "temperature": temperature, "gate_budget": gate_budget}
+        elif self.gate != "off":
+            raise ValueError(f"gate={self.gate!r} needs an adaptive head (decoupled), not "
+                             f"{head_name!r}")
+        head_out = head_cls(num_actions=self.num_actions, name="action_head", **head,
+                            **dt)(actor_features, loc["query_features"], **adaptive)
         if not isinstance(head_out, Mapping):
             head_out = {"action_logits": head_out}
 
@@ -275,6 +312,11 @@ def check_model_fields(model_config) -> None:
     name = head.get("name", DEFAULT_HEAD)
     if name not in HEADS:
         raise ValueError(f"model.head.name={name!r}: expected one of {sorted(HEADS)}")
+    _check_choices(config, ActionDetector, "model")
+    if config.get("gate", "off") == "head" and not (
+            getattr(HEADS[name], "ADAPTIVE", False) and head.get("temporal_layers", 0) > 0):
+        raise ValueError("model.gate='head' gates the decoupled head's temporal layers: it "
+                         "needs model.head.name='decoupled' and model.head.temporal_layers >= 1")
     fields = model_fields(name)
     classes = {"backbone": VideoResNet, "localizer": SparseLocalizer, "head": HEADS[name]}
     for section, cls in classes.items():
@@ -323,14 +365,13 @@ FLAT_MODEL_FIELDS = {
 
 
 def upgrade_flat_model_config(model) -> dict:
-    """A `model` config dict with the old flat fields (`FLAT_MODEL_FIELDS`) -> the nested layout,
-    as a new dict. Fields added with the nested layout get the values of those runs: head name
-    "pooled", float32 dtypes. A nested config (no flat field) comes back equal. Values are not
-    converted (JSON lists stay lists)."""
+    """A `model` config dict saved by an older version -> today's layout, as a new dict. The old
+    flat fields (`FLAT_MODEL_FIELDS`) move to the nested sections; fields added since get the
+    values of those runs: head name "pooled" and float32 dtypes (with the nested layout), gate
+    "off", and the decoupled head's adaptive fields their (off) defaults. Today's configs come
+    back equal. Values are not converted (JSON lists stay lists)."""
     out = _plain(model, sequence=None)
     flat = [k for k in FLAT_MODEL_FIELDS if k in out]
-    if not flat:
-        return out
     for old in flat:
         section, name = FLAT_MODEL_FIELDS[old]
         sub = out.setdefault(section, {})
@@ -339,9 +380,15 @@ def upgrade_flat_model_config(model) -> dict:
             raise ValueError(f"model.{old}={value!r} conflicts with "
                              f"model.{section}.{name}={sub[name]!r}")
         sub[name] = value
-    out.setdefault("head", {}).setdefault("name", DEFAULT_HEAD)
-    out.setdefault("dtype", "float32")
-    out.setdefault("param_dtype", "float32")
+    if flat:
+        out.setdefault("head", {}).setdefault("name", DEFAULT_HEAD)
+        out.setdefault("dtype", "float32")
+        out.setdefault("param_dtype", "float32")
+    out.setdefault("gate", "off")
+    head = out.get("head")
+    if isinstance(head, dict) and head.get("name") == "decoupled":
+        for field in DecoupledFusionHead.ADAPTIVE_FIELDS:
+            head.setdefault(field, getattr(DecoupledFusionHead, field))
     return out
 
 

@@ -22,6 +22,7 @@ import optax
 from jaxact import detection_losses, settings, viz
 from jaxact.data import behaviour_labels, builders, sources, video_io
 from jaxact.evaluation import behaviour_maps, detection
+from jaxact.models import channel_gate
 from jaxact.models.detector import (
     ActionDetector,
     build_detector,
@@ -41,13 +42,27 @@ SPLITS = tuple(builders.SPLIT_IDS)
 # ----------------------------------------------------------------------------- model + step
 
 
-def make_train_step(model: ActionDetector, weights, map_ranks: tuple[int, ...] | None = None):
+def gumbel_temperature(train_config) -> Callable[[jax.Array], jax.Array]:
+    """step -> the Gumbel-softmax temperature of the adaptive layers: exponential annealing from
+    `train.temperature_start` at step 0 to `train.temperature_end` at `train.num_steps`."""
+    start, end = float(train_config.temperature_start), float(train_config.temperature_end)
+    if start <= 0 or end <= 0:
+        raise ValueError(f"train.temperature_start={start} and train.temperature_end={end} "
+                         "must be > 0")
+    steps = max(int(train_config.num_steps), 1)
+    return lambda step: start * (end / start) ** jnp.minimum(step / steps, 1.0)
+
+
+def make_train_step(model: ActionDetector, weights, map_ranks: tuple[int, ...] | None = None,
+                    temperature: Callable[[jax.Array], jax.Array] | None = None):
     """`(state, batch, axis_name=None) -> (state, metrics)` on the set loss with `weights`
     (anything `detection_losses.as_weights` takes); `axis_name`: see `parallel.DataParallel`.
     batch: `video` `[B, T, H, W, 3]`, `boxes` `[B, P, 4]` xyxy normalized, `actions`
     `[B, P, A]`, `person_mask` `[B, P]`, and `owner` `[B, H, W]` where the data has it (the
     behaviour-map target). `map_ranks` `[A]`: the priority of each action in the label images
-    (`behaviour_labels.priority_ranks`); the map then learns each person's top action alone."""
+    (`behaviour_labels.priority_ranks`); the map then learns each person's top action alone.
+    `temperature`: step -> Gumbel-softmax temperature of the gate and grouping (default 1).
+    Relations see the queries matched to people (the loss's own matching)."""
     weights = detection_losses.as_weights(weights)  # hashable: a constant of the trace
 
     def step(state: TrainState, batch, axis_name=None):
@@ -60,13 +75,19 @@ def make_train_step(model: ActionDetector, weights, map_ranks: tuple[int, ...] |
         # Terms are divided by the people of the global batch, as DETR all-reduces its box count.
         num_people = parallel.global_count(
             jnp.sum(targets["person_mask"].astype(jnp.float32)), axis_name)
+        num_clips = parallel.global_count(
+            jnp.asarray(batch["video"].shape[0], jnp.float32), axis_name)
+        tau = 1.0 if temperature is None else temperature(state.step)
+
+        def matched(loc):
+            return detection_losses.match(loc, targets, weights).pred_matched
 
         def loss_fn(params):
-            # `train` and the dropout rng are unused by today's detector; passing them keeps the
-            # step right once a module starts using them.
             outputs = model.apply({"params": params}, batch["video"], train=True,
-                                  rngs={"dropout": rng})
-            return detection_losses.set_criterion(outputs, targets, weights, num_people)
+                                  temperature=tau, select_actors=matched,
+                                  rngs={"dropout": rng, "gumbel": jax.random.fold_in(rng, 1)})
+            return detection_losses.set_criterion(outputs, targets, weights, num_people,
+                                                  num_clips)
 
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         metrics = parallel.global_metrics(terms, axis_name)
@@ -75,6 +96,8 @@ def make_train_step(model: ActionDetector, weights, map_ranks: tuple[int, ...] |
         metrics.update(grad_norm=optax.tree.norm(grads),
                        param_norm=optax.tree.norm(new_state.params),
                        **train_state.nonfinite_metrics(new_state.opt_state))
+        if temperature is not None:
+            metrics["temperature"] = jnp.asarray(tau, jnp.float32)
         return new_state, metrics
 
     return step
@@ -86,7 +109,11 @@ def detections_from_outputs(outputs: dict) -> dict:
     Returns `boxes` `[B, N, 4]` xyxy normalized (clipped to the frame), `person_scores` `[B, N]`
     = sigmoid(person logit), `action_scores` `[B, N, A]` = person score * sigmoid(action logit)
     and, from heads with behaviour maps, `map_probs` `[B, N, S, S, A + 1]`: the per-bin sigmoids
-    normalised over the A + 1 channels.
+    normalised over the A + 1 channels. With a gate: `gate_flops` `[B]` and `gate_actor_flops`
+    `[B, N]`, the counted fraction of the gated layers' FLOPs per clip and per actor, and
+    `gate_fractions` `[B, L, 3]` (keep, reuse, drop per layer), `gate_kept` `[B, N, L]` (kept
+    channels per actor and layer); with relations: `groups_used`
+    `[B]`.
     """
     person = jax.nn.sigmoid(outputs["person_logits"])
     out = {"boxes": clip_boxes(cxcywh_to_xyxy(outputs["boxes"])),
@@ -95,6 +122,17 @@ def detections_from_outputs(outputs: dict) -> dict:
     if "map_logits" in outputs:
         probs = jax.nn.sigmoid(outputs["map_logits"])
         out["map_probs"] = probs / jnp.maximum(jnp.sum(probs, axis=-1, keepdims=True), 1e-6)
+    if outputs.get("gates"):  # counted compute: a reused channel is a copy, no FLOPs
+        gates = outputs["gates"]
+        out["gate_flops"] = channel_gate.flops_fraction(gates)
+        out["gate_actor_flops"] = channel_gate.actor_flops_fraction(gates)
+        out["gate_kept"] = jnp.stack([jnp.sum(g.decisions[..., channel_gate.KEEP], axis=-1)
+                                      for g in gates], axis=-1)  # [B, N, L]
+        out["gate_fractions"] = jnp.stack([  # [B, L, 3]
+            jnp.mean(g.decisions.reshape(g.decisions.shape[0], -1, 3), axis=1) for g in gates],
+            axis=1)
+    if outputs.get("relation"):
+        out["groups_used"] = outputs["relation"]["groups_used"]
     return out
 
 
@@ -137,7 +175,9 @@ def programs(model: ActionDetector, weights: detection_losses.LossWeights,
 
     return Programs(
         init=init_fn,
-        train_step=data_parallel.train_step(make_train_step(model, weights, map_ranks), options),
+        train_step=data_parallel.train_step(
+            make_train_step(model, weights, map_ranks, gumbel_temperature(train_config)),
+            options),
         predict=data_parallel.map_rows(predict, num_broadcast=1, compiler_options=options))
 
 
@@ -261,8 +301,19 @@ class Experiment(experiment.ExperimentBase):
         return line + f" ({results['num_clips']} clips)"
 
     def cost(self, params) -> dict:
-        return {"num_params": train_state.count_params(params),
-                "gflops_per_clip": round(model_gflops(self.model, self.input_shape(1)), 4)}
+        out = {"num_params": train_state.count_params(params),
+               "gflops_per_clip": round(model_gflops(self.model, self.input_shape(1)), 4)}
+        if self.model.gate != "off":
+            out["gated_gflops_per_clip"] = self.model.gated_gflops_per_clip(
+                self.config.data.num_frames)
+        return out
+
+    def write_results(self, results: dict, artefacts: dict) -> dict:
+        if "gated_flops_fraction" in results and "gated_gflops_per_clip" in results:
+            # Counted FLOPs of the whole model: the gated layers' saving against its total.
+            saved = results["gated_gflops_per_clip"] * (1.0 - results["gated_flops_fraction"])
+            results["model_flops_fraction"] = 1.0 - saved / results["gflops_per_clip"]
+        return super().write_results(results, artefacts)
 
     # -- predict
     def predictor(self):
