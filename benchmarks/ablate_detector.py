@@ -11,8 +11,9 @@ Run from the repository root:
 
 Rows (`ROWS`): `pooled`, `sum`, `concat`, `gram` (the decoupled head's fusions, encodings on),
 `gram_no_enc` (`model.head.encodings=False`) and `gram_xyxy` (`loss.l1_coords='xyxy'`); then
-the adaptive layers on `ADAPTIVE_FUSION`: `temporal` (2 ungated temporal layers, the gate's
-reference), `gate_head` (those layers gated), `relation` (actor relations) and `full` (both). Each on
+the adaptive layers on `ADAPTIVE_FUSION`: `temporal` (2 ungated temporal layers, the head
+gate's reference), `gate_head` (those layers gated), `gate_backbone` (the backbone's temporal
+convolutions gated), `relation` (actor relations) and `full` (both gates and relations). Each on
 `configs/classroom_detector.py:VARIANT` plus the row's `fusion=` variant and overrides. On 2 CPU
 cores a run costs about one default training (~14 min), so the table spans several sittings; on a
 lent GPU it takes minutes: `--device_note` records where each run went (also kept per run).
@@ -48,8 +49,9 @@ and when it was measured. Gated rows: `gated_flops_fraction` is the counted FLOP
 layers over every query on the test split (`_people`: over the queries scoring >= 0.5),
 `model_flops_fraction` that saving against the whole forward's FLOPs; `latency_ms_masked` is
 the normal forward (a masked channel still costs time under static shapes) and
-`latency_ms_compact` the compact path at the budget that holds every found person's kept
-channels (`latency.gate_budget`). Top-level `date` and `machine` are those of the sitting that wrote it.
+`latency_ms_compact` the compact path at the budget (`latency.gate_budget`, a fraction of
+each gated layer's channels) that holds every found person's (head) and every clip's (backbone)
+kept channels on the test split. Top-level `date` and `machine` are those of the sitting that wrote it.
 """
 
 from __future__ import annotations
@@ -111,12 +113,14 @@ ROWS = (
     Row("gram", "fusion=gram"),
     Row("gram_no_enc", "fusion=gram", {"model.head.encodings": False}),
     Row("gram_xyxy", "fusion=gram", {"loss.l1_coords": "xyxy"}),
-    # Part 3: the gate's reference (the same temporal layers, ungated), the gate, the relations
-    # and both (the full method), on ADAPTIVE_FUSION.
+    # Part 3 on ADAPTIVE_FUSION: the head gate's reference (the same temporal layers, ungated;
+    # the backbone gate's is the ADAPTIVE_FUSION row), the gates, the relations, and all of it
+    # (the full method).
     Row("temporal", f"fusion={ADAPTIVE_FUSION}", {"model.head.temporal_layers": 2}),
     Row("gate_head", f"fusion={ADAPTIVE_FUSION},gate=head", _GATED),
+    Row("gate_backbone", f"fusion={ADAPTIVE_FUSION},gate=backbone"),
     Row("relation", f"fusion={ADAPTIVE_FUSION},relation"),
-    Row("full", f"fusion={ADAPTIVE_FUSION},gate=head,relation", _GATED),
+    Row("full", f"fusion={ADAPTIVE_FUSION},gate=both,relation", _GATED),
 )
 ROW_NAMES = tuple(row.name for row in ROWS)
 SPREAD = "population std (ddof=0) over the finished seeds; None with fewer than 2"
@@ -344,7 +348,7 @@ def _num(x, spec: str = ".3f") -> str:
 def format_table(table: dict) -> str:
     rows = table["rows"]
     classes = list(dict.fromkeys(k for r in rows for k in (r["per_class_ap"] or {})))
-    head = (f"{'row':<12} | {'seeds':>5} | {'frame-mAP':>13} | {'AP50 pers':>9} | "
+    head = (f"{'row':<13} | {'seeds':>5} | {'frame-mAP':>13} | {'AP50 pers':>9} | "
             + " | ".join(f"{c[:8]:>8}" for c in classes)
             + f"{' | ' if classes else ''}{'map mIoU':>8} | {'params':>9} | {'GFLOPs':>7} | "
             f"{'CPU ms':>7} | ran on")
@@ -358,7 +362,7 @@ def format_table(table: dict) -> str:
         per_class = r["per_class_ap"] or {}
         where = sorted({run["device"] or run["machine"] or "?" for run in r["runs"]})
         lines.append(
-            f"{r['name']:<12} | {','.join(map(str, r['seeds'])) or '-':>5} | {fm:>13} | "
+            f"{r['name']:<13} | {','.join(map(str, r['seeds'])) or '-':>5} | {fm:>13} | "
             f"{_num(r['person_ap50']):>9} | "
             + " | ".join(f"{_num(per_class.get(c)):>8}" for c in classes)
             + f"{' | ' if classes else ''}{_num(r['map_miou']):>8} | "
@@ -367,14 +371,14 @@ def format_table(table: dict) -> str:
     adaptive = [r for r in rows if r.get("gate", "off") != "off" or r.get("relation")
                 or r.get("temporal_layers")]
     if adaptive:
-        head = (f"{'row':<12} | {'gate':>4} | {'relation':>8} | {'gated FLOPs':>11} | "
+        head = (f"{'row':<13} | {'gate':>8} | {'relation':>8} | {'gated FLOPs':>11} | "
                 f"{'people':>6} | {'model FLOPs':>11} | {'masked ms':>9} | {'compact ms':>10} | "
                 f"{'groups':>6}")
         lines += ["", "adaptive layers: counted FLOPs as fractions of the ungated ones (test "
                   "split); latency on the host CPU", head, "-" * len(head)]
         for r in adaptive:
             lines.append(
-                f"{r['name']:<12} | {r['gate']:>4} | {str(r['relation']):>8} | "
+                f"{r['name']:<13} | {r['gate']:>8} | {str(r['relation']):>8} | "
                 f"{_num(r['gated_flops_fraction']):>11} | "
                 f"{_num(r['gated_flops_fraction_people']):>6} | "
                 f"{_num(r['model_flops_fraction']):>11} | {_num(r['latency_ms_masked'], '.1f'):>9} | "
@@ -410,7 +414,7 @@ def train_run(row: Row, seed: int, workdir_root: str, variant: str, device_note:
 
 
 def measure_latency(model, params, input_shape: tuple[int, ...], calls: int = 10,
-                    warmup: int = 2, gate_budget: int | None = None) -> float:
+                    warmup: int = 2, gate_budget: float | None = None) -> float:
     """Median ms of the jitted forward + detection scoring on one clip `input_shape`, on the host
     CPU (parameters and clip moved there); `gate_budget`: on the gate's compact path."""
     cpu = jax.devices("cpu")[0]
@@ -441,20 +445,25 @@ def row_latency(row: Row, seed: int, workdir_root: str, calls: int, device_note:
     ms = measure_latency(exp.model, params, exp.input_shape(1), calls)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     compact = {}
-    kept = (read_run(workdir) or {}).get("results", {}).get("gate_people_kept_max")
-    if kept and exp.config.model.head.get("gate_policy") == "input":
-        # The budget that holds every found person's kept channels on the test split.
-        budget = max(1, max(kept))
+    results = (read_run(workdir) or {}).get("results", {})
+    head = exp.config.model.head
+    needs = []  # per gated layer, the kept fraction the budget must hold on the test split
+    if results.get("gate_people_kept_max") and head.get("gate_policy") == "input":
+        needs += [k / head.enc_dim for k in results["gate_people_kept_max"]]
+    needs += results.get("gate_clip_kept_max") or []
+    head_gated = exp.config.model.gate in ("head", "both")
+    if needs and (not head_gated or head.get("gate_policy") == "input"):
+        budget = max(needs)
         compact = {"latency_ms_compact": round(measure_latency(
             exp.model, params, exp.input_shape(1), calls, gate_budget=budget), 3),
-            "gate_budget": budget, "gate_channels": exp.config.model.head.enc_dim}
+            "gate_budget": budget}
     latency = {"latency_ms": round(ms, 3), **compact, "device": f"cpu ({cores} cores)",
                "machine": machine_description(), "date": now(), "device_note": device_note,
                "seed": seed, "calls": calls, "batch": 1}
     loop.write_json(os.path.join(workdir_root, row.name, "latency.json"), latency)
     print(f"{row.name}: CPU latency {ms:.1f} ms per clip (median of {calls})"
-          + (f", compact path {compact['latency_ms_compact']:.1f} ms at "
-             f"{compact['gate_budget']}/{compact['gate_channels']} channels" if compact else ""),
+          + (f", compact path {compact['latency_ms_compact']:.1f} ms computing "
+             f"{compact['gate_budget']:.0%} of the gated channels" if compact else ""),
           flush=True)
     return latency
 

@@ -15,9 +15,11 @@ measured numbers: docs/results_classroom.md.
 boxes on most people, loosely placed. Far from the default run, but clearly learning. `:smoke`
 is seconds-long, for tests; it does not learn (6 steps on `classroom/tiny`).
 
-Variants combine (`:tiny` or `:smoke`, `:resnet50`, `:fusion=gram`); `fusion=sum|concat|gram`
-swaps the pooled action head for the decoupled fusion head (`--config.model.head.encodings=False`
-turns its hypernetwork encodings off); `resnet50`
+Variants combine (`:tiny` or `:smoke`, `:resnet50`, `:fusion=gram`, `:gate=both`, `:relation`);
+`fusion=sum|concat|gram` swaps the pooled action head for the decoupled fusion head
+(`--config.model.head.encodings=False` turns its hypernetwork encodings off); `gate=head`
+adds two gated temporal layers to that head, `gate=backbone` gates the backbone's temporal
+convolutions, `gate=both` does both; `relation` adds actor-relation grouping; `resnet50`
 swaps in the ResNet-50-sized preset (`jaxact.models.detector.PRESETS`), meant for an
 accelerator: its training settings are a starting point only (tests build it, nobody has
 trained it).
@@ -31,22 +33,25 @@ from jaxact.models.detector import PRESETS
 # Action heads of the ablation: 'pooled' (time and space pooled at once, the reference) and the
 # decoupled head's fusions.
 FUSIONS = ("pooled", "sum", "concat", "gram")
+# Where the temporal channel gate runs ('head' and 'both' need a fusion= head).
+GATES = ("off", "head", "backbone", "both")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     """`arg`: comma-separated `tiny` (under a minute, learns) or `smoke` (seconds-long, for tests;
-    does not learn), `resnet50` (the big preset) and `fusion=NAME` (the action head: one of
-    `FUSIONS`; default 'pooled')."""
+    does not learn), `resnet50` (the big preset), `fusion=NAME` (the action head: one of
+    `FUSIONS`; default 'pooled'), `gate=WHERE` (one of `GATES`; default 'off') and `relation`."""
     variant = common.parse_variant(arg, tiny=False, smoke=False, resnet50=False, fusion="pooled",
                                    gate="off", relation=False)
     if variant.tiny and variant.smoke:
         raise ValueError(f"config variants tiny and smoke exclude each other: {arg!r}")
     if variant.fusion not in FUSIONS:
         raise ValueError(f"config variant fusion={variant.fusion!r}: expected one of {FUSIONS}")
-    if variant.gate not in ("off", "head"):
-        raise ValueError(f"config variant gate={variant.gate!r}: expected 'off' or 'head'")
-    if (variant.gate != "off" or variant.relation) and variant.fusion == "pooled":
-        raise ValueError(f"config variants gate= and relation need a fusion= head: {arg!r}")
+    if variant.gate not in GATES:
+        raise ValueError(f"config variant gate={variant.gate!r}: expected one of {GATES}")
+    if (variant.gate in ("head", "both") or variant.relation) and variant.fusion == "pooled":
+        raise ValueError(f"config variants gate=head|both and relation need a fusion= head: "
+                         f"{arg!r}")
     config = common.base_config()
     config.experiment = "action_detector"
     config.config_name = "classroom_detector" + (f":{arg}" if arg else "")
@@ -92,7 +97,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.head.hidden_dim = 128  # hidden width of the action head
     config.model.head.pool = "avg"  # 'avg' | 'max' pooling of actor features over time and bins
     config.model.head.use_query = True  # feed the localizer's query feature to the action head
-    config.model.gate = "off"  # temporal channel gate: 'off' | 'head' (needs a fusion= head)
+    config.model.gate = "off"  # temporal channel gate: 'off' | 'head' | 'backbone' | 'both'
+    config.model.backbone.gate_hidden = 32  # hidden width of the backbone gates' policies
     config.model.dtype = "float32"  # computation dtype ('bfloat16': mixed precision on accelerators)
     config.model.param_dtype = "float32"  # parameter dtype
 
@@ -208,7 +214,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             "hidden_dim": config.model.head.hidden_dim,
             "use_query": True,
             # The adaptive layers (jaxact.models.channel_gate, actor_relation); off by default.
-            "temporal_layers": 2 if variant.gate == "head" else 0,  # gated convs over T (0: none)
+            "temporal_layers": 2 if variant.gate in ("head", "both") else 0,  # convs over T
             "temporal_kernel": 3,  # their temporal kernel size
             "gate_policy": "both",  # 'both' (the method's policy input) | 'input' (compactable)
             "gate_hidden": 32,  # hidden width of each gate policy
@@ -218,5 +224,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             "relation_tau": 0.5,  # similarity threshold: s >= tau means the same group
             "relation_threshold": 0.5,  # evaluation: person score of an actor that takes part
         })
-    config.model.gate = variant.gate  # temporal channel gate: 'off' | 'head'
+    config.model.gate = variant.gate
     return config

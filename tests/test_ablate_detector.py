@@ -17,7 +17,7 @@ CLASSES = ("sit", "raise_hand", "stand", "write", "turn_to_neighbour")
 
 def test_rows_and_their_configs():
     assert ab.ROW_NAMES == ("pooled", "sum", "concat", "gram", "gram_no_enc", "gram_xyxy",
-                            "temporal", "gate_head", "relation", "full")
+                            "temporal", "gate_head", "gate_backbone", "relation", "full")
     columns = {}
     for row in ab.ROWS:
         config = classroom_detector.get_config("smoke," + row.variant)
@@ -40,10 +40,11 @@ def test_rows_and_their_configs():
                                  "relation": False, "temporal_layers": 0, "gate_policy": None,
                                  "l1_coords": "cxcywh"}
     base = ab.ADAPTIVE_FUSION
-    assert {columns[n]["fusion"] for n in ("temporal", "gate_head", "relation", "full")} == {base}
+    adaptive = ("temporal", "gate_head", "gate_backbone", "relation", "full")
+    assert {columns[n]["fusion"] for n in adaptive} == {base}
     assert [(columns[n]["gate"], columns[n]["relation"], columns[n]["temporal_layers"])
-            for n in ("temporal", "gate_head", "relation", "full")] == [
-        ("off", False, 2), ("head", False, 2), ("off", True, 0), ("head", True, 2)]
+            for n in adaptive] == [("off", False, 2), ("head", False, 2), ("backbone", False, 0),
+                                   ("off", True, 0), ("both", True, 2)]
     assert columns["gate_head"]["gate_policy"] == columns["full"]["gate_policy"] == "input"
     assert [columns[n]["fusion"] for n in ("sum", "concat", "gram")] == ["sum", "concat", "gram"]
     assert columns["gram"]["encodings"] is True and columns["gram_no_enc"]["encodings"] is False
@@ -138,7 +139,7 @@ def test_build_table_from_finished_runs(finished):
     assert one["seeds"] == [0] and one["missing_seeds"] == [1]
     assert one["frame_map"] == pytest.approx(0.4) and one["frame_map_std"] is None
 
-    for name in ("concat", "gram_no_enc", "gram_xyxy", "relation", "full"):  # nothing finished
+    for name in ("concat", "gram_no_enc", "gram_xyxy", "gate_backbone", "relation", "full"):
         r = rows[name]
         assert r["seeds"] == [] and r["missing_seeds"] == [0, 1] and r["runs"] == []
         assert all(r[k] is None for k in ("frame_map", "frame_map_std", "person_ap50",
@@ -157,7 +158,7 @@ def test_build_table_from_finished_runs(finished):
     assert gram["latency_ms_masked"] is None and gram["latency_ms_compact"] is None
 
     text = ab.format_table(table)
-    adaptive = 4  # temporal, gate_head, relation, full
+    adaptive = 5  # temporal, gate_head, gate_backbone, relation, full
     assert "0.600 ± 0.100" in text
     assert len(text.splitlines()) == 3 + len(ab.ROWS) + 4 + adaptive
 

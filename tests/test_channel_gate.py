@@ -209,11 +209,12 @@ def test_detections_and_evaluation_count_the_gate_by_hand():
     np.testing.assert_allclose(rows["gate_flops"], [(7.5 + 7.5 + 0 + 15) / 80])
     values = {"gate_flops": list(rows["gate_flops"]), "gate_fractions": list(rows["gate_fractions"]),
               "gate_people_flops": [rows["gate_actor_flops"][0, 0]],  # actor 1 scores < 0.5
-              "gate_people_kept": [rows["gate_kept"][0, 0]], "groups_used": []}
+              "gate_people_kept": [rows["gate_kept"][0, 0]], "gate_clip_kept": [],
+              "groups_used": []}
     result = detection.adaptive_results(values)
     assert result["gated_flops_fraction"] == pytest.approx(30 / 80)
     assert result["gated_flops_fraction_people"] == pytest.approx(15 / 40)
     assert result["gate_fractions"][0] == pytest.approx({"keep": 3 / 8, "reuse": 2 / 8,
                                                          "drop": 3 / 8})
-    assert result["gate_people_kept_max"] == [3, 1]
+    assert result["gate_people_kept_max"] == [3, 1] and result["gate_clip_kept_max"] is None
     assert "groups_used" not in result

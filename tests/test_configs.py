@@ -21,7 +21,8 @@ from jaxact.train import EXPERIMENTS, classifier, experiment, get_experiment
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
 # Variants beyond '', 'tiny' and 'smoke'.
-EXTRA_VARIANTS = {"classroom_detector": ("resnet50", "fusion=concat", "fusion=gram,gate=head,relation"),
+EXTRA_VARIANTS = {"classroom_detector": ("resnet50", "fusion=concat", "gate=backbone",
+                                          "fusion=gram,gate=both,relation"),
                   "jhmdb_memory": ("split=2", "split=3,tiny", "split=2,smoke")}
 # The JHMDB npz files may be absent; the model does not depend on the class count.
 PLACEHOLDER_NUM_CLASSES = 14
@@ -178,7 +179,11 @@ def test_detector_adaptive_variants():
     plain = classroom_detector.get_config("fusion=gram")
     assert plain.model.gate == "off" and plain.model.head.temporal_layers == 0
     assert not plain.model.head.relation
+    backbone = classroom_detector.get_config("gate=backbone")
+    assert backbone.model.gate == "backbone" and backbone.model.head.name == "pooled"
+    both = classroom_detector.get_config("fusion=sum,gate=both")
+    assert both.model.head.temporal_layers == 2
     for bad, match in (("gate=head", "need a fusion= head"), ("relation", "need a fusion= head"),
-                       ("fusion=sum,gate=both", "gate='both'")):
+                       ("fusion=sum,gate=all", "gate='all'")):
         with pytest.raises(ValueError, match=match):
             classroom_detector.get_config(bad)

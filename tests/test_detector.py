@@ -21,6 +21,7 @@ from jaxact.models.detector import (
     PooledActionHead,
     build_detector,
     check_model_fields,
+    gated_gflops_per_clip,
     gflops_per_clip,
     model_fields,
     upgrade_flat_model_config,
@@ -189,7 +190,7 @@ def test_upgrade_gives_older_decoupled_configs_the_adaptive_layers_off():
 
     today = json.loads(classroom_detector.get_config("fusion=gram").model.to_json())
     old = json.loads(json.dumps(today))
-    del old["gate"]
+    del old["gate"], old["backbone"]["gate_hidden"]
     for field in HEADS["decoupled"].ADAPTIVE_FIELDS:
         del old["head"][field]
     assert upgrade_flat_model_config(old) == today
@@ -299,25 +300,31 @@ def test_overfits_one_batch(tiny):
 def test_gate_and_relation_through_the_detector():
     head = {"name": "decoupled", "fusion": "sum", "enc_dim": 8, "fused_dim": 8, "hidden_dim": 8,
             "temporal_layers": 2, "relation": True, "num_groups": 2, "relation_heads": 2}
-    model = ActionDetector(**{**TINY, "head": head, "gate": "head"})
+    model = ActionDetector(**{**TINY, "head": head, "gate": "both"})
     video = _normal(SHAPE, 3)
     fast = {"compiler_options": detector_train.FAST_COMPILE}
     variables = jax.jit(model.init, **fast)(jax.random.key(0), video)
     out = jax.jit(model.apply, **fast)(variables, video)
     b, t, n = SHAPE[0], SHAPE[1], TINY["num_queries"]
-    assert len(out["gates"]) == 2
-    chex.assert_shape(out["gates"][0].decisions, (b, n, 8, 3))
-    counted = 2 * 2 * t * 3 * 8 * 8 * n / 1e9  # L x 2 T K C_e^2 per actor, N actors
-    assert model.gated_gflops_per_clip(t) == pytest.approx(counted)
+    backbone, heads = out["gates"][:3], out["gates"][3:]  # one per backbone stage, then L = 2
+    assert len(heads) == 2
+    for gate, width in zip(backbone, TINY["backbone"]["widths"], strict=True):
+        chex.assert_shape(gate.decisions, (b, width, 3))
+    for gate in heads:
+        chex.assert_shape(gate.decisions, (b, n, 8, 3))
+        assert gate.flops == 2 * t * 3 * 8 * 8  # 2 T K C_e^2 per actor
+    counted = (sum(g.flops for g in backbone) + n * sum(g.flops for g in heads)) / 1e9
+    assert gated_gflops_per_clip(model, SHAPE) == pytest.approx(counted)
     # select_actors decides who relates; without it, the person scores do.
     everyone = jax.jit(lambda v, x: model.apply(
         v, x, select_actors=lambda loc: jnp.ones((b, n), bool)), **fast)(variables, video)
     assert bool(jnp.all(everyone["relation"]["pair_mask"] == ~jnp.eye(n, dtype=bool)))
-    assert ActionDetector(**TINY).gated_gflops_per_clip(t) == 0.0
+    assert gated_gflops_per_clip(ActionDetector(**TINY), SHAPE) == 0.0
 
 
 @pytest.mark.parametrize("config, match", [
-    ({"gate": "both"}, "model.gate"),
+    ({"gate": "all"}, "model.gate"),
+    ({"gate": "both"}, "temporal_layers"),
     ({"gate": "head"}, "temporal_layers"),
     ({"gate": "head", "head": {"name": "decoupled"}}, "temporal_layers"),
 ])

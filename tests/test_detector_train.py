@@ -241,7 +241,7 @@ def test_gate_and_relations_train_end_to_end_in_one_trace(tmp_path):
     """The full method (fusion + gate + relations) trains, evaluates and reports its counted
     FLOPs and groups; its train step (Gumbel choices, annealed temperature, Hungarian-matched
     actors) compiles once."""
-    config = classroom_detector.get_config("smoke,fusion=concat,gate=head,relation")
+    config = classroom_detector.get_config("smoke,fusion=concat,gate=both,relation")
     config.model.head.gate_policy = "input"
     config.data.data_dir = os.environ.get("JAXACT_DATA_DIR", str(tmp_path / "tfds"))
     make_step = detector.make_train_step
@@ -257,7 +257,9 @@ def test_gate_and_relations_train_end_to_end_in_one_trace(tmp_path):
     assert results["model_flops_fraction"] == pytest.approx(
         1 - results["gated_gflops_per_clip"] * (1 - results["gated_flops_fraction"])
         / results["gflops_per_clip"])
-    assert len(results["gate_fractions"]) == config.model.head.temporal_layers
+    backbone_layers = sum(k > 1 for k in config.model.backbone.temporal_kernels)
+    assert len(results["gate_fractions"]) == backbone_layers + config.model.head.temporal_layers
+    assert len(results["gate_clip_kept_max"]) == backbone_layers
     for layer in results["gate_fractions"]:
         assert sum(layer.values()) == pytest.approx(1.0)
     assert 0 <= results["groups_used"] <= config.model.head.num_groups

@@ -60,7 +60,7 @@ def collect(batches, predict_batch, params, num_images: int = 0,
     detections, ground_truth, images, map_images = [], [], [], []
     map_iou = None
     adaptive = {"gate_flops": [], "gate_people_flops": [], "gate_fractions": [],
-                "gate_people_kept": [], "groups_used": []}
+                "gate_people_kept": [], "gate_clip_kept": [], "groups_used": []}
     for batch in console.track(batches, "eval"):
         rows = predict_batch(params, batch)
         local_rows = len(batch["mask"])
@@ -71,7 +71,7 @@ def collect(batches, predict_batch, params, num_images: int = 0,
             people = rows["person_mask"][i]
             detections.append({"boxes": rows["boxes_pred"][i], "scores": rows["action_scores"][i],
                                "person_scores": rows["person_scores"][i]})
-            for key in ("gate_flops", "gate_fractions", "groups_used"):
+            for key in ("gate_flops", "gate_fractions", "gate_clip_kept", "groups_used"):
                 if key in rows:
                     adaptive[key].append(rows[key][i])
             if "gate_actor_flops" in rows:
@@ -103,9 +103,10 @@ def adaptive_results(values: dict) -> dict:
     `gated_flops_fraction` (counted FLOPs of the gated layers over every query, as a fraction of
     their ungated FLOPs), `gated_flops_fraction_people` (the same over the queries scoring >=
     PERSON_THRESHOLD), `gate_fractions` (per layer: keep, reuse, drop), `gate_people_kept_max`
-    (per layer, the most channels any found person kept: a compact-path budget that changes no
-    found person's output) and `groups_used` (mean groups holding a real actor per clip). Empty
-    without a gate and relations."""
+    (per head layer, the most channels any found person kept: a compact-path budget that
+    changes no found person's output), `gate_clip_kept_max` (per backbone layer, the largest
+    kept fraction of any clip) and `groups_used` (mean groups holding a real actor per clip).
+    Empty without a gate and relations."""
     out = {}
     if values["gate_flops"]:
         out["gated_flops_fraction"] = float(np.mean(values["gate_flops"]))
@@ -117,6 +118,9 @@ def adaptive_results(values: dict) -> dict:
         kept = values["gate_people_kept"]
         out["gate_people_kept_max"] = (np.max(np.stack(kept), axis=0).astype(int).tolist()
                                        if kept else None)
+        clip_kept = values["gate_clip_kept"]
+        out["gate_clip_kept_max"] = (np.max(np.stack(clip_kept), axis=0).astype(float).tolist()
+                                     if clip_kept else None)
     if values["groups_used"]:
         out["groups_used"] = float(np.mean(values["groups_used"]))
     return out

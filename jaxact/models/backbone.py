@@ -36,6 +36,7 @@ default; GroupNorm statistics are computed in float32 whatever `dtype` is (flax 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -43,6 +44,9 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxact.models.channel_gate import KEEP, REUSE, Gate, GatePolicy, select_channels
+from jaxact.models.gumbel import gumbel_one_hot, hard_one_hot
 
 # A ResNet-50-sized backbone: pass as `VideoResNet(**RESNET50)` (or update a config with it).
 RESNET50 = dict(
@@ -90,19 +94,38 @@ def _unfold(x: jax.Array, t: int) -> jax.Array:
 class TemporalMixing(nn.Module):
     """Residual temporal convolution with keyframe isolation: `[B, T, H, W, C]` -> same shape.
 
+    With `gate`, a policy on the pooled input (the non-key frames only, so the keyframe stays
+    isolated) decides per clip and per GroupNorm group of channels: keep (the mixed output
+    `relu(x + GN(TConv(x)))`), reuse (the input `x`: the temporal conv is skipped for those
+    channels) or drop (0). Deciding before computing is what lets the compact path
+    (`budget`) skip the skipped channels' convolution; deciding per norm group keeps its
+    GroupNorm statistics exact there. See `jaxact.models.channel_gate`.
+
     Attributes:
       kernel_size: temporal extent (odd; zero padding at the sequence ends).
       isolate_keyframe: skip the keyframe `T // 2` (see the module docstring); False mixes all
         frames, keyframe included (the ablation without isolation).
+      gate: gate the channels (keep / reuse / drop).
+      gate_hidden: hidden width of the gate's policy.
     """
 
     kernel_size: int = 3
     isolate_keyframe: bool = True
+    gate: bool = False
+    gate_hidden: int = 32
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rng: jax.Array | None = None, temperature=1.0,
+                 budget: float | None = None) -> tuple[jax.Array, Gate | None]:
+        """`x` `[B, T, H, W, C]` -> (`[B, T, H, W, C]`, the layer's `Gate` or None).
+
+        rng: Gumbel noise of the gate's choices in training; None: argmax.
+        budget: the compact inference path (gate on, no rng): the fraction of norm groups whose
+          temporal conv is computed per clip (those with the highest keep logits); a kept group
+          beyond it is reused instead.
+        """
         b, t, h, w, c = x.shape
         key = t // 2
         if self.isolate_keyframe:
@@ -113,18 +136,67 @@ class TemporalMixing(nn.Module):
         pad = self.kernel_size // 2
         padded = jnp.pad(ctx, ((0, 0), (pad, self.kernel_size - 1 - pad), (0, 0), (0, 0), (0, 0)))
         taps = jnp.concatenate([padded[:, i:i + n] for i in range(self.kernel_size)], axis=-1)
-        mixed = nn.Dense(c, use_bias=False, name="conv", **_dtypes(self))(taps)
-        mixed = _unfold(group_norm(c, "norm", zero_scale=True, **_dtypes(self))(_fold(mixed)), n)
-        out = nn.relu(ctx + mixed)
+        conv = nn.Dense(c, use_bias=False, name="conv", **_dtypes(self))
+        norm = group_norm(c, "norm", zero_scale=True, **_dtypes(self))
+        gate = None
+        if not self.gate:
+            out = nn.relu(ctx + _unfold(norm(_fold(conv(taps))), n))
+        else:
+            groups = num_groups(c)
+            logits = GatePolicy(groups, self.gate_hidden, name="gate", **_dtypes(self))(
+                jnp.mean(ctx, axis=(1, 2, 3)))  # [B, G, 3]
+            if budget is None:
+                chosen = gumbel_one_hot(logits, rng, temperature)
+                computed = nn.relu(ctx + _unfold(norm(_fold(conv(taps))), n))
+                per_channel = jnp.repeat(chosen, c // groups, axis=-2)  # [B, C, 3]
+                out = select_channels(per_channel[:, None, None], computed, ctx)
+            else:
+                if rng is not None:
+                    raise ValueError("the compact path (budget=) is for evaluation: no rng")
+                chosen = hard_one_hot(logits)
+                out = self._compact(ctx, taps, logits, chosen, budget)
+            gate = Gate(jnp.repeat(chosen, c // groups, axis=-2),
+                        2.0 * n * h * w * self.kernel_size * c * c)
         if self.isolate_keyframe:
             out = jnp.concatenate([out[:, :key], x[:, key:key + 1], out[:, key:]], axis=1)
-        return out
+        return out, gate
+
+    def _compact(self, ctx, taps, logits, chosen, budget: float) -> jax.Array:
+        """Only the `ceil(budget * G)` groups with the highest keep logits are convolved."""
+        c = ctx.shape[-1]
+        groups = logits.shape[-2]
+        per = c // groups
+        k = min(groups, max(1, math.ceil(budget * groups)))
+        _, top = jax.lax.top_k(logits[..., KEEP] - jnp.max(logits, axis=-1), k)  # [B, k]
+        channels = (top[..., None] * per + jnp.arange(per)).reshape(top.shape[0], k * per)
+        params = self.variables["params"]
+        kernel = jnp.moveaxis(params["conv"]["kernel"][:, channels], 0, 1)  # [B, kC_in, k * per]
+        taps, kernel = nn.dtypes.promote_dtype(taps, kernel, dtype=self.dtype)
+        mixed = jnp.einsum("bnhwi,bio->bnhwo", taps, kernel)
+        # GroupNorm of the picked groups: per frame over (H, W, channels of the group).
+        shape = mixed.shape
+        grouped = mixed.reshape(*shape[:-1], k, per).astype(jnp.float32)
+        mean = jnp.mean(grouped, axis=(2, 3, 5), keepdims=True)
+        var = jnp.mean(jnp.square(grouped), axis=(2, 3, 5), keepdims=True) - jnp.square(mean)
+        normed = ((grouped - mean) * jax.lax.rsqrt(var + 1e-6)).reshape(shape)
+        scale = params["norm"]["scale"][channels][:, None, None, None]
+        bias = params["norm"]["bias"][channels][:, None, None, None]
+        picked_ctx = jnp.take_along_axis(ctx, channels[:, None, None, None], axis=-1)
+        computed = nn.relu(picked_ctx + (normed * scale + bias).astype(ctx.dtype))
+        per_channel = jnp.repeat(chosen, per, axis=-2)  # [B, C, 3]
+        covered = jax.vmap(lambda idx: jnp.zeros(c, bool).at[idx].set(True))(channels)
+        keep = (per_channel[..., KEEP] > 0) & covered
+        reuse = (per_channel[..., REUSE] > 0) | ((per_channel[..., KEEP] > 0) & ~covered)
+        out = jnp.where(reuse[:, None, None, None], ctx, 0.0).astype(ctx.dtype)
+        placed = jax.vmap(lambda o, idx, v: o.at[..., idx].set(v))(out, channels, computed)
+        return jnp.where(keep[:, None, None, None], placed, out)
 
 
 class BasicBlock(nn.Module):
     """Two 3 x 3 convs (ResNet-18/34 block) with temporal mixing after the first.
 
-    `[B, T, H, W, C_in]` -> `[B, T, H / stride, W / stride, width]`.
+    `[B, T, H, W, C_in]` -> (`[B, T, H / stride, W / stride, width]`, the mixing's `Gate` or
+    None); `rng`, `temperature`, `budget`: see `TemporalMixing`.
     """
 
     width: int
@@ -132,27 +204,31 @@ class BasicBlock(nn.Module):
     dilation: int = 1
     temporal_kernel: int = 3
     isolate_keyframe: bool = True
+    gate: bool = False
+    gate_hidden: int = 32
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rng=None, temperature=1.0, budget=None):
         t = x.shape[1]
         xf = _fold(x)
         dt = _dtypes(self)
         y = nn.Conv(self.width, (3, 3), self.stride, use_bias=False, name="conv0", **dt)(xf)
         y = nn.relu(group_norm(self.width, "norm0", **dt)(y))
-        y = _fold(_temporal(self, _unfold(y, t)))
+        y, gate = _temporal(self, _unfold(y, t), rng, temperature, budget)
+        y = _fold(y)
         y = nn.Conv(self.width, (3, 3), kernel_dilation=self.dilation, use_bias=False,
                     name="conv1", **dt)(y)
         y = group_norm(self.width, "norm1", zero_scale=True, **dt)(y)
-        return _unfold(nn.relu(_shortcut(self, xf, y) + y), t)
+        return _unfold(nn.relu(_shortcut(self, xf, y) + y), t), gate
 
 
 class BottleneckBlock(nn.Module):
     """1 x 1 -> 3 x 3 -> 1 x 1 (ResNet-50 block), temporal mixing after the first 1 x 1.
 
-    `[B, T, H, W, C_in]` -> `[B, T, H / stride, W / stride, width]`, inner width `width / 4`.
+    `[B, T, H, W, C_in]` -> (`[B, T, H / stride, W / stride, width]`, inner width `width / 4`,
+    the mixing's `Gate` or None); `rng`, `temperature`, `budget`: see `TemporalMixing`.
     """
 
     width: int
@@ -160,33 +236,37 @@ class BottleneckBlock(nn.Module):
     dilation: int = 1
     temporal_kernel: int = 3
     isolate_keyframe: bool = True
+    gate: bool = False
+    gate_hidden: int = 32
     expansion: int = 4
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rng=None, temperature=1.0, budget=None):
         t = x.shape[1]
         inner = self.width // self.expansion
         xf = _fold(x)
         dt = _dtypes(self)
         y = nn.Conv(inner, (1, 1), use_bias=False, name="conv0", **dt)(xf)
         y = nn.relu(group_norm(inner, "norm0", **dt)(y))
-        y = _fold(_temporal(self, _unfold(y, t)))
+        y, gate = _temporal(self, _unfold(y, t), rng, temperature, budget)
+        y = _fold(y)
         y = nn.Conv(inner, (3, 3), self.stride, kernel_dilation=self.dilation, use_bias=False,
                     name="conv1", **dt)(y)
         y = nn.relu(group_norm(inner, "norm1", **dt)(y))
         y = nn.Conv(self.width, (1, 1), use_bias=False, name="conv2", **dt)(y)
         y = group_norm(self.width, "norm2", zero_scale=True, **dt)(y)
-        return _unfold(nn.relu(_shortcut(self, xf, y) + y), t)
+        return _unfold(nn.relu(_shortcut(self, xf, y) + y), t), gate
 
 
-def _temporal(block, y: jax.Array) -> jax.Array:
+def _temporal(block, y: jax.Array, rng, temperature, budget):
     # A 1-tap "temporal" conv would only be another per-frame 1 x 1 conv; T = 1 has nothing to mix.
     if block.temporal_kernel <= 1 or y.shape[1] <= 1:
-        return y
-    return TemporalMixing(block.temporal_kernel, block.isolate_keyframe, name="temporal",
-                          **_dtypes(block))(y)
+        return y, None
+    return TemporalMixing(block.temporal_kernel, block.isolate_keyframe, block.gate,
+                          block.gate_hidden, name="temporal", **_dtypes(block))(
+        y, rng, temperature, budget)
 
 
 def _shortcut(block, xf: jax.Array, y: jax.Array) -> jax.Array:
@@ -253,6 +333,8 @@ class VideoResNet(nn.Module):
         the last map at stride 16 with the receptive field of stride 32, as in SlowFast on AVA).
       temporal_kernels: temporal kernel per stage; 1 disables temporal mixing in that stage.
       isolate_keyframe: keep the keyframe out of every temporal mixing step (module docstring).
+      gate: gate every temporal mixing step's channels (keep / reuse / drop, `TemporalMixing`).
+      gate_hidden: hidden width of each gate's policy.
       dtype: computation dtype (e.g. bfloat16 on accelerators).
       param_dtype: parameter dtype.
     """
@@ -271,17 +353,22 @@ class VideoResNet(nn.Module):
     dilations: Sequence[int] = (1, 1, 2, 4)
     temporal_kernels: Sequence[int] = (3, 3, 3, 3)
     isolate_keyframe: bool = True
+    gate: bool = False
+    gate_hidden: int = 32
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, video: jax.Array) -> tuple[list[jax.Array], jax.Array]:
-        """`video` `[B, T, H, W, 3]`, keyframe at `T // 2`.
+    def __call__(self, video: jax.Array, rng: jax.Array | None = None, temperature=1.0,
+                 gate_budget: float | None = None):
+        """`video` `[B, T, H, W, 3]`, keyframe at `T // 2`; `rng`, `temperature` and
+        `gate_budget` reach the gated temporal mixing steps (`TemporalMixing`).
 
         Returns:
-          `(keyframe_features, features_3d)`: a list with one `[B, H_s, W_s, widths[s]]` per stage
-          (the keyframe slot of each stage's output, finest first), and the last stage's output
-          `[B, T, H_last, W_last, widths[-1]]`.
+          `(keyframe_features, features_3d, gates)`: a list with one `[B, H_s, W_s, widths[s]]`
+          per stage (the keyframe slot of each stage's output, finest first), the last stage's
+          output `[B, T, H_last, W_last, widths[-1]]` and the gated steps' `Gate`s ([] without
+          `gate`).
         """
         lengths = {len(self.stage_sizes), len(self.widths), len(self.strides),
                    len(self.dilations), len(self.temporal_kernels)}
@@ -300,12 +387,16 @@ class VideoResNet(nn.Module):
             raise ValueError(f"stem must be 'patchify' or 'resnet', got {self.stem!r}")
         x = _unfold(x, t)
         block_cls = BLOCKS[self.block]
-        keyframe_features = []
+        keyframe_features, gates = [], []
         for s, (size, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for i in range(size):
-                x = block_cls(width, self.strides[s] if i == 0 else 1, self.dilations[s],
-                              self.temporal_kernels[s], self.isolate_keyframe,
-                              name=f"stage{s}_block{i}", **_dtypes(self))(x)
+                key = None if rng is None else jax.random.fold_in(rng, 100 * s + i)
+                x, gate = block_cls(width, self.strides[s] if i == 0 else 1, self.dilations[s],
+                                    self.temporal_kernels[s], self.isolate_keyframe, self.gate,
+                                    self.gate_hidden, name=f"stage{s}_block{i}",
+                                    **_dtypes(self))(x, key, temperature, gate_budget)
+                if gate is not None:
+                    gates.append(gate)
             keyframe_features.append(x[:, t // 2])
         chex.assert_shape(x, (b, t, None, None, self.widths[-1]))
-        return keyframe_features, x
+        return keyframe_features, x, gates

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from jaxact.models.backbone import RESNET50, VideoResNet
+from jaxact.models.channel_gate import Gate
 from jaxact.models.fpn import FPN
 from jaxact.models.fusion_head import DecoupledFusionHead
 from jaxact.models.localizer import SparseLocalizer
@@ -107,11 +108,12 @@ DEFAULT_HEAD = "pooled"  # the head of a `head` section without a "name"
 # Fields of the child modules that the detector sets from its own fields (so they are not fields
 # of the `backbone`, `localizer` or `head` sections).
 _SET_BY_DETECTOR = {
-    "backbone": ("dtype", "param_dtype"),
+    "backbone": ("gate", "dtype", "param_dtype"),
     "localizer": ("num_queries", "dim", "sampling_ratio", "dtype", "param_dtype"),
     "head": ("num_actions", "gate", "dtype", "param_dtype"),
 }
-GATES = ("off", "head")
+GATES = ("off", "head", "backbone", "both")
+_HEAD_GATES, _BACKBONE_GATES = ("head", "both"), ("backbone", "both")
 
 
 def _is_mapping(value) -> bool:
@@ -150,8 +152,9 @@ class ActionDetector(nn.Module):
       roi_sampling_ratio: RoIAlign samples per bin (localizer and actor features).
       head: the action head: `name` (a key of `HEADS`, default "pooled") and that head's fields
         (for "pooled": hidden_dim, pool, use_query).
-      gate: where the temporal channel gate runs: "off" or "head" (the decoupled head's
-        temporal layers, `head.temporal_layers` > 0).
+      gate: where the temporal channel gate runs: "off", "head" (the decoupled head's temporal
+        layers, `head.temporal_layers` > 0), "backbone" (every temporal mixing step of the
+        backbone) or "both".
       dtype: computation dtype of every layer (e.g. bfloat16 on accelerators).
       param_dtype: parameter dtype.
 
@@ -178,28 +181,18 @@ class ActionDetector(nn.Module):
     # Allowed values of the string fields, for config checks before anything is traced.
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"gate": GATES}
 
-    def gated_gflops_per_clip(self, num_frames: int) -> float:
-        """Ungated GFLOPs per clip of the layers the gate controls (0 with `gate="off"`)."""
-        if self.gate == "off":
-            return 0.0
-        head = dict(self.head)
-        cls = HEADS[head.pop("name", DEFAULT_HEAD)]
-        per_actor = cls(num_actions=self.num_actions, gate=True, **head,
-                        parent=None).gated_flops(num_frames)
-        return self.num_queries * per_actor / 1e9
-
     @nn.compact
     def __call__(self, video: jax.Array, train: bool = False, temperature=1.0,
                  select_actors: Callable[[dict], jax.Array] | None = None,
-                 gate_budget: int | None = None) -> dict:
+                 gate_budget: float | None = None) -> dict:
         """`video` `[B, T, H, W, 3]` (keyframe at `T // 2`).
 
-        The rest reaches adaptive heads only (`DecoupledFusionHead`): `train` samples the gate's
-        and the grouping's choices (rng stream "gumbel") at Gumbel-softmax `temperature`;
-        `select_actors` maps the localizer's outputs (`boxes`, `person_logits`) to the `[B, N]`
-        mask of the actors that take part in the relations (in training: the queries matched
-        to people; default: the head's person-score threshold); `gate_budget`: channels per
-        gated layer on the compact inference path.
+        The rest reaches the gates and adaptive heads (`DecoupledFusionHead`): `train` samples
+        the gates' and the grouping's choices (rng stream "gumbel") at Gumbel-softmax
+        `temperature`; `select_actors` maps the localizer's outputs (`boxes`, `person_logits`)
+        to the `[B, N]` mask of the actors that take part in the relations (in training: the
+        queries matched to people; default: the head's person-score threshold); `gate_budget`:
+        the compact inference path, the fraction of each gated layer's channels computed.
 
         Returns a dict with
           boxes: `[B, N, 4]` normalized (cx, cy, w, h);
@@ -210,7 +203,9 @@ class ActionDetector(nn.Module):
           actor_features: `[B, N, T, S, S, C]` RoIAligned from the last 3D feature map;
           query_features: `[B, N, fpn_dim]`;
           aux_outputs: list of `{boxes, person_logits}` from earlier localizer stages;
-          gates, relation: from heads with a gate or relations (`DecoupledFusionHead`).
+          gates: with a gate, a `channel_gate.Gate` per gated layer, backbone's first (decisions
+            float32, FLOPs a Python float);
+          relation: from heads with relations (`DecoupledFusionHead`).
         Boxes and logits (what the losses and detections read) are float32 whatever `dtype` is;
         the features are in `dtype`.
         """
@@ -220,7 +215,11 @@ class ActionDetector(nn.Module):
         head_name = head.pop("name", DEFAULT_HEAD)
         if head_name not in HEADS:
             raise ValueError(f"head.name={head_name!r}: expected one of {sorted(HEADS)}")
-        keyframe_features, features_3d = VideoResNet(**self.backbone, name="backbone", **dt)(video)
+        sample = train and self.gate != "off" or train and head.get("relation", False)
+        rng = self.make_rng("gumbel") if sample else None
+        keyframe_features, features_3d, gates = VideoResNet(
+            **self.backbone, gate=self.gate in _BACKBONE_GATES, name="backbone", **dt)(
+            video, None if rng is None else jax.random.fold_in(rng, 0), temperature, gate_budget)
         pyramid = FPN(self.fpn_dim, name="fpn", **dt)(keyframe_features)
         loc = SparseLocalizer(num_queries=self.num_queries, dim=self.fpn_dim,
                               sampling_ratio=self.roi_sampling_ratio, name="localizer",
@@ -236,12 +235,12 @@ class ActionDetector(nn.Module):
         head_cls = HEADS[head_name]
         adaptive = {}
         if getattr(head_cls, "ADAPTIVE", False):
-            head["gate"] = self.gate == "head"
+            head["gate"] = self.gate in _HEAD_GATES
             adaptive = {"actor_scores": jax.nn.sigmoid(loc["person_logits"]),
                         "actor_mask": (select_actors(loc) if select_actors is not None
                                        and head.get("relation") else None),
                         "train": train, "temperature": temperature, "gate_budget": gate_budget}
-        elif self.gate != "off":
+        elif self.gate in _HEAD_GATES:
             raise ValueError(f"gate={self.gate!r} needs an adaptive head (decoupled), not "
                              f"{head_name!r}")
         head_out = head_cls(num_actions=self.num_actions, name="action_head", **head,
@@ -252,10 +251,14 @@ class ActionDetector(nn.Module):
         def f32(tree):
             return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
 
+        head_out = dict(head_out)
+        gates = [Gate(g.decisions.astype(jnp.float32), g.flops)  # flops stay a Python float
+                 for g in gates + head_out.pop("gates", [])]
         return {
             "boxes": f32(loc["boxes"]),
             "person_logits": f32(loc["person_logits"]),
-            **f32(dict(head_out)),
+            **f32(head_out),
+            **({"gates": gates} if gates else {}),
             "actor_features": actor_features,
             "query_features": loc["query_features"],
             "aux_outputs": f32(loc["aux_outputs"]),
@@ -313,9 +316,10 @@ def check_model_fields(model_config) -> None:
     if name not in HEADS:
         raise ValueError(f"model.head.name={name!r}: expected one of {sorted(HEADS)}")
     _check_choices(config, ActionDetector, "model")
-    if config.get("gate", "off") == "head" and not (
+    gate = config.get("gate", "off")
+    if gate in _HEAD_GATES and not (
             getattr(HEADS[name], "ADAPTIVE", False) and head.get("temporal_layers", 0) > 0):
-        raise ValueError("model.gate='head' gates the decoupled head's temporal layers: it "
+        raise ValueError(f"model.gate={gate!r} gates the decoupled head's temporal layers: it "
                          "needs model.head.name='decoupled' and model.head.temporal_layers >= 1")
     fields = model_fields(name)
     classes = {"backbone": VideoResNet, "localizer": SparseLocalizer, "head": HEADS[name]}
@@ -368,7 +372,8 @@ def upgrade_flat_model_config(model) -> dict:
     """A `model` config dict saved by an older version -> today's layout, as a new dict. The old
     flat fields (`FLAT_MODEL_FIELDS`) move to the nested sections; fields added since get the
     values of those runs: head name "pooled" and float32 dtypes (with the nested layout), gate
-    "off", and the decoupled head's adaptive fields their (off) defaults. Today's configs come
+    "off" (and the backbone's gate width), and the decoupled head's adaptive fields their (off)
+    defaults. Today's configs come
     back equal. Values are not converted (JSON lists stay lists)."""
     out = _plain(model, sequence=None)
     flat = [k for k in FLAT_MODEL_FIELDS if k in out]
@@ -385,11 +390,29 @@ def upgrade_flat_model_config(model) -> dict:
         out.setdefault("dtype", "float32")
         out.setdefault("param_dtype", "float32")
     out.setdefault("gate", "off")
+    if isinstance(out.get("backbone"), dict):
+        out["backbone"].setdefault("gate_hidden", VideoResNet.gate_hidden)
     head = out.get("head")
     if isinstance(head, dict) and head.get("name") == "decoupled":
         for field in DecoupledFusionHead.ADAPTIVE_FIELDS:
             head.setdefault(field, getattr(DecoupledFusionHead, field))
     return out
+
+
+def gated_gflops_per_clip(model: ActionDetector, input_shape: Sequence[int]) -> float:
+    """Ungated GFLOPs per clip of the layers the gate controls (0 without a gate), read from the
+    `Gate`s of an abstract forward (nothing is initialised or compiled)."""
+    if model.gate == "off":
+        return 0.0
+    total = []
+
+    def forward(video):
+        out, _ = model.init_with_output(jax.random.key(0), video)
+        total.append(sum(g.flops * g.decisions[0, ..., 0, 0].size for g in out["gates"]))
+        return out["boxes"]
+
+    jax.eval_shape(forward, jax.ShapeDtypeStruct((1, *input_shape[1:]), jnp.float32))
+    return float(total[0]) / 1e9
 
 
 def gflops_per_clip(model: nn.Module, params, input_shape: Sequence[int]) -> float:

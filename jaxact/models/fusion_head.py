@@ -21,6 +21,7 @@ grouped relation features of the real actors (`actor_mask`) to the encoded spati
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import chex
@@ -98,17 +99,11 @@ class DecoupledFusionHead(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def gated_flops(self, num_frames: int) -> float:
-        """Ungated FLOPs per actor of the gated layers (0 without a gate): L x 2 T K C_e^2."""
-        if not self.gate:
-            return 0.0
-        return self.temporal_layers * 2.0 * num_frames * self.temporal_kernel * self.enc_dim**2
-
     @nn.compact
     def __call__(self, actor_features: jax.Array, query_features: jax.Array | None = None, *,
                  actor_scores: jax.Array | None = None, actor_mask: jax.Array | None = None,
                  train: bool = False, temperature=1.0,
-                 gate_budget: int | None = None) -> dict[str, Any]:
+                 gate_budget: float | None = None) -> dict[str, Any]:
         """`actor_features` `[B, N, T, S, S, C]` (+ `query_features` `[B, N, D]`) -> dict with
         `action_logits` `[B, N, A]` and `map_logits` `[B, N, S, S, A + 1]`, in `dtype`; with
         `gate` also `gates` (a `channel_gate.Gate` per layer), with `relation` also `relation`
@@ -120,8 +115,8 @@ class DecoupledFusionHead(nn.Module):
           overrides `actor_scores`.
         train: sample the gate's and the grouping's choices (Gumbel noise from the "gumbel" rng
           stream) at `temperature`; False: argmax.
-        gate_budget: channels computed per gated layer on the compact inference path
-          (`gate_policy="input"`, evaluation only); None: every channel.
+        gate_budget: the fraction of each gated layer's channels computed on the compact
+          inference path (`gate_policy="input"`, evaluation only); None: every channel.
         """
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {tuple(FUSIONS)}, got {self.fusion!r}")
@@ -146,7 +141,8 @@ class DecoupledFusionHead(nn.Module):
                 self.temporal_layers, self.temporal_kernel, gate=self.gate,
                 policy=self.gate_policy, gate_hidden=self.gate_hidden, name="temporal_stack",
                 **dt)(x_t, None if rng is None else jax.random.fold_in(rng, 0), temperature,
-                      budget=gate_budget)
+                      budget=None if gate_budget is None else
+                      min(self.enc_dim, max(1, math.ceil(gate_budget * self.enc_dim))))
             if self.gate:
                 out["gates"] = gates
         if self.relation:

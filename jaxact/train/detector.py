@@ -27,6 +27,7 @@ from jaxact.models.detector import (
     ActionDetector,
     build_detector,
     check_model_fields,
+    gated_gflops_per_clip,
     gflops_per_clip,
 )
 from jaxact.ops.boxes import clip_boxes, cxcywh_to_xyxy
@@ -109,10 +110,11 @@ def detections_from_outputs(outputs: dict) -> dict:
     Returns `boxes` `[B, N, 4]` xyxy normalized (clipped to the frame), `person_scores` `[B, N]`
     = sigmoid(person logit), `action_scores` `[B, N, A]` = person score * sigmoid(action logit)
     and, from heads with behaviour maps, `map_probs` `[B, N, S, S, A + 1]`: the per-bin sigmoids
-    normalised over the A + 1 channels. With a gate: `gate_flops` `[B]` and `gate_actor_flops`
-    `[B, N]`, the counted fraction of the gated layers' FLOPs per clip and per actor, and
-    `gate_fractions` `[B, L, 3]` (keep, reuse, drop per layer), `gate_kept` `[B, N, L]` (kept
-    channels per actor and layer); with relations: `groups_used`
+    normalised over the A + 1 channels. With a gate: `gate_flops` `[B]`, the counted fraction
+    of the gated layers' FLOPs per clip, `gate_fractions` `[B, L, 3]` (keep, reuse, drop per
+    layer); from the backbone's gates `gate_clip_kept` `[B, L_b]` (kept fraction of channels),
+    from the head's `gate_actor_flops` `[B, N]` (counted fraction per actor) and `gate_kept`
+    `[B, N, L_h]` (kept channels); with relations: `groups_used`
     `[B]`.
     """
     person = jax.nn.sigmoid(outputs["person_logits"])
@@ -125,12 +127,18 @@ def detections_from_outputs(outputs: dict) -> dict:
     if outputs.get("gates"):  # counted compute: a reused channel is a copy, no FLOPs
         gates = outputs["gates"]
         out["gate_flops"] = channel_gate.flops_fraction(gates)
-        out["gate_actor_flops"] = channel_gate.actor_flops_fraction(gates)
-        out["gate_kept"] = jnp.stack([jnp.sum(g.decisions[..., channel_gate.KEEP], axis=-1)
-                                      for g in gates], axis=-1)  # [B, N, L]
         out["gate_fractions"] = jnp.stack([  # [B, L, 3]
             jnp.mean(g.decisions.reshape(g.decisions.shape[0], -1, 3), axis=1) for g in gates],
             axis=1)
+        per_clip = [g for g in gates if g.decisions.ndim == 3]  # backbone: [B, C, 3]
+        per_actor = [g for g in gates if g.decisions.ndim == 4]  # head: [B, N, C, 3]
+        if per_clip:
+            out["gate_clip_kept"] = jnp.stack([jnp.mean(g.decisions[..., channel_gate.KEEP], -1)
+                                               for g in per_clip], axis=-1)  # [B, L_b]
+        if per_actor:
+            out["gate_actor_flops"] = channel_gate.actor_flops_fraction(per_actor)
+            out["gate_kept"] = jnp.stack([jnp.sum(g.decisions[..., channel_gate.KEEP], axis=-1)
+                                          for g in per_actor], axis=-1)  # [B, N, L_h]
     if outputs.get("relation"):
         out["groups_used"] = outputs["relation"]["groups_used"]
     return out
@@ -304,8 +312,7 @@ class Experiment(experiment.ExperimentBase):
         out = {"num_params": train_state.count_params(params),
                "gflops_per_clip": round(model_gflops(self.model, self.input_shape(1)), 4)}
         if self.model.gate != "off":
-            out["gated_gflops_per_clip"] = self.model.gated_gflops_per_clip(
-                self.config.data.num_frames)
+            out["gated_gflops_per_clip"] = gated_gflops_per_clip(self.model, self.input_shape(1))
         return out
 
     def write_results(self, results: dict, artefacts: dict) -> dict:
