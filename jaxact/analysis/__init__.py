@@ -1,0 +1,1 @@
+"""Whole-lesson analysis building blocks (numpy, host side): tracking, seats, intervals."""
