@@ -1,7 +1,8 @@
 """Launches an experiment: python launch.py --config=configs/NAME.py --workdir=DIR --mode=train.
 
 Every config field can be overridden, e.g. `--config.train.num_steps=100`. `--mode=eval` and
-`--mode=predict` read the run's own `WORKDIR/config.json` and need no --config; overrides given
+`--mode=predict` (and `--mode=analyze`, a whole video into a report) read the run's own
+`WORKDIR/config.json` and need no --config; overrides given
 then (`--config=... --config.eval.split=test`) change the saved config, with a note of what
 changed.
 
@@ -40,12 +41,15 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (--mode=train; eval/predict read the run's own).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "analyze"],
+                          "What to run.")
 _VIDEO = flags.DEFINE_string(
     "video", None, "--mode=predict: a clip (video file, .npy/.npz frames), a folder of clips, or "
-    "a .csv whose first column lists clip paths (relative to the .csv's folder).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
-                                  "--mode=predict: where answers go (default WORKDIR/predictions).")
+    "a .csv whose first column lists clip paths (relative to the .csv's folder). "
+    "--mode=analyze: one whole video (a file, .npy/.npz frames or a folder of images).")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "--mode=predict: where answers go (default WORKDIR/predictions); "
+    "--mode=analyze: where the report goes (default WORKDIR/analysis/NAME).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host runs).")
 # None = auto-detect (TPU pods, SLURM, Open MPI); needed on a hand-made cluster.
@@ -200,6 +204,10 @@ def main(argv):
     try:
         if mode == "predict" and not _VIDEO.value:
             raise CommandError("--mode=predict needs --video=CLIP (a file, folder or .csv)")
+        if mode == "analyze" and not _VIDEO.value:
+            raise CommandError("--mode=analyze needs --video=VIDEO (a file or a frame folder)")
+        if mode == "analyze" and not os.path.exists(_VIDEO.value):
+            raise CommandError(f"--video={_VIDEO.value}: no such file or folder")
         config, notes = run_config(mode, workdir)
         clips = clip_paths(_VIDEO.value) if mode == "predict" else []
         logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
@@ -219,6 +227,12 @@ def main(argv):
         if chief and mode == "train":  # eval/predict keep the run's config
             loop.write_json(os.path.join(workdir, "config.json"),
                             json.loads(config.to_json_best_effort()))
+        if mode == "analyze":
+            stem = os.path.splitext(os.path.basename(_VIDEO.value.rstrip("/")))[0]
+            output_dir = _OUTPUT_DIR.value or os.path.join(workdir, "analysis", stem)
+            out = experiment.analyze(_VIDEO.value, output_dir)
+            console.say(f"report: {', '.join(sorted(out['written']))} in {output_dir}")
+            return 0
         if mode == "predict":
             output_dir = _OUTPUT_DIR.value or os.path.join(workdir, "predictions")
             answers = experiment.predict(clips, output_dir)

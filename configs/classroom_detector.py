@@ -133,6 +133,20 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.temperature_end = 0.5  # annealed exponentially from start to end over training
     config.train.fast_compile = False  # XLA backend opt. level 0: ~2.5x faster compiles, slower steps
 
+    # --mode=analyze: a whole lesson video (jaxact.analysis.report.AnalysisSettings).
+    config.analyze = ml_collections.ConfigDict()
+    config.analyze.stride = 4  # frames between analysed keyframes (2 per second at 8 fps)
+    config.analyze.fps = 8.0  # frame rate of frame folders / arrays (video files state theirs)
+    config.analyze.iou_threshold = 0.3  # tracker: least box IoU that links a detection to a track
+    config.analyze.max_missed = 3  # tracker: keyframes a track survives without a detection
+    config.analyze.min_score = 0.5  # tracker: person score of a detection it considers
+    config.analyze.min_hits = 2  # tracker: detections that confirm a track
+    config.analyze.smooth_seconds = 1.0  # behaviour scores averaged over this window
+    config.analyze.on = 0.6  # a behaviour starts when its smoothed score reaches this
+    config.analyze.off = 0.4  # ... and ends when it falls below this (hysteresis)
+    config.analyze.min_duration = 0.5  # seconds; shorter intervals are flicker, dropped
+    config.analyze.max_gap = 2.0  # seconds without a detection that close an interval
+
     config.eval.batch_size = 16  # global eval batch (the last one is padded and masked)
     config.eval.split = "test"  # split reported in results.json
     # No person-score threshold in evaluation: AP ranks all N predictions of every clip by score.

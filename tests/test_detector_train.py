@@ -267,3 +267,44 @@ def test_gate_and_relations_train_end_to_end_in_one_trace(tmp_path):
         logged = set().union(*(json.loads(line) for line in f))
     assert {"gate_keep_0", "gate_reuse_1", "gate_flops", "flops", "relation", "groups_used",
             "temperature"} <= logged, sorted(logged)
+
+
+def test_analyze_command_writes_the_lesson_report(tiny_run, tmp_path):
+    """`launch.py --mode=analyze --video=lesson.mp4` on a trained workdir streams the lesson
+    through the detector and writes the report (format only: the smoke model finds nobody)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from jaxact.data import lessons
+
+    pytest.importorskip("av")
+    config, trained, _ = tiny_run
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained, workdir)
+    with open(os.path.join(workdir, "config.json"), "w") as f:  # as launch.py writes it
+        f.write(config.to_json_best_effort())
+    lesson = lessons.write_lesson(5, lessons.LessonConfig(seconds=3.0, resolution=64),
+                                  str(tmp_path / "lesson"))
+    out = tmp_path / "report"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, os.path.join(root, "launch.py"),
+                           f"--workdir={workdir}", "--mode=analyze",
+                           f"--video={lesson['video']}", f"--output_dir={out}"],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["analysis.json", "counts.png", "summary.txt",
+                                       "timeline.png"]
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["meta"]["num_frames"] == 24 and analysis["meta"]["fps"] == 8.0
+    assert analysis["meta"]["num_keyframes"] == 24 // 4
+    assert (out / "summary.txt").read_text().startswith("Lesson: 3 s")
+    # A video that is not one fails in one line naming it, and writes nothing.
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 64)
+    done = subprocess.run([sys.executable, os.path.join(root, "launch.py"),
+                           f"--workdir={workdir}", "--mode=analyze", f"--video={bad}",
+                           f"--output_dir={tmp_path / 'nothing'}"],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 1 and "bad.mp4" in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "nothing").exists()

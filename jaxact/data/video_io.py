@@ -15,7 +15,7 @@ import os
 import uuid
 import zipfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent import futures
 from typing import NamedTuple
 
@@ -288,6 +288,102 @@ def _decode(path: str, size: tuple[int, int] | None) -> np.ndarray:
         raise BadInputError(path, f"decoded {len(frames)} of the {expected} frames its header "
                                   "lists; truncated?")
     return np.stack(frames)
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def count_frames(path: str) -> int | None:
+    """Frames of a video file (its header's count, None when it lists none), of a frame array,
+    or image files in a folder; for progress bars, not a promise."""
+    if os.path.isdir(path):
+        return len([f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)])
+    if os.path.splitext(path)[1].lower() in ARRAY_EXTENSIONS:
+        return len(_load_array(path))
+    av = _import_av()
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            return container.streams.video[0].frames or None if container.streams.video else None
+    except (av.error.FFmpegError, OSError):
+        return None
+
+
+def iter_frames(path: str, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """uint8 RGB frames `[H, W, 3]` one at a time, resized to `size=(H, W)` when given: a whole
+    lesson is never held in memory. `path`: a video file (PyAV), a .npy / .npz frame array, or a
+    folder of images (.png, .jpg, ...; sorted by name, all of one size).
+
+    Raises `BadInputError` naming the file (or the folder's offending image) for anything wrong:
+    missing, empty, unreadable, truncated (a video that stops early), no frames, an image of
+    another size or a file that is no image among the folder's images.
+    """
+    if size is not None:
+        _check_arguments(None, size)
+    if not os.path.exists(path):
+        raise MissingInputError(path, "no such file or folder")
+    if os.path.isdir(path):
+        yield from _iter_image_folder(path, size)
+        return
+    if os.path.getsize(path) == 0:
+        raise BadInputError(path, "empty file (0 bytes)")
+    ext = os.path.splitext(path)[1].lower()
+    if ext in ARRAY_EXTENSIONS:
+        for frame in read_video(path, size=size):
+            yield frame
+        return
+    if ext not in VIDEO_EXTENSIONS:
+        raise BadInputError(path, f"unsupported extension {ext!r}; expected a video "
+                                  f"({', '.join(VIDEO_EXTENSIONS)}), a frame array or a folder")
+    av = _import_av()
+    resize = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
+    count = 0
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise BadInputError(path, "no video stream")
+            stream = container.streams.video[0]
+            expected = stream.frames
+            for frame in container.decode(stream):
+                count += 1
+                yield frame.to_ndarray(format="rgb24", **resize)
+    except BadInputError:
+        raise
+    except (av.error.FFmpegError, OSError, EOFError, ValueError) as e:
+        raise BadInputError(path, f"cannot decode frame {count} ({type(e).__name__}: {e}); "
+                                  "truncated or corrupt?") from e
+    if not count:
+        raise BadInputError(path, "no frames could be decoded; truncated or corrupt?")
+    if expected and count < expected - max(1, int(_TRUNCATION_SLACK * expected)):
+        raise BadInputError(path, f"decoded {count} of the {expected} frames its header lists; "
+                                  "truncated?")
+
+
+def _iter_image_folder(folder: str, size: tuple[int, int] | None) -> Iterator[np.ndarray]:
+    import matplotlib.image  # PNG natively, JPEG etc. through Pillow
+
+    names = sorted(f for f in os.listdir(folder) if not f.startswith("."))
+    images = [f for f in names if f.lower().endswith(IMAGE_EXTENSIONS)]
+    others = [f for f in names if f not in images and os.path.isfile(os.path.join(folder, f))]
+    if others:
+        raise BadInputError(os.path.join(folder, others[0]),
+                            f"not an image ({', '.join(IMAGE_EXTENSIONS)}); a frame folder holds "
+                            "images only")
+    if not images:
+        raise BadInputError(folder, "no image files in the folder")
+    shape = None
+    for name in images:
+        path = os.path.join(folder, name)
+        try:
+            image = matplotlib.image.imread(path)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise BadInputError(path, f"unreadable image ({type(e).__name__}: {e})") from e
+        frame = to_rgb_uint8(np.asarray(image)[None], path)[0]
+        if shape is None:
+            shape = frame.shape
+        elif frame.shape != shape:
+            raise BadInputError(path, f"image of size {frame.shape[:2]}, the folder's first is "
+                                      f"{shape[:2]}; frames of one video share a size")
+        yield frame if size is None else _resize(frame[None], size)[0]
 
 
 def frame_rate(path: str, default: float = 10.0) -> float:

@@ -19,8 +19,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxact import detection_losses, settings, viz
-from jaxact.data import behaviour_labels, builders, sources, video_io
+from jaxact import console, detection_losses, settings, viz
+from jaxact.data import behaviour_labels, builders, pipeline, sources, video_io
 from jaxact.evaluation import behaviour_maps, detection
 from jaxact.models import channel_gate
 from jaxact.models.detector import (
@@ -417,6 +417,60 @@ class Experiment(experiment.ExperimentBase):
                            .astype(np.uint8), out_path)
 
         return shares, write
+
+    def analysis_settings(self):
+        """`report.AnalysisSettings` of the `analyze` config section."""
+        from jaxact.analysis import report, tracking
+
+        a = self.config.analyze
+        return report.AnalysisSettings(
+            tracker=tracking.TrackerSettings(iou_threshold=a.iou_threshold,
+                                             max_missed=a.max_missed, min_score=a.min_score,
+                                             min_hits=a.min_hits),
+            smooth_seconds=a.smooth_seconds, on=a.on, off=a.off, min_duration=a.min_duration,
+            max_gap=a.max_gap)
+
+    def analyze(self, path: str, output_dir: str) -> dict:
+        """--mode=analyze: the detector slid over a whole video (a file, a frame array or a
+        folder of images), one keyframe every `analyze.stride` frames, in batches of
+        `eval.batch_size`; the keyframes' detections become tracks, seats and behaviour
+        intervals (`jaxact.analysis.report`), written to `output_dir` (analysis.json,
+        summary.txt, timeline.png, counts.png). Frames are streamed, never all in memory."""
+        from jaxact.analysis import lesson, report
+
+        c = self.config
+        settings = self.analysis_settings()  # bad settings fail before the video is read
+        params = self.restore_final()
+        fps = video_io.frame_rate(path, default=c.analyze.fps)
+        total = video_io.count_frames(path)
+        frames_read = []
+
+        def frames():
+            for frame in video_io.iter_frames(path, self.data.frame_shape[:2]):
+                frames_read.append(None)
+                yield frame
+
+        def predict(video):
+            return self.programs.predict(params, self.data_parallel.batch(
+                pipeline.normalize(video)))
+
+        windows = lesson.keyframe_windows(frames(), c.data.num_frames, c.data.frame_stride,
+                                          c.analyze.stride)
+        keyframes = []
+        with console.bar(total, "analyze", unit="frame") as progress:
+            for detections in lesson.detect_keyframes(windows, predict, c.eval.batch_size, fps):
+                keyframes.append(detections)
+                progress.update(len(frames_read) - progress.n)
+        if len(frames_read) < c.data.num_frames:
+            console.warn(f"{path}: {len(frames_read)} frames, shorter than one clip window of "
+                         f"{c.data.num_frames}; edge frames repeated")
+        analysis = report.analyze(keyframes, tuple(self.class_names), len(frames_read) / fps,
+                                  settings)
+        analysis["meta"].update(video=path, fps=fps, num_frames=len(frames_read),
+                                stride=c.analyze.stride, workdir=self.workdir)
+        written = report.write_report(analysis, output_dir) if jax.process_index() == 0 else {}
+        console.say(report.summary_text(analysis))
+        return {"analysis": analysis, "written": written}
 
     def describe_prediction(self, answer: dict) -> str:
         people = answer["detections"]

@@ -241,6 +241,12 @@ class ExperimentBase(abc.ABC):
         self.check_trained()
         return self.predictor()(path)[0]
 
+    def analyze(self, path: str, output_dir: str) -> dict:
+        """--mode=analyze: a whole video (a lesson) analysed into a report in `output_dir`.
+        Only experiments that detect people over time implement it."""
+        raise ValueError(f"--mode=analyze needs a detector run; this run is a "
+                         f"{self.config.experiment}")
+
     def predict(self, paths: list[str], output_dir: str) -> list[dict]:
         """Answers for every clip in `paths`: `OUTPUT_DIR/NAME.json` each (NAME the file's stem,
         numbered when stems repeat) and the method's pictures beside it. A clip that cannot be
