@@ -236,3 +236,30 @@ def test_track_to_counts():
     assert found == [(1.0, 3.0, pytest.approx(0.9))]
     np.testing.assert_array_equal(intervals.counts_per_second([found], duration=6),
                                   [0, 1, 1, 1, 0, 0])
+
+
+def _track(id_, times, box):
+    times = np.asarray(times, float)
+    return tracking.Track(id_, times, np.tile(np.asarray(box, float), (len(times), 1)),
+                          np.ones(len(times)), np.zeros((len(times), 2)))
+
+
+def test_merge_fragments_joins_a_person_broken_by_a_long_gap():
+    seat_a, seat_b = [0.1, 0.5, 0.2, 0.7], [0.5, 0.5, 0.6, 0.7]
+    tracks = [_track(0, [0, 1, 2], seat_a), _track(1, [0, 1, 2, 3, 4, 5], seat_b),
+              _track(4, [5, 6], [0.11, 0.5, 0.21, 0.7]),  # seat a again after a gap
+              _track(7, [1, 2], [0.12, 0.52, 0.2, 0.7])]  # overlaps track 0 in time: no merge
+    merged = tracking.merge_fragments(tracks)
+    assert [t.id for t in merged] == [0, 1, 7]
+    np.testing.assert_array_equal(merged[0].times, [0, 1, 2, 5, 6])
+    assert merged[0].boxes.shape == (5, 4) and merged[0].behaviour_scores.shape == (5, 2)
+    far = tracking.merge_fragments([_track(0, [0, 1], seat_a), _track(3, [4, 5], seat_b)])
+    assert [t.id for t in far] == [0, 3]  # another place: another person
+    assert tracking.merge_fragments([]) == []
+
+
+def test_seat_point_is_the_mean_x_and_the_median_bottom():
+    track = tracking.Track(0, np.arange(3.0), np.array([[0.1, 0.5, 0.3, 0.8], [0.1, 0.2, 0.3, 0.8],
+                                                        [0.2, 0.5, 0.4, 0.9]]),
+                           np.ones(3), np.zeros((3, 1)))
+    np.testing.assert_allclose(track.seat_point, [(0.2 + 0.2 + 0.3) / 3, 0.8])

@@ -37,7 +37,9 @@ _SLACK = 1e-9  # keeps an interval of exactly min_duration despite rounding of t
 class AnalysisSettings:
     """``smooth_seconds``: moving-average window of the behaviour scores; ``on`` / ``off``:
     hysteresis thresholds; ``min_duration``: shortest interval kept (seconds, module docstring);
-    ``max_gap``: an interval closes across a detection gap longer than this (None: never)."""
+    ``max_gap``: an interval closes across a detection gap longer than this (None: never);
+    ``merge_iou``: tracks broken by a long gap join when their mean boxes overlap this much
+    (`tracking.merge_fragments`; above 1: never)."""
 
     tracker: tracking.TrackerSettings = dataclasses.field(default_factory=tracking.TrackerSettings)
     smooth_seconds: float = 1.0
@@ -45,11 +47,12 @@ class AnalysisSettings:
     off: float = 0.4
     min_duration: float = 0.5
     max_gap: float | None = 2.0
+    merge_iou: float = 0.5
 
     def __post_init__(self):
         if not isinstance(self.tracker, tracking.TrackerSettings):
             raise ValueError(f"AnalysisSettings.tracker must be a TrackerSettings: {self.tracker!r}")
-        for name in ("smooth_seconds", "on", "off", "min_duration", "max_gap"):
+        for name in ("smooth_seconds", "on", "off", "min_duration", "max_gap", "merge_iou"):
             v = getattr(self, name)
             if name == "max_gap" and v is None:
                 continue
@@ -111,14 +114,18 @@ def analyze(keyframes: Iterable[Mapping], class_names: Sequence[str], duration: 
     frames = list(keyframes)
     times = np.unique([float(f["time"]) for f in frames])
     dt = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
-    tracks = tracking.track_sequence(frames, settings.tracker)
+    tracks = tracking.merge_fragments(tracking.track_sequence(frames, settings.tracker),
+                                      settings.merge_iou)
     for t in tracks:
         if t.behaviour_scores.shape[1] != len(names):
             raise ValueError(f"{t.behaviour_scores.shape[1]} behaviour scores per detection for "
                              f"{len(names)} class_names")
     # Heights floored: a track of degenerate boxes must not make assign_seats reject the lesson.
-    rc = seats.assign_seats([t.mean_centre for t in tracks],
-                            heights=[max(t.mean_height, 1e-6) for t in tracks])
+    # Rows from the tracks' bottom edges (at the desks): they scatter far less within a row
+    # than box centres, so a gap of 0.3 person heights already separates rows.
+    rc = seats.assign_seats([t.seat_point for t in tracks],
+                            heights=[max(t.mean_height, 1e-6) for t in tracks],
+                            height_fraction=0.3)
 
     out_tracks = []
     for (row, col), t in sorted(zip(rc.tolist(), tracks, strict=True),

@@ -64,6 +64,12 @@ class Track:
         return np.stack([self.boxes[:, 0::2].mean(), self.boxes[:, 1::2].mean()])
 
     @property
+    def seat_point(self) -> np.ndarray:
+        """``[2]`` (mean x centre, median bottom y): where a seated person is. The bottom edge
+        (at the desk) moves little when someone stands or raises a hand, unlike the centre."""
+        return np.stack([self.boxes[:, 0::2].mean(), np.median(self.boxes[:, 3])])
+
+    @property
     def mean_height(self) -> float:
         """Mean box height (normalised)."""
         return float(np.mean(self.boxes[:, 3] - self.boxes[:, 1]))
@@ -169,3 +175,35 @@ def track_sequence(frames: Iterable[Mapping], settings: TrackerSettings | None =
     for f in frames:
         tracker.update(f["boxes"], f["scores"], f["behaviour_scores"], f["time"])
     return tracker.finish()
+
+
+def merge_fragments(tracks: list[Track], min_iou: float = 0.5) -> list[Track]:
+    """Joins tracks of one person broken by a longer gap than the tracker's memory: a track
+    that starts after another has ended (at most one shared keyframe) takes that track's id
+    when their mean boxes overlap with IoU >= `min_iou` (best overlap first). Meant for scenes
+    where people keep their place (a class): tracks that move far never merge. Returns the
+    merged tracks sorted by id, each with its detections in time order."""
+    merged = sorted(tracks, key=lambda t: t.times[0])
+    changed = True
+    while changed:
+        changed = False
+        means = np.stack([t.boxes.mean(axis=0) for t in merged]) if merged else np.zeros((0, 4))
+        overlap = iou_matrix(means, means)
+        pairs = []
+        for i, a in enumerate(merged):
+            for j, b in enumerate(merged):
+                shared = np.intersect1d(a.times, b.times).size
+                if i != j and a.times[-1] <= b.times[0] and shared <= 1 and overlap[i, j] >= min_iou:
+                    pairs.append((overlap[i, j], i, j))
+        if pairs:
+            _, i, j = max(pairs)
+            a, b = merged[i], merged[j]
+            keep = ~np.isin(b.times, a.times)
+            joined = Track(min(a.id, b.id), np.concatenate([a.times, b.times[keep]]),
+                           np.concatenate([a.boxes, b.boxes[keep]]),
+                           np.concatenate([a.scores, b.scores[keep]]),
+                           np.concatenate([a.behaviour_scores, b.behaviour_scores[keep]]))
+            merged = [t for k, t in enumerate(merged) if k not in (i, j)] + [joined]
+            merged.sort(key=lambda t: t.times[0])
+            changed = True
+    return sorted(merged, key=lambda t: t.id)

@@ -428,7 +428,7 @@ class Experiment(experiment.ExperimentBase):
                                              max_missed=a.max_missed, min_score=a.min_score,
                                              min_hits=a.min_hits),
             smooth_seconds=a.smooth_seconds, on=a.on, off=a.off, min_duration=a.min_duration,
-            max_gap=a.max_gap)
+            max_gap=a.max_gap, merge_iou=a.merge_iou)
 
     def analyze(self, path: str, output_dir: str) -> dict:
         """--mode=analyze: the detector slid over a whole video (a file, a frame array or a

@@ -76,6 +76,7 @@ _ADDED_FIELDS = {
         "analyze.off": 0.4,
         "analyze.min_duration": 0.5,
         "analyze.max_gap": 2.0,
+        "analyze.merge_iou": 0.5,
         "train.eval_every": 0,
         "train.eval_split": "validation",
     },
