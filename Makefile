@@ -8,7 +8,7 @@ WORKDIR ?= workdirs/maneuvers_memory
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e ".[test,video,notebooks]"
+	$(VENV)/bin/pip install --quiet -e ".[test,video,notebooks,analysis]"
 	touch $@
 
 run: $(VENV)/.installed
