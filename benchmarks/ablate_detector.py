@@ -98,20 +98,22 @@ class Row:
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-# The fusion under the adaptive layers' rows (part 3): the part-2 rule (best mean frame-mAP over
-# 2 seeds among rows with frame-mAP >= 0.70, person AP50 >= 0.90 and <= 20 min of training on
-# 2 idle cores) applied to the decoupled fusions, which are the only heads with a temporal branch.
-ADAPTIVE_FUSION = "concat"
+# The adaptive layers' rows (part 3) build on the part-2 winner, the default config (the rule:
+# best mean frame-mAP over 2 seeds among rows with frame-mAP >= 0.70, person AP50 >= 0.90 and
+# <= 20 min of training on 2 idle cores): `classroom_detector.DEFAULT_FUSION` with its default
+# box L1. The part-2 rows pin the L1 they were measured with.
+ADAPTIVE_FUSION = classroom_detector.DEFAULT_FUSION
+_CXCYWH = {"loss.l1_coords": "cxcywh"}
 # The gated rows decide from each layer's input (`gate_policy="input"`): only then can the compact
 # inference path skip channels, so their latency can be measured, not just their FLOPs counted.
 _GATED = {"model.head.gate_policy": "input"}
 
 ROWS = (
-    Row("pooled", "fusion=pooled"),
-    Row("sum", "fusion=sum"),
-    Row("concat", "fusion=concat"),
-    Row("gram", "fusion=gram"),
-    Row("gram_no_enc", "fusion=gram", {"model.head.encodings": False}),
+    Row("pooled", "fusion=pooled", _CXCYWH),
+    Row("sum", "fusion=sum", _CXCYWH),
+    Row("concat", "fusion=concat", _CXCYWH),
+    Row("gram", "fusion=gram", _CXCYWH),
+    Row("gram_no_enc", "fusion=gram", {"model.head.encodings": False, **_CXCYWH}),
     Row("gram_xyxy", "fusion=gram", {"loss.l1_coords": "xyxy"}),
     # Part 3 on ADAPTIVE_FUSION: the head gate's reference (the same temporal layers, ungated;
     # the backbone gate's is the ADAPTIVE_FUSION row), the gates, the relations, and all of it
@@ -124,8 +126,8 @@ ROWS = (
 )
 ROW_NAMES = tuple(row.name for row in ROWS)
 SPREAD = "population std (ddof=0) over the finished seeds; None with fewer than 2"
-# Config fields that differ between machines without changing a run.
-_MACHINE_FIELDS = ("data.data_dir", "data.num_threads", "data.prefetch")
+# Config fields that differ between machines, or only name the run, without changing it.
+_MACHINE_FIELDS = ("data.data_dir", "data.num_threads", "data.prefetch", "config_name")
 
 
 def get_row(row: str | Row) -> Row:

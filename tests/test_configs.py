@@ -179,11 +179,16 @@ def test_detector_adaptive_variants():
     plain = classroom_detector.get_config("fusion=gram")
     assert plain.model.gate == "off" and plain.model.head.temporal_layers == 0
     assert not plain.model.head.relation
-    backbone = classroom_detector.get_config("gate=backbone")
+    backbone = classroom_detector.get_config("fusion=pooled,gate=backbone")
     assert backbone.model.gate == "backbone" and backbone.model.head.name == "pooled"
+    default = classroom_detector.get_config()
+    assert default.model.head.name == "decoupled"
+    assert default.model.head.fusion == classroom_detector.DEFAULT_FUSION
+    assert default.loss.l1_coords == classroom_detector.DEFAULT_L1_COORDS
     both = classroom_detector.get_config("fusion=sum,gate=both")
     assert both.model.head.temporal_layers == 2
-    for bad, match in (("gate=head", "need a fusion= head"), ("relation", "need a fusion= head"),
+    for bad, match in (("fusion=pooled,gate=head", "need a fusion= head"),
+                       ("fusion=pooled,relation", "need a fusion= head"),
                        ("fusion=sum,gate=all", "gate='all'")):
         with pytest.raises(ValueError, match=match):
             classroom_detector.get_config(bad)
