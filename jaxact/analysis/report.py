@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from jaxact import files
 from jaxact.analysis import intervals, seats, tracking
 from jaxact.evaluation.behaviour_maps import behaviour_colours
 
@@ -258,21 +259,6 @@ def plot_counts(analysis: Mapping) -> Figure:
     return fig
 
 
-def _write_atomic(path: str, write) -> str:
-    """Calls ``write(binary_file)`` on a temporary file beside ``path``, then renames it over
-    ``path``: a crash mid-way never leaves a partial file under the final name."""
-    tmp = f"{path}.{os.getpid()}.tmp"  # the pid keeps two writers of one folder apart
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def write_report(analysis: Mapping, output_dir: str) -> dict[str, str]:
     """Writes analysis.json, summary.txt, timeline.png and counts.png into ``output_dir``
     (created if missing), each atomically; returns file name -> path."""
@@ -283,5 +269,5 @@ def write_report(analysis: Mapping, output_dir: str) -> dict[str, str]:
         "timeline.png": lambda f: plot_timeline(analysis).savefig(f, format="png", dpi=100),
         "counts.png": lambda f: plot_counts(analysis).savefig(f, format="png", dpi=100),
     }
-    return {name: _write_atomic(os.path.join(output_dir, name), write)
+    return {name: files.write_atomic(os.path.join(output_dir, name), write)
             for name, write in writers.items()}

@@ -22,12 +22,12 @@ of `classroom._eased` covers 3 frames), so labels follow the pictures. Pure nump
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Iterator
 
 import numpy as np
 
+from jaxact import files
 from jaxact.data import classroom as cr
 from jaxact.data import video_io
 from jaxact.data.render_utils import add_pixel_noise, hsv
@@ -297,13 +297,6 @@ def write_lesson(seed: int, config: LessonConfig, out_dir: str) -> dict:
     if os.path.exists(truth_path):
         os.remove(truth_path)
     video_io.write_video(video_path, lesson["video"], fps=config.fps)
-    tmp = f"{truth_path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(_ground_truth_json(lesson, config, seed), f, separators=(",", ":"))
-        os.replace(tmp, truth_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    files.write_json(truth_path, _ground_truth_json(lesson, config, seed), separators=(",", ":"))
     return {"video": video_path, "ground_truth": truth_path, "num_people": lesson["num_people"],
             "num_frames": config.num_frames}

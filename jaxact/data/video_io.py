@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import fractions
-import json
 import os
 import uuid
 import zipfile
@@ -21,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 from absl import logging
+
+from jaxact import files
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 ARRAY_EXTENSIONS = (".npy", ".npz")
@@ -266,9 +267,15 @@ def _import_av():
 
 
 def _decode(path: str, size: tuple[int, int] | None) -> np.ndarray:
+    return np.stack(list(_iter_video_file(path, size)))
+
+
+def _iter_video_file(path: str, size: tuple[int, int] | None) -> Iterator[np.ndarray]:
+    """Decoded RGB frames of a video file, one at a time; `BadInputError` for a file with no
+    video stream, one FFmpeg cannot decode, no frames, or fewer frames than its header lists."""
     av = _import_av()
     resize = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
-    frames = []
+    count = 0
     try:
         with av.open(path, metadata_errors="ignore") as container:
             if not container.streams.video:
@@ -276,18 +283,18 @@ def _decode(path: str, size: tuple[int, int] | None) -> np.ndarray:
             stream = container.streams.video[0]
             expected = stream.frames  # 0 when the container does not say
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24", **resize))
+                count += 1
+                yield frame.to_ndarray(format="rgb24", **resize)
     except BadInputError:
         raise
     except (av.error.FFmpegError, OSError, EOFError, ValueError) as e:
-        raise BadInputError(path, f"cannot decode ({type(e).__name__}: {e}); truncated or "
-                                  "corrupt?") from e
-    if not frames:
+        raise BadInputError(path, f"cannot decode frame {count} ({type(e).__name__}: {e}); "
+                                  "truncated or corrupt?") from e
+    if not count:
         raise BadInputError(path, "no frames could be decoded; truncated or corrupt?")
-    if expected and len(frames) < expected - max(1, int(_TRUNCATION_SLACK * expected)):
-        raise BadInputError(path, f"decoded {len(frames)} of the {expected} frames its header "
-                                  "lists; truncated?")
-    return np.stack(frames)
+    if expected and count < expected - max(1, int(_TRUNCATION_SLACK * expected)):
+        raise BadInputError(path, f"decoded {count} of the {expected} frames its header lists; "
+                                  "truncated?")
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -328,34 +335,12 @@ def iter_frames(path: str, size: tuple[int, int] | None = None) -> Iterator[np.n
         raise BadInputError(path, "empty file (0 bytes)")
     ext = os.path.splitext(path)[1].lower()
     if ext in ARRAY_EXTENSIONS:
-        for frame in read_video(path, size=size):
-            yield frame
+        yield from read_video(path, size=size)
         return
     if ext not in VIDEO_EXTENSIONS:
         raise BadInputError(path, f"unsupported extension {ext!r}; expected a video "
                                   f"({', '.join(VIDEO_EXTENSIONS)}), a frame array or a folder")
-    av = _import_av()
-    resize = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
-    count = 0
-    try:
-        with av.open(path, metadata_errors="ignore") as container:
-            if not container.streams.video:
-                raise BadInputError(path, "no video stream")
-            stream = container.streams.video[0]
-            expected = stream.frames
-            for frame in container.decode(stream):
-                count += 1
-                yield frame.to_ndarray(format="rgb24", **resize)
-    except BadInputError:
-        raise
-    except (av.error.FFmpegError, OSError, EOFError, ValueError) as e:
-        raise BadInputError(path, f"cannot decode frame {count} ({type(e).__name__}: {e}); "
-                                  "truncated or corrupt?") from e
-    if not count:
-        raise BadInputError(path, "no frames could be decoded; truncated or corrupt?")
-    if expected and count < expected - max(1, int(_TRUNCATION_SLACK * expected)):
-        raise BadInputError(path, f"decoded {count} of the {expected} frames its header lists; "
-                                  "truncated?")
+    yield from _iter_video_file(path, size)
 
 
 def _iter_image_folder(folder: str, size: tuple[int, int] | None) -> Iterator[np.ndarray]:
@@ -539,8 +524,4 @@ def write_report(workdir: str, problems: Sequence[Problem], checked: int | None 
     out = os.path.join(workdir, filename)
     report = {"checked": checked, "skipped": len(problems),
               "problems": [p._asdict() for p in problems]}
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, out)  # never a half-written report
-    return out
+    return files.write_json(out, report, indent=1)  # never a half-written report

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from jaxact import console
+from jaxact import console, files
 from jaxact.train import checkpoint, parallel
 from jaxact.train.state import learning_rate_schedule
 
@@ -35,10 +35,7 @@ def check_class_names(workdir: str, class_names: list[str]) -> None:
 def write_json(path: str, obj, **kwargs) -> None:
     """Writes via a temporary file and a rename, so a kill mid-write never leaves a truncated
     file where a finished one was (resume and eval read these)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, **kwargs)
-    os.replace(tmp, path)
+    files.write_json(path, obj, indent=2, **kwargs)
 
 
 # Fields added to the configs after workdirs were written with them, and the value that those
