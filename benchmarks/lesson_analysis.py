@@ -40,8 +40,9 @@ ground-truth frame of the keyframe; people hidden in a frame are not in it.
       cover the keyframe time (start <= t <= end) equals the true set of that frame. Pooled over
       lessons (correct / total). Unmatched students are left out: idf1 and mota see them.
   realtime_factor  lesson seconds / wall seconds of the analysis: decoding, prediction,
-      tracking, the report and its files; the parameters are restored and the forward compiled
-      once before the first lesson, outside the timing (the steady state of a long video).
+      tracking, the behaviour maps, the annotated video (a second decoding pass) and the
+      report; the parameters are restored and the forward compiled once before the first
+      lesson, outside the timing (the steady state of a long video).
       Pooled: summed lesson seconds over summed wall seconds.
 
 JSON: `{"date", "machine", "workdir", "config_name", "seeds", "seconds", "per_behaviour": {name:
@@ -372,61 +373,29 @@ def aggregate(lessons: Sequence[Mapping], names: Sequence[str]) -> dict:
 
 
 class Analyzer:
-    """A run's detector, restored and compiled once, analysing lessons as `Experiment.analyze`
-    does, but keeping the keyframe detections and the tracks that the report is made of."""
+    """A run's detector, restored and compiled once, analysing lessons exactly as
+    `Experiment.analyze` does (its `LessonAnalyzer`), keeping the keyframe detections and the
+    tracks that the report is made of."""
 
     def __init__(self, workdir: str):
-        from jaxact.data import pipeline
         from jaxact.train import get_experiment, loop
 
         self.config = loop.read_config(workdir)
-        self.workdir = workdir
-        self.exp = get_experiment(self.config.experiment)(self.config, workdir)
-        self.settings = self.exp.analysis_settings()
+        exp = get_experiment(self.config.experiment)(self.config, workdir)
         start = time.perf_counter()
-        params = self.exp.restore_final()
-        exp = self.exp
-        self.predict = lambda video: exp.programs.predict(
-            params, exp.data_parallel.batch(pipeline.normalize(video)))
+        self.runner = exp.analyzer()
         # Compiled here, so the first lesson's timing is not mostly compilation.
         shape = exp.input_shape(self.config.eval.batch_size)
-        jax.block_until_ready(self.predict(np.zeros(shape, np.uint8)))
+        jax.block_until_ready(self.runner.predict(np.zeros(shape, np.uint8)))
         self.setup_seconds = time.perf_counter() - start
 
     def analyze(self, path: str, output_dir: str) -> dict:
         """{"analysis", "tracks", "keyframe_times", "seconds" (wall)} of the video `path`; the
         report goes to `output_dir`."""
-        from jaxact.analysis import lesson, report
-        from jaxact.data import video_io
-
-        c, exp = self.config, self.exp
-        start = time.perf_counter()
-        fps = video_io.frame_rate(path, default=c.analyze.fps)
-        read = [0]
-
-        def frames():  # streamed as in `Experiment.analyze`: memory stays bounded
-            for frame in video_io.iter_frames(path, exp.data.frame_shape[:2]):
-                read[0] += 1
-                yield frame
-
-        windows = lesson.keyframe_windows(frames(), c.data.num_frames, c.data.frame_stride,
-                                          c.analyze.stride)
-        keyframes = list(lesson.detect_keyframes(windows, self.predict, c.eval.batch_size, fps))
-        analysis = report.analyze(keyframes, tuple(exp.class_names), read[0] / fps, self.settings)
-        analysis["meta"].update(video=path, fps=fps, num_frames=read[0],
-                                stride=c.analyze.stride, workdir=self.workdir)
-        report.write_report(analysis, output_dir)
-        seconds = time.perf_counter() - start
-        # The report keeps intervals and mean boxes only; the per-keyframe boxes come from the
-        # same (deterministic) tracking again, checked to be the report's tracks.
-        tracks = tracking.merge_fragments(
-            tracking.track_sequence(keyframes, self.settings.tracker), self.settings.merge_iou)
-        got = {t.id: t.boxes.mean(axis=0) for t in tracks}
-        if set(got) != {tr["id"] for tr in analysis["tracks"]} or not all(
-                np.allclose(got[tr["id"]], tr["mean_box"]) for tr in analysis["tracks"]):
-            raise RuntimeError("the rebuilt tracks are not the report's")
-        return {"analysis": analysis, "tracks": tracks,
-                "keyframe_times": [float(k["time"]) for k in keyframes], "seconds": seconds}
+        out = self.runner.run(path, output_dir)
+        return {"analysis": out["analysis"], "tracks": out["tracks"],
+                "keyframe_times": [float(k["time"]) for k in out["keyframes"]],
+                "seconds": out["seconds"]}
 
 
 def now() -> str:

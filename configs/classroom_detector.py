@@ -155,6 +155,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.analyze.off = 0.4  # ... and ends when it falls below this (hysteresis)
     config.analyze.min_duration = 0.5  # seconds; shorter intervals are flicker, dropped
     config.analyze.max_gap = 2.0  # seconds without a detection that close an interval
+    config.analyze.map_size = 64  # maps.npz: behaviour maps per keyframe at this size (0: none)
+    config.analyze.video = True  # write annotated.mp4 (a second decoding pass)
     config.analyze.merge_iou = 0.5  # broken tracks whose mean boxes overlap this much join
 
     config.eval.batch_size = 16  # global eval batch (the last one is padded and masked)

@@ -3,6 +3,8 @@ detections drawn into a video frame at its own resolution (`annotate_frame`, `sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -231,7 +233,7 @@ def _font(size: int):
 
 
 def annotate_frame(frame, detections, class_names, score_threshold: float = 0.5,
-                   top_k: int = 2) -> np.ndarray:
+                   top_k: int = 2, labels: Sequence[str] | None = None) -> np.ndarray:
     """`frame` uint8 `[H, W, 3]` with the predicted boxes of person score > `score_threshold`
     and their `top_k` actions and scores drawn in, at the frame's own resolution (for annotated
     PNGs and videos). Returns a uint8 `[H, W, 3]` copy; the frame itself is not modified.
@@ -240,7 +242,8 @@ def annotate_frame(frame, detections, class_names, score_threshold: float = 0.5,
     (as for `plot_detections`). The action scores already include the person score, so the label
     lists only them. The text height is a fixed fraction of the frame's (at least 8 pixels);
     labels go above the box, else inside or below it, never over another label (most confident
-    box first); one that fits nowhere is left out.
+    box first); one that fits nowhere is left out. `labels`: the text of each detection instead
+    of its actions (e.g. a track's id, seat and decided behaviours); `scores` is then not needed.
     """
     from PIL import Image, ImageDraw
 
@@ -252,7 +255,13 @@ def annotate_frame(frame, detections, class_names, score_threshold: float = 0.5,
     h, w = frame.shape[:2]
     person = np.asarray(detections["person_scores"], np.float64).reshape(-1)
     boxes = np.asarray(detections["boxes"], np.float64).reshape(-1, 4) * [w, h, w, h]
-    action = np.asarray(detections["scores"], np.float64).reshape(len(boxes), len(class_names))
+    if labels is None:
+        action = np.asarray(detections["scores"], np.float64).reshape(len(boxes), len(class_names))
+        labels = ["\n".join(f"{name} {score:.2f}"
+                            for name, score in _top_actions(action[i], class_names, top_k))
+                  for i in range(len(boxes))]
+    elif len(labels) != len(boxes):
+        raise ValueError(f"{len(labels)} labels for {len(boxes)} boxes")
     # Drawn on a transparent layer: label backgrounds let the scene show through.
     layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
@@ -267,8 +276,7 @@ def annotate_frame(frame, detections, class_names, score_threshold: float = 0.5,
                        width=line)
     placed = []
     for i in confident:
-        text = "\n".join(f"{name} {score:.2f}"
-                         for name, score in _top_actions(action[i], class_names, top_k))
+        text = labels[i]
         if not text:
             continue
         left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, spacing=1)

@@ -276,7 +276,7 @@ def test_analyze_command_writes_the_lesson_report(tiny_run, tmp_path):
     import subprocess
     import sys
 
-    from jaxact.data import lessons
+    from jaxact.data import lessons, video_io
 
     pytest.importorskip("av")
     config, trained, _ = tiny_run
@@ -293,9 +293,14 @@ def test_analyze_command_writes_the_lesson_report(tiny_run, tmp_path):
                            f"--video={lesson['video']}", f"--output_dir={out}"],
                           capture_output=True, text=True, timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(os.listdir(out)) == ["analysis.json", "counts.png", "summary.txt",
-                                       "timeline.png"]
+    assert sorted(os.listdir(out)) == ["analysis.json", "annotated.mp4", "counts.png", "maps.npz",
+                                       "summary.txt", "timeline.png"]
     analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["meta"]["workdir"] == workdir
+    with np.load(out / "maps.npz") as maps:
+        size = config.analyze.map_size
+        assert maps["behaviour"].shape == maps["person"].shape == (24 // 4, size, size)
+    assert video_io.read_video(str(out / "annotated.mp4")).shape == (24, 64, 64, 3)
     assert analysis["meta"]["num_frames"] == 24 and analysis["meta"]["fps"] == 8.0
     assert analysis["meta"]["num_keyframes"] == 24 // 4
     assert (out / "summary.txt").read_text().startswith("Lesson: 3 s")

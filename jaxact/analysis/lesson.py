@@ -1,18 +1,27 @@
 """Whole-lesson analysis: a detector slid over a video, one keyframe every `stride` frames.
 
     frames (streamed)  ->  keyframe windows [T, H, W, 3]  ->  batched predict  ->  per keyframe
-    {time, boxes, scores, behaviour_scores}  ->  `report.analyze` (tracks, seats, intervals)
+    {time, boxes, scores, behaviour_scores, map_probs}  ->  `report.analyze` (tracks, seats,
+    intervals) and `annotate` (behaviour maps, annotated video)
 
-Memory stays bounded on long videos: frames are decoded one at a time and only those that a
-pending window still needs are kept (about `num_frames * frame_stride + stride` of them).
+`LessonAnalyzer` runs it all on a video file, a frame array or a folder of frames. Memory stays
+bounded on long videos: frames are decoded one at a time and only those that a pending window
+still needs are kept (about `num_frames * frame_stride + stride` of them); of each keyframe, the
+detections and two small map images are kept. The annotated video is a second decoding pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from jaxact import console, files
+from jaxact.analysis import annotate, report
+from jaxact.data import video_io
 from jaxact.data.pipeline import keyframe_window_indices
 
 
@@ -57,7 +66,8 @@ def detect_keyframes(windows: Iterable[tuple[int, np.ndarray]],
     `jaxact.train.detector.detections_from_outputs`) over windows in full batches (the last one
     padded) and yields per keyframe `{"frame", "time", "boxes" [N, 4], "scores" [N],
     "behaviour_scores" [N, A]}`: the person score and each behaviour's probability given a
-    person (action score / person score)."""
+    person (action score / person score); from a head with behaviour maps also `"map_probs"`
+    `[N, S, S, A + 1]`."""
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush():
@@ -67,9 +77,12 @@ def detect_keyframes(windows: Iterable[tuple[int, np.ndarray]],
         for row, (frame, _) in enumerate(pending):
             person = np.asarray(out["person_scores"][row], np.float32)
             actions = np.asarray(out["action_scores"][row], np.float32)
-            yield {"frame": frame, "time": frame / fps, "boxes": np.asarray(out["boxes"][row]),
-                   "scores": person,
-                   "behaviour_scores": actions / np.maximum(person[:, None], 1e-6)}
+            keyframe = {"frame": frame, "time": frame / fps, "boxes": np.asarray(out["boxes"][row]),
+                        "scores": person,
+                        "behaviour_scores": actions / np.maximum(person[:, None], 1e-6)}
+            if "map_probs" in out:
+                keyframe["map_probs"] = np.asarray(out["map_probs"][row], np.float32)
+            yield keyframe
         pending.clear()
 
     for item in windows:
@@ -78,3 +91,95 @@ def detect_keyframes(windows: Iterable[tuple[int, np.ndarray]],
             yield from flush()
     if pending:
         yield from flush()
+
+
+OUTPUTS = ("analysis.json", "summary.txt", "timeline.png", "counts.png", "maps.npz",
+           "annotated.mp4")
+
+
+@dataclasses.dataclass(frozen=True)
+class LessonAnalyzer:
+    """A detector and the settings of a whole-lesson analysis; `run` analyses one video.
+
+    ``predict``: uint8 clips ``[batch_size, num_frames, H, W, 3]`` -> detections (as
+    `jaxact.train.detector.detections_from_outputs`), ``frame_size``: its ``(H, W)``;
+    ``map_size``: ``(h, w)`` of the saved behaviour maps (None: none; a head without maps
+    has none either); ``video``: write annotated.mp4; ``meta``: added to the report's meta.
+    """
+
+    predict: Callable[[np.ndarray], dict]
+    class_names: Sequence[str]
+    frame_size: tuple[int, int]
+    num_frames: int
+    frame_stride: int
+    stride: int
+    batch_size: int
+    default_fps: float
+    settings: report.AnalysisSettings = dataclasses.field(default_factory=report.AnalysisSettings)
+    map_size: tuple[int, int] | None = (64, 64)
+    video: bool = True
+    meta: Mapping = dataclasses.field(default_factory=dict)
+
+    def run(self, path: str, output_dir: str | None) -> dict:
+        """Analyses the video ``path`` (a file, a frame array or a folder of frames) and, when
+        ``output_dir`` is given, writes `OUTPUTS` there (the report files last, so a failure
+        leaves no analysis.json behind). Returns ``{"analysis", "tracks", "keyframes"
+        (detections, without maps), "maps" (maps.npz's arrays or None), "written" (name ->
+        path), "seconds" (wall, decoding to report)}``."""
+        start = time.perf_counter()
+        fps = video_io.frame_rate(path, default=self.default_fps)
+        total = video_io.count_frames(path)
+        read = [0]
+
+        def frames():
+            for frame in video_io.iter_frames(path, self.frame_size):
+                read[0] += 1
+                yield frame
+
+        windows = keyframe_windows(frames(), self.num_frames, self.frame_stride, self.stride)
+        recorder = annotate.MapRecorder(*self.map_size, self.settings.tracker.min_score) \
+            if self.map_size else None
+        keyframes = []
+        with console.bar(total, "analyze", unit="frame") as progress:
+            for keyframe in detect_keyframes(windows, self.predict, self.batch_size, fps):
+                probs = keyframe.pop("map_probs", None)
+                if recorder is not None and probs is not None:
+                    recorder.add({**keyframe, "map_probs": probs})
+                keyframes.append(keyframe)
+                progress.update(read[0] - progress.n)
+        if read[0] < self.num_frames:
+            console.warn(f"{path}: {read[0]} frames, shorter than one clip window of "
+                         f"{self.num_frames}; edge frames repeated")
+        tracks = report.build_tracks(keyframes, self.settings)
+        analysis = report.analyze(keyframes, tuple(self.class_names), read[0] / fps,
+                                  self.settings, tracks)
+        analysis["meta"].update(video=path, fps=fps, num_frames=read[0], stride=self.stride,
+                                **self.meta)
+        maps = (annotate.maps_npz(recorder, tracks, self.class_names)
+                if recorder is not None and len(recorder) else None)
+        written = {}
+        if output_dir is not None:
+            written = self._write(path, output_dir, analysis, tracks, keyframes, maps, fps, read[0])
+        return {"analysis": analysis, "tracks": tracks, "keyframes": keyframes, "maps": maps,
+                "written": written, "seconds": time.perf_counter() - start}
+
+    def _write(self, path, output_dir, analysis, tracks, keyframes, maps, fps, num_frames):
+        os.makedirs(output_dir, exist_ok=True)
+        written = {}
+        if maps is not None:
+            written["maps.npz"] = files.write_atomic(os.path.join(output_dir, "maps.npz"),
+                                                     lambda f: np.savez_compressed(f, **maps))
+        if self.video:
+            times = [k["time"] for k in keyframes]
+            labels = annotate.keyframe_labels(analysis, tracks, times)
+            out = os.path.join(output_dir, "annotated.mp4")
+            with video_io.VideoWriter(out, fps) as writer, \
+                    console.bar(num_frames, "annotate", unit="frame") as progress:
+                for frame in annotate.annotated_frames(
+                        video_io.iter_frames(path), [k["frame"] for k in keyframes], labels,
+                        None if maps is None else maps["behaviour"], self.class_names):
+                    writer.write(frame)
+                    progress.update()
+            written["annotated.mp4"] = out
+        written.update(report.write_report(analysis, output_dir))
+        return written

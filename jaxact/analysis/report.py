@@ -96,14 +96,24 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+def build_tracks(keyframes: Iterable[Mapping], settings: AnalysisSettings | None = None
+                 ) -> list[tracking.Track]:
+    """The people of a lesson: keyframes (as for `analyze`) tracked, broken tracks merged."""
+    settings = settings or AnalysisSettings()
+    return tracking.merge_fragments(tracking.track_sequence(keyframes, settings.tracker),
+                                    settings.merge_iou)
+
+
 def analyze(keyframes: Iterable[Mapping], class_names: Sequence[str], duration: float,
-            settings: AnalysisSettings | None = None) -> dict:
+            settings: AnalysisSettings | None = None,
+            tracks: Sequence[tracking.Track] | None = None) -> dict:
     """JSON-able analysis of a lesson of ``duration`` seconds (the content of analysis.json).
 
     ``keyframes``: in time order, each ``{"time", "boxes" [N, 4] normalised xyxy, "scores" [N],
-    "behaviour_scores" [N, A]}`` with ``A = len(class_names)``. Returns ``{"tracks", "per_behaviour",
-    "per_second", "meta"}`` (fields: the module docstring and the code below); tracks are sorted
-    by seat, front row first, then left to right.
+    "behaviour_scores" [N, A]}`` with ``A = len(class_names)``. ``tracks``: `build_tracks` of
+    them, when the caller has it already. Returns ``{"tracks", "per_behaviour", "per_second",
+    "meta"}`` (fields: the module docstring and the code below); tracks are sorted by seat,
+    front row first, then left to right, and keep the ids of ``tracks``.
     """
     settings = settings or AnalysisSettings()
     names = [str(n) for n in class_names]
@@ -115,8 +125,7 @@ def analyze(keyframes: Iterable[Mapping], class_names: Sequence[str], duration: 
     frames = list(keyframes)
     times = np.unique([float(f["time"]) for f in frames])
     dt = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
-    tracks = tracking.merge_fragments(tracking.track_sequence(frames, settings.tracker),
-                                      settings.merge_iou)
+    tracks = build_tracks(frames, settings) if tracks is None else list(tracks)
     for t in tracks:
         if t.behaviour_scores.shape[1] != len(names):
             raise ValueError(f"{t.behaviour_scores.shape[1]} behaviour scores per detection for "

@@ -50,6 +50,8 @@ class Track:
       boxes: ``[K, 4]`` normalised xyxy boxes.
       scores: ``[K]`` person scores.
       behaviour_scores: ``[K, A]`` behaviour scores.
+      detections: ``[K]`` each detection's index in its keyframe (None when unknown), to find
+        the keyframe's other outputs of that person (e.g. its behaviour map).
     """
 
     id: int
@@ -57,6 +59,7 @@ class Track:
     boxes: np.ndarray
     scores: np.ndarray
     behaviour_scores: np.ndarray
+    detections: np.ndarray | None = None
 
     @property
     def mean_centre(self) -> np.ndarray:
@@ -93,7 +96,7 @@ class _State:
     """A track being built: rows appended per hit, misses in a row since the last hit."""
 
     id: int
-    rows: list = dataclasses.field(default_factory=list)  # (time, box, score, behaviours)
+    rows: list = dataclasses.field(default_factory=list)  # (time, box, score, behaviours, index)
     missed: int = 0
 
 
@@ -126,7 +129,7 @@ class Tracker:
         behaviours = np.array(behaviour_scores, np.float64).reshape(n, -1) if n else None
         take = np.flatnonzero((scores >= cfg.min_score) & np.isfinite(boxes).all(axis=1))
 
-        row = lambda d: (time, boxes[d], scores[d], behaviours[d])
+        row = lambda d: (time, boxes[d], scores[d], behaviours[d], d)
         match: dict[int, int] = {}  # live-track position -> detection index
         if self._live and take.size:
             iou = iou_matrix(np.stack([s.rows[-1][1] for s in self._live]), boxes[take])
@@ -162,9 +165,10 @@ class Tracker:
 
 
 def _to_track(state: _State) -> Track:
-    times, boxes, scores, behaviours = zip(*state.rows, strict=True)
+    times, boxes, scores, behaviours, index = zip(*state.rows, strict=True)
     return Track(id=state.id, times=np.asarray(times, np.float64), boxes=np.stack(boxes),
-                 scores=np.asarray(scores), behaviour_scores=np.stack(behaviours))
+                 scores=np.asarray(scores), behaviour_scores=np.stack(behaviours),
+                 detections=np.asarray(index, np.int64))
 
 
 def track_sequence(frames: Iterable[Mapping], settings: TrackerSettings | None = None
@@ -202,7 +206,9 @@ def merge_fragments(tracks: list[Track], min_iou: float = 0.5) -> list[Track]:
             joined = Track(min(a.id, b.id), np.concatenate([a.times, b.times[keep]]),
                            np.concatenate([a.boxes, b.boxes[keep]]),
                            np.concatenate([a.scores, b.scores[keep]]),
-                           np.concatenate([a.behaviour_scores, b.behaviour_scores[keep]]))
+                           np.concatenate([a.behaviour_scores, b.behaviour_scores[keep]]),
+                           None if a.detections is None or b.detections is None else
+                           np.concatenate([a.detections, b.detections[keep]]))
             merged = [t for k, t in enumerate(merged) if k not in (i, j)] + [joined]
             merged.sort(key=lambda t: t.times[0])
             changed = True

@@ -390,41 +390,83 @@ def frame_rate(path: str, default: float = 10.0) -> float:
 
 def write_video(path: str, frames: np.ndarray, fps: float = 10.0) -> str:
     """Writes uint8 RGB frames `[T, H, W, 3]` to the video file `path` (an .mp4); returns `path`.
-
-    Codec H.264 where this FFmpeg can encode it, else MPEG-4 part 2; pixel format yuv420p, which
-    needs even sizes, so an odd height or width gains one row / column copied from the last (edge
-    padding). Creates the parent directory. Writes a temporary file beside `path` and renames it,
-    so a killed write never leaves a truncated `path`. Wrong frames are the caller's mistake: a
-    plain ValueError.
-    """
+    `VideoWriter` says how (codec, odd sizes, atomic rename); this checks the array up front."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape) < 1:
         raise ValueError(f"{path}: frames {frames.dtype} {frames.shape}, expected uint8 "
                          "[T>=1, H, W, 3]")
-    if not 0 < fps < float("inf"):
-        raise ValueError(f"{path}: fps={fps}, expected > 0")
-    av = _import_av()
-    h, w = frames.shape[1:3]
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    name, ext = os.path.splitext(os.path.basename(path))
-    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp{ext}")  # ext: the container
-    try:
-        with av.open(tmp, "w") as container:
-            stream = container.add_stream(_video_codec(av),
-                                          rate=fractions.Fraction(fps).limit_denominator(1001))
-            stream.height, stream.width = frames.shape[1:3]
-            stream.pix_fmt = "yuv420p"
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())  # flush the encoder's delayed frames
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with VideoWriter(path, fps) as writer:
+        for frame in frames:
+            writer.write(frame)
     return path
+
+
+class VideoWriter:
+    """Streams uint8 RGB frames `[H, W, 3]` (all of one size) into the video file `path` (an
+    .mp4), so a long video is never held in memory::
+
+        with VideoWriter(path, fps) as video:
+            for frame in frames:
+                video.write(frame)
+
+    Codec H.264 where this FFmpeg can encode it, else MPEG-4 part 2; pixel format yuv420p, which
+    needs even sizes, so an odd height or width gains one row / column copied from the last (edge
+    padding). Creates the parent directory. Frames go to a temporary file beside `path`, renamed
+    to `path` when the block ends without an error: an interrupted write never leaves a
+    truncated `path`, and an error removes the temporary file. Wrong frames are the caller's
+    mistake: a plain ValueError.
+    """
+
+    def __init__(self, path: str, fps: float = 10.0):
+        if not 0 < fps < float("inf"):
+            raise ValueError(f"{path}: fps={fps}, expected > 0")
+        self.path, self.fps = path, fps
+        directory = os.path.dirname(os.path.abspath(path))
+        name, ext = os.path.splitext(os.path.basename(path))
+        # The extension stays last: FFmpeg picks the container by it.
+        self._tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp{ext}")
+        self._container = self._stream = self._shape = None
+        self.frames_written = 0
+
+    def __enter__(self) -> VideoWriter:
+        os.makedirs(os.path.dirname(self._tmp), exist_ok=True)
+        self._av = _import_av()
+        self._container = self._av.open(self._tmp, "w")
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3 or min(frame.shape) < 1:
+            raise ValueError(f"{self.path}: frame {self.frames_written} is {frame.dtype} "
+                             f"{frame.shape}, expected uint8 [H, W, 3]")
+        if self._stream is None:
+            self._shape = frame.shape
+            self._stream = self._container.add_stream(
+                _video_codec(self._av), rate=fractions.Fraction(self.fps).limit_denominator(1001))
+            self._stream.height = frame.shape[0] + frame.shape[0] % 2
+            self._stream.width = frame.shape[1] + frame.shape[1] % 2
+            self._stream.pix_fmt = "yuv420p"
+        elif frame.shape != self._shape:
+            raise ValueError(f"{self.path}: frame {self.frames_written} is {frame.shape}, the "
+                             f"first was {self._shape}; a video has one size")
+        h, w = frame.shape[:2]
+        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        self._container.mux(self._stream.encode(
+            self._av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        self.frames_written += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if not self.frames_written:
+                    raise ValueError(f"{self.path}: no frames written")
+                self._container.mux(self._stream.encode())  # flush the encoder's delayed frames
+                self._container.close()
+                os.replace(self._tmp, self.path)
+        finally:
+            self._container.close()  # a second close does nothing
+            if os.path.exists(self._tmp):
+                os.remove(self._tmp)
 
 
 def _video_codec(av) -> str:

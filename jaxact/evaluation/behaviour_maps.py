@@ -94,7 +94,7 @@ def cell_average(probs, cell: int) -> np.ndarray:
 
 
 def paste_maps(map_probs, boxes, person_scores, height: int, width: int,
-               score_threshold: float = 0.0, cell: int = 1) -> np.ndarray:
+               score_threshold: float = 0.0, cell: int = 1, return_owner: bool = False):
     """Pastes every actor's per-bin behaviour distribution into an ``[H, W]`` keyframe canvas.
 
     The rule (nearest-bin resampling, front-most = largest ``y2`` wins, ``p = s q + (1 - s) e_0``,
@@ -112,9 +112,12 @@ def paste_maps(map_probs, boxes, person_scores, height: int, width: int,
       score_threshold: actors with a score ``<=`` this take no part (not even as occluders).
       cell: ``1`` for a per-pixel map, ``> 1`` for a grid-cell map (block means, see
         `cell_average`).
+      return_owner: also return who is where (a subject-aware map).
 
     Returns:
-      float32 ``[H, W, A + 1]`` probabilities summing to 1 at every pixel.
+      float32 ``[H, W, A + 1]`` probabilities summing to 1 at every pixel; with
+      ``return_owner``, also int64 ``[H, W]``: the index of the actor whose distribution the
+      pixel holds (rule 4's winner; per pixel even when ``cell > 1``), -1 where nobody is.
     """
     q = np.asarray(map_probs, np.float64)
     if q.ndim != 4 or q.shape[1] != q.shape[2] or q.shape[-1] < 1:
@@ -159,7 +162,7 @@ def paste_maps(map_probs, boxes, person_scores, height: int, width: int,
     probs[covered] = weight * q[who, bin_y[covered], bin_x[covered]] + (1.0 - weight) * e0
     if cell > 1:
         probs = cell_average(probs, cell)
-    return probs.astype(np.float32)
+    return (probs.astype(np.float32), owner) if return_owner else probs.astype(np.float32)
 
 
 def behaviour_map(probs) -> np.ndarray:

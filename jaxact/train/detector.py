@@ -430,47 +430,39 @@ class Experiment(experiment.ExperimentBase):
             smooth_seconds=a.smooth_seconds, on=a.on, off=a.off, min_duration=a.min_duration,
             max_gap=a.max_gap, merge_iou=a.merge_iou)
 
+    def analyzer(self):
+        """A `lesson.LessonAnalyzer` of the final parameters, settings from the `analyze` and
+        `data` config sections; compiles on its first batch."""
+        from jaxact.analysis import lesson
+
+        c = self.config
+        settings = self.analysis_settings()  # bad settings fail before anything is restored
+        if c.analyze.map_size < 0:
+            raise ValueError(f"analyze.map_size must be >= 0 (0: no maps), got {c.analyze.map_size}")
+        params = self.restore_final()
+
+        def predict(video):
+            return self.programs.predict(params, self.data_parallel.batch(pipeline.normalize(video)))
+
+        return lesson.LessonAnalyzer(
+            predict=predict, class_names=tuple(self.class_names),
+            frame_size=tuple(self.data.frame_shape[:2]), num_frames=c.data.num_frames,
+            frame_stride=c.data.frame_stride, stride=c.analyze.stride,
+            batch_size=c.eval.batch_size, default_fps=c.analyze.fps, settings=settings,
+            map_size=(c.analyze.map_size,) * 2 if c.analyze.map_size else None,
+            video=c.analyze.video, meta={"workdir": self.workdir})
+
     def analyze(self, path: str, output_dir: str) -> dict:
         """--mode=analyze: the detector slid over a whole video (a file, a frame array or a
         folder of images), one keyframe every `analyze.stride` frames, in batches of
         `eval.batch_size`; the keyframes' detections become tracks, seats and behaviour
-        intervals (`jaxact.analysis.report`), written to `output_dir` (analysis.json,
-        summary.txt, timeline.png, counts.png). Frames are streamed, never all in memory."""
-        from jaxact.analysis import lesson, report
+        intervals (`jaxact.analysis.report`), written to `output_dir` with the behaviour maps
+        and the annotated video (`lesson.OUTPUTS`). Frames are streamed, never all in memory."""
+        from jaxact.analysis import report
 
-        c = self.config
-        settings = self.analysis_settings()  # bad settings fail before the video is read
-        params = self.restore_final()
-        fps = video_io.frame_rate(path, default=c.analyze.fps)
-        total = video_io.count_frames(path)
-        frames_read = []
-
-        def frames():
-            for frame in video_io.iter_frames(path, self.data.frame_shape[:2]):
-                frames_read.append(None)
-                yield frame
-
-        def predict(video):
-            return self.programs.predict(params, self.data_parallel.batch(
-                pipeline.normalize(video)))
-
-        windows = lesson.keyframe_windows(frames(), c.data.num_frames, c.data.frame_stride,
-                                          c.analyze.stride)
-        keyframes = []
-        with console.bar(total, "analyze", unit="frame") as progress:
-            for detections in lesson.detect_keyframes(windows, predict, c.eval.batch_size, fps):
-                keyframes.append(detections)
-                progress.update(len(frames_read) - progress.n)
-        if len(frames_read) < c.data.num_frames:
-            console.warn(f"{path}: {len(frames_read)} frames, shorter than one clip window of "
-                         f"{c.data.num_frames}; edge frames repeated")
-        analysis = report.analyze(keyframes, tuple(self.class_names), len(frames_read) / fps,
-                                  settings)
-        analysis["meta"].update(video=path, fps=fps, num_frames=len(frames_read),
-                                stride=c.analyze.stride, workdir=self.workdir)
-        written = report.write_report(analysis, output_dir) if jax.process_index() == 0 else {}
-        console.say(report.summary_text(analysis))
-        return {"analysis": analysis, "written": written}
+        out = self.analyzer().run(path, output_dir if jax.process_index() == 0 else None)
+        console.say(report.summary_text(out["analysis"]))
+        return out
 
     def describe_prediction(self, answer: dict) -> str:
         people = answer["detections"]
