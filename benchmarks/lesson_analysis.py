@@ -6,7 +6,7 @@
 For each seed S: the synthetic lesson (`jaxact.data.lessons.write_lesson`) goes to
 LESSONS_ROOT/seed_S (lesson.mp4 + ground_truth.json; default LESSONS_ROOT: RUN/lessons), kept
 when a ground truth of the same seed and length is there. The detector's whole-lesson analysis
-(`analyze_lesson`: the steps of `Experiment.analyze`, same settings `exp.analysis_settings()`)
+(`Experiment.analyzer`, the runner of `--mode=analyze`, with the run's `analyze` settings)
 writes its report to LESSONS_ROOT/seed_S/report, and the lesson's metrics go to
 LESSONS_ROOT/seed_S/metrics.json; a metrics.json of the same run and length is read instead of
 analysing again, so an interrupted sitting resumes. Prints a table and writes `--lesson_json`.
@@ -15,8 +15,7 @@ Everything is scored at the analysed keyframes (every `analyze.stride` frames), 
 ground-truth frame of the keyframe; people hidden in a frame are not in it.
 
   idf1, mota, id_switches  motmetrics, per keyframe: the true people against the report's tracks
-      detected there (the tracks `report.analyze` builds, rebuilt from the same keyframes and
-      checked against the report's ids and mean boxes), distance 1 - IoU, pairs with IoU < 0.5
+      detected there (the tracks the report is made of), distance 1 - IoU, pairs with IoU < 0.5
       never matched. Over lessons the counts (IDTP, IDFP, IDFN, misses, false positives,
       switches, objects) are summed: what merging the accumulators gives, as ids never meet
       across lessons.
@@ -39,6 +38,8 @@ ground-truth frame of the keyframe; people hidden in a frame are not in it.
       the fraction where the set of behaviours whose report intervals (of the matched track)
       cover the keyframe time (start <= t <= end) equals the true set of that frame. Pooled over
       lessons (correct / total). Unmatched students are left out: idf1 and mota see them.
+  seat_accuracy  matched students whose track's seat (row, column) in the report is their true
+      seat (row 1 = front, column 1 = leftmost in the image, as in the ground truth); pooled.
   realtime_factor  lesson seconds / wall seconds of the analysis: decoding, prediction,
       tracking, the behaviour maps, the annotated video (a second decoding pass) and the
       report; the parameters are restored and the forward compiled once before the first
@@ -47,7 +48,8 @@ ground-truth frame of the keyframe; people hidden in a frame are not in it.
 
 JSON: `{"date", "machine", "workdir", "config_name", "seeds", "seconds", "per_behaviour": {name:
 {"count_mae", "interval_f1", "tp", "fp", "fn"}}, "interval_f1_all", "per_student_accuracy",
-"idf1", "mota", "id_switches", "realtime_factor", "rules", "lessons": [per-lesson rows]}`;
+"seat_accuracy", "idf1", "mota", "id_switches", "realtime_factor", "rules", "lessons":
+[per-lesson rows]}`;
 `interval_f1_all`: from the TP, FP, FN of every behaviour together.
 """
 
@@ -92,6 +94,7 @@ RULES = {
                    "within matched (track, student, behaviour); TP/FP/FN summed over lessons",
     "per_student_accuracy": "matched students x keyframes where visible: set of behaviours "
                             "whose intervals cover t == true set; pooled correct / total",
+    "seat_accuracy": "matched students whose track's (row, column) is their true seat; pooled",
     "realtime_factor": "lesson seconds / analysis wall seconds (restore and compile excluded)",
 }
 
@@ -101,8 +104,9 @@ RULES = {
 
 def parse_ground_truth(gt: Mapping) -> dict:
     """ground_truth.json (`lessons.write_lesson`) -> arrays: `times` [T], `ids` [P] (student
-    ids, column order), `visible` bool [T, P], `boxes` [T, P, 4] (NaN where hidden), `on`
-    {behaviour: bool [T, P]} (False where hidden), `fps`, `duration` (seconds)."""
+    ids, column order), `seats` {id: (row, column)}, `visible` bool [T, P], `boxes` [T, P, 4]
+    (NaN where hidden), `on` {behaviour: bool [T, P]} (False where hidden), `fps`, `duration`
+    (seconds)."""
     ids = [int(p["id"]) for p in gt["people"]]
     column = {pid: c for c, pid in enumerate(ids)}
     frames = gt["frames"]
@@ -118,6 +122,7 @@ def parse_ground_truth(gt: Mapping) -> dict:
             for name in person["behaviours"]:
                 on[name][t, c] = True
     return {"times": np.array([f["time"] for f in frames], np.float64), "ids": ids,
+            "seats": {int(p["id"]): tuple(int(v) for v in p["seat"]) for p in gt["people"]},
             "visible": visible, "boxes": boxes, "on": on, "fps": float(gt["fps"]),
             "duration": len(frames) / float(gt["fps"])}
 
@@ -340,12 +345,17 @@ def evaluate_lesson(truth: Mapping, analysis: Mapping, tracks: Sequence[tracking
                                "num_seconds": len(real), **c,
                                "interval_f1": f1_score(c["tp"], c["fp"], c["fn"])}
     correct, total = student_accuracy(truth, rows, predicted, assignment)
+    seat_of = {tr["id"]: tuple(tr["seat"]) for tr in analysis["tracks"]}
+    seats_right = sum(seat_of[track] == truth["seats"][student]
+                      for student, track in assignment.items())
     return {"num_students": len(ids), "num_tracks": len(analysis["tracks"]),
             "matched_students": len(assignment), "num_keyframes": len(rows),
             "keyframe_spacing": dt, **mot_scores(counts), "mot": counts,
             "per_behaviour": per_behaviour,
             "per_student_accuracy": correct / total if total else None,
-            "accuracy_counts": {"correct": correct, "total": total}}
+            "accuracy_counts": {"correct": correct, "total": total},
+            "seat_accuracy": seats_right / len(assignment) if assignment else None,
+            "seat_counts": {"correct": int(seats_right), "total": len(assignment)}}
 
 
 def aggregate(lessons: Sequence[Mapping], names: Sequence[str]) -> dict:
@@ -361,10 +371,13 @@ def aggregate(lessons: Sequence[Mapping], names: Sequence[str]) -> dict:
     correct = sum(r["accuracy_counts"]["correct"] for r in lessons)
     total = sum(r["accuracy_counts"]["total"] for r in lessons)
     wall = sum(r["analyze_seconds"] for r in lessons)
+    seats_right = sum(r["seat_counts"]["correct"] for r in lessons)
+    seats_total = sum(r["seat_counts"]["total"] for r in lessons)
     return {"per_behaviour": per_behaviour,
             "interval_f1_all": f1_score(*(sum(b[k] for b in per_behaviour.values())
                                           for k in ("tp", "fp", "fn"))),
             "per_student_accuracy": correct / total if total else None,
+            "seat_accuracy": seats_right / seats_total if seats_total else None,
             **mot_scores({k: sum(r["mot"][k] for r in lessons) for k in _MOT_COUNTS}),
             "realtime_factor": sum(r["seconds"] for r in lessons) / wall if wall else None}
 
@@ -432,7 +445,8 @@ def lesson_row(analyzer_factory, workdir: str, seed: int, seconds: float, lesson
 
     metrics_path = os.path.join(lesson_dir, "metrics.json")
     done = _read_json(metrics_path)
-    if done and done.get("workdir") == workdir and done.get("seconds") == seconds:
+    if (done and done.get("workdir") == workdir and done.get("seconds") == seconds
+            and "seat_counts" in done):  # rows from before seat_accuracy are analysed again
         return done
     video = os.path.join(lesson_dir, "lesson.mp4")
     gt = _read_json(os.path.join(lesson_dir, "ground_truth.json"))
@@ -464,17 +478,18 @@ def format_table(table: Mapping) -> str:
     lines += ["-" * len(head),
               f"interval F1 (all behaviours) {_num(table['interval_f1_all'])}",
               f"per-student accuracy         {_num(table['per_student_accuracy'])}",
+              f"seat accuracy                {_num(table['seat_accuracy'])}",
               f"IDF1                         {_num(table['idf1'])}",
               f"MOTA                         {_num(table['mota'])}",
               f"ID switches                  {table['id_switches']}",
               f"realtime factor              {_num(table['realtime_factor'], '.1f')}",
               "", "per lesson: seed | students | tracks | matched | IDF1 | MOTA | switches | "
-                  "accuracy | realtime"]
+                  "accuracy | seats | realtime"]
     for r in table["lessons"]:
         lines.append(f"  {r['seed']} | {r['num_students']} | {r['num_tracks']} | "
                      f"{r['matched_students']} | {_num(r['idf1'])} | {_num(r['mota'])} | "
                      f"{r['id_switches']} | {_num(r['per_student_accuracy'])} | "
-                     f"{_num(r['realtime_factor'], '.1f')}")
+                     f"{_num(r['seat_accuracy'])} | {_num(r['realtime_factor'], '.1f')}")
     return "\n".join(lines)
 
 

@@ -239,10 +239,11 @@ def adaptive_terms(outputs: dict, w: LossWeights) -> tuple[dict, dict]:
     gates = outputs.get("gates")
     if gates:
         terms["flops"] = channel_gate.flops_fraction(gates, w.reuse_cost)
-        for i, gate in enumerate(gates):
-            d = gate.decisions.astype(jnp.float32).reshape(-1, 3)
+        fractions = channel_gate.decision_fractions(gates)  # [B, L, 3]
+        clips = jnp.asarray(fractions.shape[0], jnp.float32)
+        for i in range(fractions.shape[1]):
             for j, name in enumerate(channel_gate.DECISIONS):
-                metrics[f"gate_{name}_{i}"] = (jnp.sum(d[:, j]), jnp.asarray(d.shape[0], d.dtype))
+                metrics[f"gate_{name}_{i}"] = (jnp.sum(fractions[:, i, j]), clips)
         metrics["gate_flops"] = (jnp.sum(terms["flops"]), jnp.asarray(terms["flops"].size,
                                                                         jnp.float32))
     relation = outputs.get("relation")

@@ -121,7 +121,7 @@ def test_flops_fraction_equals_a_hand_count():
     # reuse_cost 0.5: A + 0.5 x 1/4 x 100 = 12.5; B + 0.5 x (1/2 + 2/2) x 10 = 7.5.
     np.testing.assert_allclose(channel_gate.flops_fraction(gates, 0.5), [100 / 220], rtol=1e-6)
     np.testing.assert_allclose(channel_gate.decision_fractions([Gate(a, 1.0)]),
-                               [[3 / 8, 1 / 8, 4 / 8]])
+                               [[[3 / 8, 1 / 8, 4 / 8]]])
     # Per clip: a second clip that keeps everything counts 1.
     full = Gate(jnp.concatenate([a, _one_hot(np.zeros((1, 2, 4), int))]), 100.0)
     np.testing.assert_allclose(channel_gate.flops_fraction([full]), [75 / 200, 1.0], rtol=1e-6)
@@ -172,7 +172,7 @@ def test_policy_starts_by_keeping():
     variables = stack.init(jax.random.key(13), x)
     _, gates = stack.apply(variables, x)
     fractions = channel_gate.decision_fractions(gates)
-    assert float(fractions[:, KEEP].min()) > 0.9
+    assert fractions.shape == (2, 2, 3) and float(fractions[..., KEEP].min()) > 0.9
 
 
 def test_no_retrace_across_temperatures():

@@ -248,14 +248,31 @@ def test_merge_fragments_joins_a_person_broken_by_a_long_gap():
     seat_a, seat_b = [0.1, 0.5, 0.2, 0.7], [0.5, 0.5, 0.6, 0.7]
     tracks = [_track(0, [0, 1, 2], seat_a), _track(1, [0, 1, 2, 3, 4, 5], seat_b),
               _track(4, [5, 6], [0.11, 0.5, 0.21, 0.7]),  # seat a again after a gap
-              _track(7, [1, 2], [0.12, 0.52, 0.2, 0.7])]  # overlaps track 0 in time: no merge
+              _track(9, [7, 8], [0.5, 0.2, 0.6, 0.4])]  # above seat b: another person
     merged = tracking.merge_fragments(tracks)
-    assert [t.id for t in merged] == [0, 1, 7]
+    assert [t.id for t in merged] == [0, 1, 9]
     np.testing.assert_array_equal(merged[0].times, [0, 1, 2, 5, 6])
     assert merged[0].boxes.shape == (5, 4) and merged[0].behaviour_scores.shape == (5, 2)
     far = tracking.merge_fragments([_track(0, [0, 1], seat_a), _track(3, [4, 5], seat_b)])
     assert [t.id for t in far] == [0, 3]  # another place: another person
     assert tracking.merge_fragments([]) == []
+
+
+def test_merge_fragments_joins_a_person_seen_twice_at_once():
+    """A second detection of one person (no NMS) over part of the lesson joins the person's
+    track; where both saw the person, the higher person score stays."""
+    seat = [0.1, 0.5, 0.2, 0.7]
+    main = _track(0, [0, 1, 2, 3], seat)
+    main.detections = np.array([0, 0, 0, 0])
+    twin = _track(5, [2, 3, 4], [0.11, 0.51, 0.2, 0.7])
+    twin.scores = np.array([0.5, 2.0, 1.0])
+    twin.detections = np.array([3, 3, 3])
+    neighbour = _track(2, [0, 1, 2, 3, 4], [0.25, 0.5, 0.35, 0.7])
+    merged = tracking.merge_fragments([main, twin, neighbour])
+    assert [t.id for t in merged] == [0, 2]
+    np.testing.assert_array_equal(merged[0].times, [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(merged[0].detections, [0, 0, 0, 3, 3])
+    np.testing.assert_array_equal(merged[0].scores, [1, 1, 1, 2, 1])
 
 
 def test_seat_point_is_the_mean_x_and_the_median_bottom():

@@ -132,10 +132,9 @@ def analyze(keyframes: Iterable[Mapping], class_names: Sequence[str], duration: 
                              f"{len(names)} class_names")
     # Heights floored: a track of degenerate boxes must not make assign_seats reject the lesson.
     # Rows from the tracks' bottom edges (at the desks): they scatter far less within a row
-    # than box centres, so a gap of 0.3 person heights already separates rows.
+    # than box centres do.
     rc = seats.assign_seats([t.seat_point for t in tracks],
-                            heights=[max(t.mean_height, 1e-6) for t in tracks],
-                            height_fraction=0.3)
+                            heights=[max(t.mean_height, 1e-6) for t in tracks])
 
     out_tracks = []
     for (row, col), t in sorted(zip(rc.tolist(), tracks, strict=True),

@@ -4,25 +4,28 @@ Convention: the camera faces the class from the front, so the front row (nearest
 is the lowest in the image, at the largest y. Row 1 is the front row (largest y), row numbers
 grow towards the back; column 1 is the leftmost person of a row in the image (smallest x).
 
-Rows are 1-D clusters of the people's y: sorted by y, the list is split wherever two
-neighbours are further apart than the row gap (single linkage, so a slightly slanted row whose
-y drifts in small steps stays one row). The gap is, by priority:
+Rows are 1-D clusters of the people's y: complete-linkage agglomerative clustering
+(`scipy.cluster.hierarchy`) cut where a row would span more than the row spread, so no two
+people of one row are further apart in y than that. Complete, not single, linkage: one person
+whose y sits between two rows (a raised arm stretches the box) cannot chain the rows into one.
+The row spread is, by priority:
 
-* ``row_gap`` if given (a normalised distance, the same everywhere);
-* else, with ``heights``, ``height_fraction`` x the mean height of the two neighbours, so it
-  shrinks with perspective towards the back, where people and row spacings are smaller;
+* ``row_gap`` if given (a normalised distance);
+* else, with ``heights``, ``height_fraction`` x the median height: people and row spacings
+  scale together with the camera's distance;
 * else `DEFAULT_ROW_GAP`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.cluster import hierarchy
 
 # Row gap (normalised image heights) used without heights: rows of a wide classroom shot are
 # further apart than this, while the y of people seated in one row differ by less.
 DEFAULT_ROW_GAP = 0.05
-# Fraction of a person's box height two rows are at least apart: seated rows are set about a
-# body height apart, a person's box centre moves far less than half its height.
+# Row spread as a fraction of a person's box height: seated rows are set about a body height
+# apart, while the people of one row differ in y by far less than half a height.
 HEIGHT_FRACTION = 0.5
 
 
@@ -32,10 +35,10 @@ def assign_seats(centres, row_gap: float | None = None, heights=None,
 
     Args:
       centres: ``[M, 2]`` normalised (x, y) per person, e.g. a track's mean box centre.
-      row_gap: split rows where consecutive sorted y differ by more than this; None for the
-        automatic gap (module docstring).
-      heights: optional ``[M]`` box heights (normalised) that scale the automatic gap.
-      height_fraction: the automatic gap as a fraction of the neighbours' mean height.
+      row_gap: the row spread: no two people of a row differ in y by more than this; None for
+        the automatic spread (module docstring).
+      heights: optional ``[M]`` box heights (normalised) that scale the automatic spread.
+      height_fraction: the automatic spread as a fraction of the median height.
 
     Row 1 is the front row (largest y); column 1 is the smallest x within a row. Ties in x keep
     the input order.
@@ -47,24 +50,28 @@ def assign_seats(centres, row_gap: float | None = None, heights=None,
     seats = np.zeros((m, 2), np.int64)
     if m == 0:
         return seats
-    # Front to back: descending y (stable, so equal y keep input order).
-    order = np.argsort(-centres[:, 1], kind="stable")
-    gaps = -np.diff(centres[order, 1])  # >= 0
     if row_gap is not None:
         if row_gap < 0:
             raise ValueError(f"row_gap must be >= 0, got {row_gap}")
-        limit = np.full(m - 1, float(row_gap))
+        spread = float(row_gap)
     elif heights is not None:
-        h = np.asarray(heights, np.float64).reshape(m)[order]
+        h = np.asarray(heights, np.float64).reshape(m)
         if not (np.isfinite(h).all() and (h > 0).all()):
             raise ValueError("heights must be finite and positive")
-        limit = height_fraction * 0.5 * (h[1:] + h[:-1])
+        spread = height_fraction * float(np.median(h))
     else:
-        limit = np.full(m - 1, DEFAULT_ROW_GAP)
-    rows = np.concatenate([[1], 1 + np.cumsum(gaps > limit)])
-    seats[order, 0] = rows
+        spread = DEFAULT_ROW_GAP
+    y = centres[:, 1]
+    cluster = (hierarchy.fcluster(hierarchy.linkage(y[:, None], "complete"), spread, "distance")
+               if m > 1 else np.ones(1, np.int64))
+    # Rows numbered front to back: by descending mean y.
+    labels = np.unique(cluster)
+    front_first = labels[np.argsort([-y[cluster == c].mean() for c in labels], kind="stable")]
+    row_of = {int(c): r for r, c in enumerate(front_first, start=1)}
+    rows = np.array([row_of[int(c)] for c in cluster], np.int64)
+    seats[:, 0] = rows
     for r in np.unique(rows):
-        members = np.sort(order[rows == r])  # input order, kept by the stable sort on x
+        members = np.flatnonzero(rows == r)  # input order, kept by the stable sort on x
         by_x = members[np.argsort(centres[members, 0], kind="stable")]
         seats[by_x, 1] = np.arange(1, len(by_x) + 1)
     return seats

@@ -182,34 +182,38 @@ def track_sequence(frames: Iterable[Mapping], settings: TrackerSettings | None =
 
 
 def merge_fragments(tracks: list[Track], min_iou: float = 0.5) -> list[Track]:
-    """Joins tracks of one person broken by a longer gap than the tracker's memory: a track
-    that starts after another has ended (at most one shared keyframe) takes that track's id
-    when their mean boxes overlap with IoU >= `min_iou` (best overlap first). Meant for scenes
-    where people keep their place (a class): tracks that move far never merge. Returns the
-    merged tracks sorted by id, each with its detections in time order."""
-    merged = sorted(tracks, key=lambda t: t.times[0])
-    changed = True
-    while changed:
-        changed = False
-        means = np.stack([t.boxes.mean(axis=0) for t in merged]) if merged else np.zeros((0, 4))
+    """Joins the tracks of one person: a person broken by a longer gap than the tracker's
+    memory, or seen twice at once (the set predictor has no NMS, so a second query may follow
+    the same person for a while). Tracks whose mean boxes overlap with IoU >= `min_iou` join,
+    best overlap first, under the lower id; at a keyframe both saw, the detection with the
+    higher person score stays. Meant for scenes where people keep their place (a class):
+    tracks that move far never merge. Returns the merged tracks sorted by id, each with its
+    detections in time order."""
+    merged = list(tracks)
+    while len(merged) > 1:
+        means = np.stack([t.boxes.mean(axis=0) for t in merged])
         overlap = iou_matrix(means, means)
-        pairs = []
-        for i, a in enumerate(merged):
-            for j, b in enumerate(merged):
-                shared = np.intersect1d(a.times, b.times).size
-                if i != j and a.times[-1] <= b.times[0] and shared <= 1 and overlap[i, j] >= min_iou:
-                    pairs.append((overlap[i, j], i, j))
-        if pairs:
-            _, i, j = max(pairs)
-            a, b = merged[i], merged[j]
-            keep = ~np.isin(b.times, a.times)
-            joined = Track(min(a.id, b.id), np.concatenate([a.times, b.times[keep]]),
-                           np.concatenate([a.boxes, b.boxes[keep]]),
-                           np.concatenate([a.scores, b.scores[keep]]),
-                           np.concatenate([a.behaviour_scores, b.behaviour_scores[keep]]),
-                           None if a.detections is None or b.detections is None else
-                           np.concatenate([a.detections, b.detections[keep]]))
-            merged = [t for k, t in enumerate(merged) if k not in (i, j)] + [joined]
-            merged.sort(key=lambda t: t.times[0])
-            changed = True
+        np.fill_diagonal(overlap, -1.0)
+        i, j = np.unravel_index(np.argmax(overlap), overlap.shape)
+        if overlap[i, j] < min_iou:
+            break
+        merged = [t for k, t in enumerate(merged) if k not in (i, j)] + [_join(merged[i],
+                                                                               merged[j])]
     return sorted(merged, key=lambda t: t.id)
+
+
+def _join(a: Track, b: Track) -> Track:
+    """One track of `a`'s and `b`'s detections in time order; at a shared time the higher
+    score's (ties: `a`'s)."""
+    rows = {}
+    for track in (b, a):  # a second, so a tie keeps a's
+        for k, t in enumerate(track.times.tolist()):
+            if t not in rows or track.scores[k] >= rows[t][0].scores[rows[t][1]]:
+                rows[t] = (track, k)
+    times = sorted(rows)
+    pick = lambda field: np.stack([getattr(rows[t][0], field)[rows[t][1]] for t in times])
+    detections = None
+    if a.detections is not None and b.detections is not None:
+        detections = pick("detections")
+    return Track(min(a.id, b.id), np.asarray(times, np.float64), pick("boxes"), pick("scores"),
+                 pick("behaviour_scores"), detections)

@@ -91,10 +91,10 @@ def actor_flops_fraction(gates: Sequence[Gate], reuse_cost: float = 0.0) -> jax.
 
 
 def decision_fractions(gates: Sequence[Gate]) -> jax.Array:
-    """`[L, 3]`: per gated layer, the fractions of (keep, reuse, drop) over elements and
-    channels."""
-    return jnp.stack([jnp.mean(g.decisions.astype(jnp.float32).reshape(-1, 3), axis=0)
-                      for g in gates])
+    """`[B, L, 3]`: per clip and gated layer, the fractions of (keep, reuse, drop) over the
+    layer's elements (actors) and channels."""
+    return jnp.stack([jnp.mean(g.decisions.astype(jnp.float32).reshape(
+        g.decisions.shape[0], -1, 3), axis=1) for g in gates], axis=1)
 
 
 def _windows(x: jax.Array, size: int) -> jax.Array:

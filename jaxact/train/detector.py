@@ -127,9 +127,7 @@ def detections_from_outputs(outputs: dict) -> dict:
     if outputs.get("gates"):  # counted compute: a reused channel is a copy, no FLOPs
         gates = outputs["gates"]
         out["gate_flops"] = channel_gate.flops_fraction(gates)
-        out["gate_fractions"] = jnp.stack([  # [B, L, 3]
-            jnp.mean(g.decisions.reshape(g.decisions.shape[0], -1, 3), axis=1) for g in gates],
-            axis=1)
+        out["gate_fractions"] = channel_gate.decision_fractions(gates)  # [B, L, 3]
         per_clip = [g for g in gates if g.decisions.ndim == 3]  # backbone: [B, C, 3]
         per_actor = [g for g in gates if g.decisions.ndim == 4]  # head: [B, N, C, 3]
         if per_clip:
@@ -437,8 +435,10 @@ class Experiment(experiment.ExperimentBase):
 
         c = self.config
         settings = self.analysis_settings()  # bad settings fail before anything is restored
-        if c.analyze.map_size < 0:
-            raise ValueError(f"analyze.map_size must be >= 0 (0: no maps), got {c.analyze.map_size}")
+        # Runs saved before maps and video existed lack the fields: their defaults then.
+        map_size, video = c.analyze.get("map_size", 64), c.analyze.get("video", True)
+        if map_size < 0:
+            raise ValueError(f"analyze.map_size must be >= 0 (0: no maps), got {map_size}")
         params = self.restore_final()
 
         def predict(video):
@@ -449,8 +449,8 @@ class Experiment(experiment.ExperimentBase):
             frame_size=tuple(self.data.frame_shape[:2]), num_frames=c.data.num_frames,
             frame_stride=c.data.frame_stride, stride=c.analyze.stride,
             batch_size=c.eval.batch_size, default_fps=c.analyze.fps, settings=settings,
-            map_size=(c.analyze.map_size,) * 2 if c.analyze.map_size else None,
-            video=c.analyze.video, meta={"workdir": self.workdir})
+            map_size=(map_size,) * 2 if map_size else None, video=video,
+            meta={"workdir": self.workdir})
 
     def analyze(self, path: str, output_dir: str) -> dict:
         """--mode=analyze: the detector slid over a whole video (a file, a frame array or a
