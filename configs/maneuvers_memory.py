@@ -100,6 +100,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.memory.distance = "sqeuclidean"  # any name in jaxact.ops.distances.METRICS
     config.memory.minkowski_p = 3.0  # p of the minkowski distance
     config.memory.binarize_threshold = 0.0  # hamming / jaccard binarize features at this value
+    # relative_entropy / jensen_shannon compare softmax(features / this) as distributions
+    config.memory.entropy_temperature = 0.1
     config.memory.temperature = 0.1  # logits = -distance / temperature in the loss and scores
     config.memory.margin = 0.0  # loss only: added to the right class's distance
     config.memory.refresh_every = 25  # steps between reference refreshes

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 from scipy.spatial.distance import cdist
+from scipy.special import rel_entr, softmax
 
 from jaxact.ops import distances as dist
 
 CONTINUOUS = tuple(m for m in dist.METRICS if m not in ("hamming", "jaccard"))
 BINARY = ("hamming", "jaccard")
+ENTROPY = ("relative_entropy", "jensen_shannon")
 SCIPY_NAME = {"manhattan": "cityblock"}
 # Jitted once per metric/shape: far faster than op-by-op dispatch on a small shared CPU.
 pairwise = jax.jit(dist.pairwise, static_argnames=("metric", "soft"))
@@ -44,9 +46,14 @@ def _kwargs(metric, x, y):
     return {}, {}
 
 
-def _scipy(metric, x, y, threshold=0.0, **kw):
+def _scipy(metric, x, y, threshold=0.0, entropy_temperature=1.0, **kw):
     if metric in BINARY:
         return cdist(x > threshold, y > threshold, metric)
+    if metric in ENTROPY:  # rows as distributions: softmax(v / T)
+        p, q = softmax(x / entropy_temperature, axis=1), softmax(y / entropy_temperature, axis=1)
+        if metric == "relative_entropy":
+            return rel_entr(p[:, None, :], q[None, :, :]).sum(-1)
+        return cdist(p, q, "jensenshannon")
     return cdist(x, y, SCIPY_NAME.get(metric, metric), **kw)
 
 
@@ -184,6 +191,26 @@ def test_gradients_correct_at_generic_points(metric):
         )
 
 
+@pytest.mark.parametrize("metric", ENTROPY)
+def test_entropy_temperature_and_asymmetry(metric):
+    x, y = _data(4, 3, 6, seed=9)
+    for t in (0.25, 4.0):
+        got = pairwise(jnp.float32(x), jnp.float32(y), metric, entropy_temperature=t)
+        _compare(got, _scipy(metric, x, y, entropy_temperature=t), metric, rtol=1e-4, atol=1e-5)
+    forward = np.asarray(pairwise(jnp.float32(x), jnp.float32(y), metric))
+    backward = np.asarray(pairwise(jnp.float32(y), jnp.float32(x), metric)).T
+    if metric == "jensen_shannon":
+        np.testing.assert_allclose(forward, backward, rtol=1e-5, atol=1e-6)  # symmetric
+    else:
+        assert np.abs(forward - backward).max() > 1e-3  # KL is not
+    # Only the distributions count: a shift of every feature changes nothing (up to float32
+    # rounding, which the square root lifts to ~1e-4 where the distributions meet).
+    np.testing.assert_allclose(pairwise(jnp.float32(x + 5.0), jnp.float32(y), metric), forward,
+                               rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="entropy_temperature"):
+        dist.pairwise(jnp.float32(x), jnp.float32(y), metric, entropy_temperature=0.0)
+
+
 def test_cosine_zero_norm_is_one():
     x = jnp.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
     d = pairwise(x, x, "cosine")
@@ -255,7 +282,8 @@ def test_check_metric():
         dist.pairwise(jnp.ones((1, 2)), jnp.ones((1, 2)), "Xyz")
 
 
-@pytest.mark.parametrize("metric", ["euclidean", "cosine", "manhattan", "jaccard"])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "manhattan", "jaccard",
+                                    "jensen_shannon"])
 def test_jit_and_vmap(metric):
     rng = np.random.default_rng(8)
     x = jnp.float32(rng.normal(size=(3, 4, 5)))

@@ -152,6 +152,7 @@ def _settings(distance="euclidean", loss_on="all", **overrides) -> memlib.Memory
     """The smoke config's memory settings with a plain loss: temperature 1, no margin."""
     plain = dict(distance=distance, loss_on=loss_on, temperature=1.0, margin=0.0,
                  frame_loss_weight=1.0, video_loss_weight=1.0, minkowski_p=3.0,
+                 entropy_temperature=0.1,
                  binarize_threshold=0.0)
     return settings.from_section(memlib.MemorySettings, maneuvers_memory.get_config("smoke").memory,
                                  "memory", **{**plain, **overrides})
@@ -182,7 +183,7 @@ def test_settings_name_bad_fields():
 
 
 @pytest.mark.parametrize("distance", ["euclidean", "sqeuclidean", "cosine", "manhattan",
-                                      "hamming"])
+                                      "hamming", "relative_entropy", "jensen_shannon"])
 def test_memory_loss_gradient_moves_features_toward_true_class(distance):
     refs = _refs([[[1.0, -1.0]], [[-1.0, 1.0]]])
     feats = jnp.array([[[0.2, 0.1], [0.1, 0.3]]])  # [B=1, T=2, D=2], label 0
@@ -196,8 +197,8 @@ def test_memory_loss_gradient_moves_features_toward_true_class(distance):
     assert np.all(np.isfinite(grad))
     moved = feats - 0.1 * grad
     soft = memory.binarized  # hard hamming only moves across the threshold
-    before = memlib.class_distances(feats[0], refs, distance, soft=soft)
-    after = memlib.class_distances(moved[0], refs, distance, soft=soft)
+    before = memlib.class_distances(feats[0], refs, distance, soft=soft, **memory.metric_kwargs)
+    after = memlib.class_distances(moved[0], refs, distance, soft=soft, **memory.metric_kwargs)
     margin_before = before[:, 1] - before[:, 0]
     margin_after = after[:, 1] - after[:, 0]
     assert float(loss(moved)) < float(loss(feats))

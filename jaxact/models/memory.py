@@ -27,6 +27,7 @@ from jaxact.ops import distances, kmeans
 MISSING_DISTANCE = 1e6
 # Metrics on binarized features; their training loss uses the soft (sigmoid) relaxation.
 BINARIZED_METRICS = ("hamming", "jaccard")
+ENTROPY_METRICS = ("relative_entropy", "jensen_shannon")
 LOSS_ON = ("all", "misclassified")
 MEMORY_INIT = ("pretrain", "checkpoint")
 
@@ -38,8 +39,9 @@ class MemorySettings:
     Bank and references: `capacity` K vectors per class; `num_clusters` k-means clusters (one
     reference each) of a `sample_size` sample per class, `kmeans_iters` Lloyd iterations,
     `reference_rule` in `kmeans.REFERENCE_RULES`; refreshed every `refresh_every` steps.
-    Matching: `distance` in `distances.METRICS` (`minkowski_p`, `binarize_threshold` for the
-    metrics that take them); `temperature` scales logits `-distance / temperature`.
+    Matching: `distance` in `distances.METRICS` (`minkowski_p`, `binarize_threshold`,
+    `entropy_temperature` for the metrics that take them); `temperature` scales logits
+    `-distance / temperature`.
     Loss: `frame_loss_weight` and `video_loss_weight` of the per-frame and per-video
     cross-entropies; `margin` added to the right class's distance; `loss_on` 'all' or
     'misclassified' videos; `softmax_loss_weight` of the head's cross-entropy kept as a
@@ -56,6 +58,7 @@ class MemorySettings:
     distance: str
     minkowski_p: float
     binarize_threshold: float
+    entropy_temperature: float
     temperature: float
     margin: float
     refresh_every: int
@@ -82,7 +85,8 @@ class MemorySettings:
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
         settings.check_positive(self, "capacity", "num_clusters", "sample_size", "refresh_every",
-                                "write_stride", "kmeans_iters", "temperature")
+                                "write_stride", "kmeans_iters", "temperature",
+                                "entropy_temperature")
         if self.init == "checkpoint" and not self.aux_checkpoint:
             raise ValueError("aux_checkpoint: init='checkpoint' needs a workdir here")
 
@@ -97,6 +101,8 @@ class MemorySettings:
             return {"p": self.minkowski_p}
         if self.binarized:
             return {"threshold": self.binarize_threshold}
+        if self.distance in ENTROPY_METRICS:
+            return {"entropy_temperature": self.entropy_temperature}
         return {}
 
 

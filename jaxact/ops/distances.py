@@ -2,9 +2,21 @@
 
 ``pairwise(x, y, metric)`` maps ``x [N, D]`` and ``y [M, D]`` to distances ``[N, M]``. Metrics
 with a dot-product form (euclidean, sqeuclidean, seuclidean, mahalanobis, cosine, correlation,
-hamming, jaccard) use matmuls, which are much faster on CPU/TPU than materialising ``[N, M, D]``;
-the elementwise metrics (manhattan, chebyshev, minkowski) broadcast. Everything is jittable with the
-metric static, vmappable, and has finite gradients everywhere (zero distance, zero-norm vectors).
+hamming, jaccard, relative_entropy) use matmuls, which are much faster on CPU/TPU than
+materialising ``[N, M, D]``; the elementwise metrics (manhattan, chebyshev, minkowski,
+jensen_shannon) broadcast. Everything is jittable with the metric static, vmappable, and has
+finite gradients everywhere (zero distance, zero-norm vectors).
+
+The information-entropy measures compare the two vectors as distributions over their D
+features: ``p = softmax(x / entropy_temperature)``. A softmax, not the normalised non-negative
+parts, because features are signed (a ReLU-free encoder, normalised features) and a softmax is
+strictly positive, so the KL divergence is finite and smooth everywhere; the temperature sets
+how peaked the distributions are (features of unit norm need a small one to differ much).
+
+* ``relative_entropy``: KL(p_x || p_y) = sum p_x log(p_x / p_y) (scipy: ``rel_entr(p, q).sum()``),
+  in nats; not symmetric: ``x`` is the query (a frame), ``y`` the reference.
+* ``jensen_shannon``: sqrt of the Jensen-Shannon divergence in nats, a metric (scipy:
+  ``jensenshannon(p, q)``).
 
 Deliberate departures from scipy:
   * cosine/correlation of a zero-norm (or, for correlation, constant) vector is 1 (similarity 0)
@@ -35,6 +47,8 @@ METRICS: tuple[str, ...] = (
     "correlation",
     "hamming",
     "jaccard",
+    "relative_entropy",
+    "jensen_shannon",
 )
 
 # scipy spellings accepted as synonyms.
@@ -73,6 +87,7 @@ class _Params(NamedTuple):
     threshold: float
     soft: bool
     temperature: float
+    entropy_temperature: float
 
 
 def _rowdot(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -215,6 +230,31 @@ def _jaccard(x, y, prm: _Params):
     return differ / jnp.maximum(union, 1e-6)
 
 
+def _log_distributions(v: jax.Array, prm: _Params) -> jax.Array:
+    """Rows to log-probabilities ``log softmax(v / entropy_temperature)`` ``[N, D]``."""
+    return jax.nn.log_softmax(v / prm.entropy_temperature, axis=-1)
+
+
+def _relative_entropy(x, y, prm: _Params):
+    log_p, log_q = _log_distributions(x, prm), _log_distributions(y, prm)
+    p = jnp.exp(log_p)
+    # KL = sum p log p - p . log q: one matmul; >= 0 up to rounding, so clipped.
+    return jnp.maximum(_rowdot(p, log_p)[:, None] - _cross(p, log_q), 0.0)
+
+
+def _jensen_shannon(x, y, prm: _Params):
+    log_p = _log_distributions(x, prm)[:, None, :]  # [N, 1, D]
+    log_q = _log_distributions(y, prm)[None, :, :]  # [1, M, D]
+    # p log(p / m) = p (log 2 - softplus(log q - log p)), m = (p + q) / 2: written so that p == q
+    # gives exactly 0 (log1p(1) is how softplus(0) computes log 2), not rounding noise that the
+    # square root would blow up to ~1e-4.
+    log2 = jnp.log1p(jnp.ones((), log_p.dtype))
+    divergence = 0.5 * jnp.sum(
+        jnp.exp(log_p) * (log2 - jax.nn.softplus(log_q - log_p))
+        + jnp.exp(log_q) * (log2 - jax.nn.softplus(log_p - log_q)), axis=-1)
+    return _safe_sqrt(jnp.maximum(divergence, 0.0))
+
+
 _REGISTRY: dict[str, Callable[[jax.Array, jax.Array, _Params], jax.Array]] = {
     "euclidean": _euclidean,
     "sqeuclidean": _sqeuclidean,
@@ -227,6 +267,8 @@ _REGISTRY: dict[str, Callable[[jax.Array, jax.Array, _Params], jax.Array]] = {
     "correlation": _correlation,
     "hamming": _hamming,
     "jaccard": _jaccard,
+    "relative_entropy": _relative_entropy,
+    "jensen_shannon": _jensen_shannon,
 }
 assert tuple(_REGISTRY) == METRICS
 
@@ -247,6 +289,7 @@ def pairwise(
     threshold: float = 0.0,
     soft: bool = False,
     temperature: float = 0.1,
+    entropy_temperature: float = 1.0,
 ) -> jax.Array:
     """All-pairs distances, equal to ``scipy.spatial.distance.cdist(x, y, metric)``.
 
@@ -261,6 +304,8 @@ def pairwise(
       soft: hamming/jaccard use ``sigmoid((x - threshold) / temperature)`` instead of the hard
         step, giving expected distances with useful gradients.
       temperature: sharpness of the soft binarization.
+      entropy_temperature: relative_entropy / jensen_shannon compare
+        ``softmax(v / entropy_temperature)`` of the rows (module docstring).
 
     Returns:
       [N, M] distances, float32 (float64 for float64 inputs with x64 enabled).
@@ -286,8 +331,10 @@ def pairwise(
         raise ValueError(f"minkowski p must be > 0; got {p}.")
     if soft and isinstance(temperature, int | float) and not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature}.")
+    if isinstance(entropy_temperature, int | float) and not entropy_temperature > 0:
+        raise ValueError(f"entropy_temperature must be > 0; got {entropy_temperature}.")
     dtype = _float_dtype(x, y)
-    prm = _Params(p, variance, inv_cov, threshold, soft, temperature)
+    prm = _Params(p, variance, inv_cov, threshold, soft, temperature, entropy_temperature)
     return _REGISTRY[metric](x.astype(dtype), y.astype(dtype), prm)
 
 

@@ -435,8 +435,7 @@ class Experiment(experiment.ExperimentBase):
 
         c = self.config
         settings = self.analysis_settings()  # bad settings fail before anything is restored
-        # Runs saved before maps and video existed lack the fields: their defaults then.
-        map_size, video = c.analyze.get("map_size", 64), c.analyze.get("video", True)
+        map_size = c.analyze.map_size
         if map_size < 0:
             raise ValueError(f"analyze.map_size must be >= 0 (0: no maps), got {map_size}")
         params = self.restore_final()
@@ -449,7 +448,7 @@ class Experiment(experiment.ExperimentBase):
             frame_size=tuple(self.data.frame_shape[:2]), num_frames=c.data.num_frames,
             frame_stride=c.data.frame_stride, stride=c.analyze.stride,
             batch_size=c.eval.batch_size, default_fps=c.analyze.fps, settings=settings,
-            map_size=(map_size,) * 2 if map_size else None, video=video,
+            map_size=(map_size,) * 2 if map_size else None, video=c.analyze.video,
             meta={"workdir": self.workdir})
 
     def analyze(self, path: str, output_dir: str) -> dict:

@@ -44,6 +44,7 @@ _ADDED_FIELDS = {
     "memory_classifier": {
         "memory.margin": 0.0,
         "memory.softmax_loss_weight": 0.0,
+        "memory.entropy_temperature": 0.1,
         "model.normalize_features": False,
         "eval.temporal_views": 1,
         "eval.flip_view": False,
@@ -74,6 +75,8 @@ _ADDED_FIELDS = {
         "analyze.min_duration": 0.5,
         "analyze.max_gap": 2.0,
         "analyze.merge_iou": 0.5,
+        "analyze.map_size": 64,
+        "analyze.video": True,
         "train.eval_every": 0,
         "train.eval_split": "validation",
     },
