@@ -13,7 +13,9 @@ Rows (`ROWS`): `pooled`, `sum`, `concat`, `gram` (the decoupled head's fusions, 
 `gram_no_enc` (`model.head.encodings=False`) and `gram_xyxy` (`loss.l1_coords='xyxy'`); then
 the adaptive layers on `ADAPTIVE_FUSION`: `temporal` (2 ungated temporal layers, the head
 gate's reference), `gate_head` (those layers gated), `gate_backbone` (the backbone's temporal
-convolutions gated), `relation` (actor relations) and `full` (both gates and relations). Each on
+convolutions gated), `relation` (actor relations) and `full` (both gates and relations), and
+`gate_head_budget`, `gate_backbone_budget`, `full_budget`: the same gates charged only for the
+compute above half (`loss.flops_target=0.5`). Each on
 `configs/classroom_detector.py:VARIANT` plus the row's `fusion=` variant and overrides. On 2 CPU
 cores a run costs about one default training (~14 min), so the table spans several sittings; on a
 lent GPU it takes minutes: `--device_note` records where each run went (also kept per run).
@@ -39,8 +41,8 @@ The table covers every row of `ROWS` and the seeds of `--seeds`, whatever `--row
 without a finished seed show None values and `seeds: []`), and is rewritten (temp file + rename)
 after every finished run, so an interrupted sitting loses nothing. JSON:
 `{"date", "machine", "variant", "seeds_asked", "spread", "rows": [{"name", "fusion",
-"encodings", "gate", "relation", "temporal_layers", "gate_policy", "l1_coords", "seeds",
-"missing_seeds", "frame_map", "frame_map_std", "person_ap50", "person_ap50_std",
+"encodings", "gate", "relation", "temporal_layers", "gate_policy", "l1_coords", "flops_target",
+"seeds", "missing_seeds", "frame_map", "frame_map_std", "person_ap50", "person_ap50_std",
 "per_class_ap", "map_miou", "map_miou_std", "per_class_map_iou", "params", "gflops_per_clip",
 "gated_flops_fraction", "gated_flops_fraction_people", "model_flops_fraction", "groups_used",
 "latency_ms", "latency_ms_masked", "latency_ms_compact", "latency", "runs"}, ...]}`;
@@ -107,6 +109,9 @@ _CXCYWH = {"loss.l1_coords": "cxcywh"}
 # The gated rows decide from each layer's input (`gate_policy="input"`): only then can the compact
 # inference path skip channels, so their latency can be measured, not just their FLOPs counted.
 _GATED = {"model.head.gate_policy": "input"}
+# With the plain FLOPs loss (weight 1) both gates learned to skip every channel (seed 0: head
+# -2.4, backbone -5.1 frame-mAP points); the budget rows charge only the compute above half.
+_BUDGET = {"loss.flops_target": 0.5}
 
 ROWS = (
     Row("pooled", "fusion=pooled", _CXCYWH),
@@ -123,6 +128,9 @@ ROWS = (
     Row("gate_backbone", f"fusion={ADAPTIVE_FUSION},gate=backbone"),
     Row("relation", f"fusion={ADAPTIVE_FUSION},relation"),
     Row("full", f"fusion={ADAPTIVE_FUSION},gate=both,relation", _GATED),
+    Row("gate_head_budget", f"fusion={ADAPTIVE_FUSION},gate=head", {**_GATED, **_BUDGET}),
+    Row("gate_backbone_budget", f"fusion={ADAPTIVE_FUSION},gate=backbone", _BUDGET),
+    Row("full_budget", f"fusion={ADAPTIVE_FUSION},gate=both,relation", {**_GATED, **_BUDGET}),
 )
 ROW_NAMES = tuple(row.name for row in ROWS)
 SPREAD = "population std (ddof=0) over the finished seeds; None with fewer than 2"
@@ -179,7 +187,8 @@ def setting_columns(config) -> dict:
             "temporal_layers": head.get("temporal_layers", 0),
             "gate_policy": head.get("gate_policy") if config.model.get("gate", "off") != "off"
             else None,
-            "l1_coords": config.loss.l1_coords}
+            "l1_coords": config.loss.l1_coords,
+            "flops_target": config.loss.get("flops_target", 0.0)}
 
 
 def _flat(tree: Mapping, prefix: str = "") -> dict:
@@ -350,7 +359,7 @@ def _num(x, spec: str = ".3f") -> str:
 def format_table(table: dict) -> str:
     rows = table["rows"]
     classes = list(dict.fromkeys(k for r in rows for k in (r["per_class_ap"] or {})))
-    head = (f"{'row':<13} | {'seeds':>5} | {'frame-mAP':>13} | {'AP50 pers':>9} | "
+    head = (f"{'row':<20} | {'seeds':>5} | {'frame-mAP':>13} | {'AP50 pers':>9} | "
             + " | ".join(f"{c[:8]:>8}" for c in classes)
             + f"{' | ' if classes else ''}{'map mIoU':>8} | {'params':>9} | {'GFLOPs':>7} | "
             f"{'CPU ms':>7} | ran on")
@@ -364,7 +373,7 @@ def format_table(table: dict) -> str:
         per_class = r["per_class_ap"] or {}
         where = sorted({run["device"] or run["machine"] or "?" for run in r["runs"]})
         lines.append(
-            f"{r['name']:<13} | {','.join(map(str, r['seeds'])) or '-':>5} | {fm:>13} | "
+            f"{r['name']:<20} | {','.join(map(str, r['seeds'])) or '-':>5} | {fm:>13} | "
             f"{_num(r['person_ap50']):>9} | "
             + " | ".join(f"{_num(per_class.get(c)):>8}" for c in classes)
             + f"{' | ' if classes else ''}{_num(r['map_miou']):>8} | "
@@ -373,14 +382,15 @@ def format_table(table: dict) -> str:
     adaptive = [r for r in rows if r.get("gate", "off") != "off" or r.get("relation")
                 or r.get("temporal_layers")]
     if adaptive:
-        head = (f"{'row':<13} | {'gate':>8} | {'relation':>8} | {'gated FLOPs':>11} | "
+        head = (f"{'row':<20} | {'gate':>8} | {'budget':>6} | {'relation':>8} | {'gated FLOPs':>11} | "
                 f"{'people':>6} | {'model FLOPs':>11} | {'masked ms':>9} | {'compact ms':>10} | "
                 f"{'groups':>6}")
         lines += ["", "adaptive layers: counted FLOPs as fractions of the ungated ones (test "
                   "split); latency on the host CPU", head, "-" * len(head)]
         for r in adaptive:
             lines.append(
-                f"{r['name']:<13} | {r['gate']:>8} | {str(r['relation']):>8} | "
+                f"{r['name']:<20} | {r['gate']:>8} | {_num(r.get('flops_target'), '.2f'):>6} | "
+                f"{str(r['relation']):>8} | "
                 f"{_num(r['gated_flops_fraction']):>11} | "
                 f"{_num(r['gated_flops_fraction_people']):>6} | "
                 f"{_num(r['model_flops_fraction']):>11} | {_num(r['latency_ms_masked'], '.1f'):>9} | "

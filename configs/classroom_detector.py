@@ -127,6 +127,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.loss.map = 1.0  # behaviour-map BCE weight (heads with maps only; 0: off)
     config.loss.l1_coords = DEFAULT_L1_COORDS  # box L1 (loss and cost): 'cxcywh' | 'xyxy' (corners)
     config.loss.flops = 1.0  # weight of the gated layers' counted compute fraction (gate only)
+    config.loss.flops_target = 0.0  # compute budget: only the fraction above it costs (0: all)
     config.loss.reuse_cost = 0.0  # cost of a reused channel in that count (0: not recomputed)
     config.loss.relation = 0.1  # weight of the grouping-similarity reward (relation only)
 

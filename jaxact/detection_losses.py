@@ -74,6 +74,8 @@ class LossWeights:
       map: weight of the behaviour-map BCE (0 turns it off; heads without maps have none).
       l1_coords: "cxcywh" or "xyxy", the coordinates of the box L1 (loss and matching cost).
       flops: weight of the gated layers' counted compute fraction L_flops (models with a gate).
+      flops_target: compute budget: only the fraction above it costs, max(0, L_flops - target)
+        (0: every kept channel costs, the method's plain L_flops).
       reuse_cost: what a reused channel costs in L_flops, as a fraction of a kept one's.
       relation: weight w_sim of the grouping-similarity agreement L_sim (subtracted: it is a
         reward; models with relations).
@@ -93,12 +95,15 @@ class LossWeights:
     map: float = 1.0
     l1_coords: str = "cxcywh"
     flops: float = 1.0
+    flops_target: float = 0.0
     reuse_cost: float = 0.0
     relation: float = 0.1
 
     def __post_init__(self):
         settings.check_choice(self.cost_type, COST_TYPES, "cost_type")
         settings.check_choice(self.l1_coords, L1_COORDS, "l1_coords")
+        if not 0.0 <= self.flops_target < 1.0:
+            raise ValueError(f"flops_target must be in [0, 1), got {self.flops_target}")
 
 
 COST_TYPES = ("prob", "focal")
@@ -238,14 +243,14 @@ def adaptive_terms(outputs: dict, w: LossWeights) -> tuple[dict, dict]:
     terms, metrics = {}, {}
     gates = outputs.get("gates")
     if gates:
-        terms["flops"] = channel_gate.flops_fraction(gates, w.reuse_cost)
+        fraction = channel_gate.flops_fraction(gates, w.reuse_cost)
+        terms["flops"] = jnp.maximum(fraction - w.flops_target, 0.0)
         fractions = channel_gate.decision_fractions(gates)  # [B, L, 3]
         clips = jnp.asarray(fractions.shape[0], jnp.float32)
         for i in range(fractions.shape[1]):
             for j, name in enumerate(channel_gate.DECISIONS):
                 metrics[f"gate_{name}_{i}"] = (jnp.sum(fractions[:, i, j]), clips)
-        metrics["gate_flops"] = (jnp.sum(terms["flops"]), jnp.asarray(terms["flops"].size,
-                                                                        jnp.float32))
+        metrics["gate_flops"] = (jnp.sum(fraction), jnp.asarray(fraction.size, jnp.float32))
     relation = outputs.get("relation")
     if relation:
         share = actor_relation.share_probability(relation["group_probs"])

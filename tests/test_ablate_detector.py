@@ -17,7 +17,8 @@ CLASSES = ("sit", "raise_hand", "stand", "write", "turn_to_neighbour")
 
 def test_rows_and_their_configs():
     assert ab.ROW_NAMES == ("pooled", "sum", "concat", "gram", "gram_no_enc", "gram_xyxy",
-                            "temporal", "gate_head", "gate_backbone", "relation", "full")
+                            "temporal", "gate_head", "gate_backbone", "relation", "full",
+                            "gate_head_budget", "gate_backbone_budget", "full_budget")
     columns = {}
     for row in ab.ROWS:
         config = classroom_detector.get_config("smoke," + row.variant)
@@ -38,7 +39,7 @@ def test_rows_and_their_configs():
         columns[row.name] = ab.setting_columns(made)
     assert columns["pooled"] == {"fusion": "pooled", "encodings": None, "gate": "off",
                                  "relation": False, "temporal_layers": 0, "gate_policy": None,
-                                 "l1_coords": "cxcywh"}
+                                 "l1_coords": "cxcywh", "flops_target": 0.0}
     base = ab.ADAPTIVE_FUSION
     adaptive = ("temporal", "gate_head", "gate_backbone", "relation", "full")
     assert {columns[n]["fusion"] for n in adaptive} == {base}
@@ -46,6 +47,9 @@ def test_rows_and_their_configs():
             for n in adaptive] == [("off", False, 2), ("head", False, 2), ("backbone", False, 0),
                                    ("off", True, 0), ("both", True, 2)]
     assert columns["gate_head"]["gate_policy"] == columns["full"]["gate_policy"] == "input"
+    for name in ("gate_head", "gate_backbone", "full"):  # the budget rows: the same plus a budget
+        budget = columns[f"{name}_budget"]
+        assert budget == {**columns[name], "flops_target": 0.5}
     assert [columns[n]["fusion"] for n in ("sum", "concat", "gram")] == ["sum", "concat", "gram"]
     assert columns["gram"]["encodings"] is True and columns["gram_no_enc"]["encodings"] is False
     assert columns["gram"]["l1_coords"] == "cxcywh" and columns["gram_xyxy"]["l1_coords"] == "xyxy"
@@ -158,7 +162,7 @@ def test_build_table_from_finished_runs(finished):
     assert gram["latency_ms_masked"] is None and gram["latency_ms_compact"] is None
 
     text = ab.format_table(table)
-    adaptive = 5  # temporal, gate_head, gate_backbone, relation, full
+    adaptive = 8  # temporal, gate_head, gate_backbone, relation, full, 3 budget rows
     assert "0.600 ± 0.100" in text
     assert len(text.splitlines()) == 3 + len(ab.ROWS) + 4 + adaptive
 

@@ -343,6 +343,15 @@ def test_adaptive_terms_are_the_counted_flops_and_the_similarity_reward():
     w = dl.as_weights({"reuse_cost": 0.5})
     terms, metrics = dl.adaptive_terms({"gates": gates, "relation": relation}, w)
     np.testing.assert_allclose(terms["flops"], channel_gate.flops_fraction(gates, 0.5))
+    # A budget: only the fraction above the target costs; the logged fraction is unchanged.
+    fraction = np.asarray(channel_gate.flops_fraction(gates, 0.5))
+    target = float(np.median(fraction))
+    budget, logged = dl.adaptive_terms({"gates": gates}, dl.as_weights(
+        {"reuse_cost": 0.5, "flops_target": target}))
+    np.testing.assert_allclose(budget["flops"], np.maximum(fraction - target, 0.0), atol=1e-7)
+    assert float(logged["gate_flops"][0]) == pytest.approx(float(fraction.sum()), rel=1e-6)
+    with pytest.raises(ValueError, match="flops_target"):
+        dl.as_weights({"flops_target": 1.0})
     share = actor_relation.share_probability(probs)
     for i in range(b):
         want = actor_relation.similarity_loss(similarity[i:i + 1], share[i:i + 1],

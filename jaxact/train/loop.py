@@ -59,6 +59,7 @@ _ADDED_FIELDS = {
         "eval.map_score_threshold": 0.5,
         "eval.map_cell": 1,
         "loss.flops": 1.0,
+        "loss.flops_target": 0.0,
         "loss.reuse_cost": 0.0,
         "loss.relation": 0.1,
         "train.temperature_start": 5.0,
