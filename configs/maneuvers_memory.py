@@ -95,6 +95,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.memory.capacity = 256  # K vectors per class (ring buffer)
     config.memory.num_clusters = 4  # k-means clusters (= references) per class
     config.memory.kmeans_iters = 10  # Lloyd iterations
+    # 'kmeans' | 'threshold': leader clustering, members within cluster_threshold (euclidean) of
+    # their leader, the data deciding how many clusters (at most num_clusters)
+    config.memory.clustering = "kmeans"
+    config.memory.cluster_threshold = 0.5
     config.memory.reference_rule = "nearest_to_centre"  # 'nearest_to_centre' | 'random' | 'farthest'
     config.memory.sample_size = 128  # vectors per class sampled before clustering
     config.memory.distance = "sqeuclidean"  # any name in jaxact.ops.distances.METRICS

@@ -270,3 +270,77 @@ def test_unknown_rule_and_bad_k():
         )
     with pytest.raises(ValueError, match="k must be >= 1"):
         km.kmeans(points, mask, 0, 2, jax.random.key(0))
+
+
+# ----------------------------------------------------------------------------- threshold clustering
+
+
+def _leader_reference(points, mask, max_clusters, threshold):
+    """Plain-python leader clustering (the definition, one point at a time)."""
+    leaders, assign = [], []
+    for x, valid in zip(points, mask, strict=True):
+        if not valid:
+            assign.append(-1)
+            continue
+        d = [float(np.linalg.norm(x - leader)) for leader in leaders]
+        if d and min(d) <= threshold:
+            assign.append(int(np.argmin(d)))
+        elif len(leaders) < max_clusters:
+            leaders.append(x)
+            assign.append(len(leaders) - 1)
+        else:
+            assign.append(int(np.argmin(d)))
+    return np.array(assign)
+
+
+def test_threshold_clustering_finds_the_hand_built_groups():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    truth = rng.permutation(np.repeat(np.arange(3), 6))
+    points = centres[truth] + rng.uniform(-0.3, 0.3, (18, 2))  # within-group distance < 0.85
+    points = np.concatenate([points, [[1e9, -1e9], [np.nan, 0.0]]])  # masked garbage
+    mask = np.arange(20) < 18
+    centroids, assign, valid = jax.jit(km.threshold_clusters, static_argnums=2)(
+        points, mask, 5, 1.0)
+    assign, valid = np.asarray(assign), np.asarray(valid)
+    assert valid.tolist() == [True, True, True, False, False]  # 3 of at most 5
+    assert (assign[18:] == -1).all()
+    # The same partition as the truth (cluster numbers in order of first appearance).
+    first_seen = {g: i for i, g in enumerate(dict.fromkeys(truth.tolist()))}
+    np.testing.assert_array_equal(assign[:18], [first_seen[g] for g in truth])
+    np.testing.assert_array_equal(assign, _leader_reference(points, mask, 5, 1.0))
+    for c in range(3):
+        np.testing.assert_allclose(centroids[c], points[:18][assign[:18] == c].mean(0), rtol=1e-5)
+    # One tight class is one cluster; a tiny threshold caps at max_clusters, the rest joining
+    # their nearest leader (as the definition says).
+    _, one, valid_one = km.threshold_clusters(points[:18][truth == 0], np.ones(6, bool), 4, 1.0)
+    assert np.asarray(valid_one).sum() == 1 and (np.asarray(one) == 0).all()
+    _, capped, valid_capped = km.threshold_clusters(points, mask, 2, 0.01)
+    assert np.asarray(valid_capped).all()
+    np.testing.assert_array_equal(capped, _leader_reference(points, mask, 2, 0.01))
+
+
+def test_threshold_references_vmap_and_no_retrace():
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(3, 12, 4)).astype(np.float32)
+    mask = rng.random((3, 12)) > 0.3
+    traces = []
+
+    def refs(p, m, r):
+        traces.append(1)
+        return km.cluster_references(p, m, k=4, num_iters=1, rule="nearest_to_centre", rng=r,
+                                     clustering="threshold", threshold=1.5)
+
+    fn = jax.jit(jax.vmap(refs))
+    keys = jax.random.split(jax.random.key(0), 3)
+    out, valid = fn(points, mask, keys)
+    chex.assert_shape(out, (3, 4, 4))
+    fn(points + 1.0, ~mask, keys)
+    assert len(traces) == 1
+    for c in range(3):  # every valid reference is a valid member of its class
+        for ref in np.asarray(out[c])[np.asarray(valid[c])]:
+            assert any(np.allclose(ref, p) for p in points[c][mask[c]])
+    with pytest.raises(ValueError, match="clustering"):
+        km.cluster_references(points[0], mask[0], 2, 1, "random", keys[0], clustering="dbscan")
+    with pytest.raises(ValueError, match="threshold"):
+        km.threshold_clusters(points[0], mask[0], 2, -1.0)

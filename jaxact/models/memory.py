@@ -36,9 +36,11 @@ MEMORY_INIT = ("pretrain", "checkpoint")
 class MemorySettings:
     """The memory classifier's settings (field names are the `memory` config section's keys).
 
-    Bank and references: `capacity` K vectors per class; `num_clusters` k-means clusters (one
-    reference each) of a `sample_size` sample per class, `kmeans_iters` Lloyd iterations,
-    `reference_rule` in `kmeans.REFERENCE_RULES`; refreshed every `refresh_every` steps.
+    Bank and references: `capacity` K vectors per class; `clustering` 'kmeans' (`num_clusters`
+    clusters, `kmeans_iters` Lloyd iterations) or 'threshold' (leader clustering: a member is
+    within `cluster_threshold` (euclidean) of its cluster's leader; at most `num_clusters`) of a
+    `sample_size` sample per class, one reference per cluster by `reference_rule` in
+    `kmeans.REFERENCE_RULES`; refreshed every `refresh_every` steps.
     Matching: `distance` in `distances.METRICS` (`minkowski_p`, `binarize_threshold`,
     `entropy_temperature` for the metrics that take them); `temperature` scales logits
     `-distance / temperature`.
@@ -53,6 +55,8 @@ class MemorySettings:
     capacity: int
     num_clusters: int
     kmeans_iters: int
+    clustering: str
+    cluster_threshold: float
     reference_rule: str
     sample_size: int
     distance: str
@@ -79,9 +83,9 @@ class MemorySettings:
             raise ValueError(f"distance={self.distance!r}: {e}") from e
         object.__setattr__(self, "distance", canonical)  # scipy's aliases, e.g. cityblock
         for field, choices in (("reference_rule", kmeans.REFERENCE_RULES), ("loss_on", LOSS_ON),
-                               ("init", MEMORY_INIT)):
+                               ("init", MEMORY_INIT), ("clustering", kmeans.CLUSTERINGS)):
             settings.check_choice(getattr(self, field), choices, field)
-        for field in ("softmax_loss_weight", "margin"):
+        for field in ("softmax_loss_weight", "margin", "cluster_threshold"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
         settings.check_positive(self, "capacity", "num_clusters", "sample_size", "refresh_every",
@@ -210,15 +214,18 @@ def sample(bank: MemoryBank, rng, num: int):
     return feats, jnp.take_along_axis(bank.valid, idx, axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("num_clusters", "num_iters", "rule", "sample_size"))
+@functools.partial(jax.jit, static_argnames=("num_clusters", "num_iters", "rule", "sample_size",
+                                             "clustering"))
 def refresh_references(bank: MemoryBank, rng, *, num_clusters: int, num_iters: int, rule: str,
-                       sample_size: int) -> References:
-    """Samples each class's memory, clusters it and picks one reference per cluster by `rule`."""
+                       sample_size: int, clustering: str = "kmeans",
+                       threshold: float = 0.0) -> References:
+    """Samples each class's memory, clusters it (`kmeans.cluster_references`: `clustering`,
+    `threshold`) and picks one reference per cluster by `rule`."""
     sample_rng, cluster_rng = jax.random.split(rng)
     feats, mask = sample(bank, sample_rng, sample_size)
     rngs = jax.random.split(cluster_rng, bank.num_classes)
     cluster = functools.partial(kmeans.cluster_references, k=num_clusters, num_iters=num_iters,
-                                rule=rule)
+                                rule=rule, clustering=clustering, threshold=threshold)
     refs, valid = jax.vmap(lambda p, m, r: cluster(p, m, rng=r))(feats, mask, rngs)
     flat, flat_mask = feats.reshape(-1, feats.shape[-1]), mask.reshape(-1)
     return References(

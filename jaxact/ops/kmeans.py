@@ -1,4 +1,4 @@
-"""Masked k-means and per-cluster reference selection in pure JAX.
+"""Masked k-means, threshold (leader) clustering and per-cluster reference selection in pure JAX.
 
 All functions take a fixed-size set of vectors ``points [N, D]`` with a validity ``mask [N]``, so
 a memory bank with a variable number of filled slots keeps static shapes. They are jittable (``k``,
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 REFERENCE_RULES = ("nearest_to_centre", "random", "farthest")
+CLUSTERINGS = ("kmeans", "threshold")
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -131,6 +132,53 @@ def kmeans(
     return centroids + shift, assign, counts > 0
 
 
+def threshold_clusters(
+    points: jax.Array, mask: jax.Array, max_clusters: int, threshold: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Clusters by a preset distance: leader clustering, the data choosing how many clusters.
+
+    Points are taken in order; a valid point joins the nearest leader (the point that opened a
+    cluster) when it lies within ``threshold`` (euclidean) of it, else it opens a new cluster.
+    Data that form one tight group give one cluster. The number of clusters is capped at the
+    static ``max_clusters``: past the cap a far point joins its nearest leader. Centroids are
+    the members' means.
+
+    Args:
+      points: [N, D] vectors (their order decides which point leads; pass a random sample).
+      mask: [N] bool, True for points that take part.
+      max_clusters: static maximum number of clusters K.
+      threshold: the largest distance from a leader to its members (>= 0).
+
+    Returns:
+      (centroids [K, D], assignments int32 [N] (-1 for masked points), cluster_valid bool [K]),
+      as `kmeans` returns them; the realised count is ``cluster_valid.sum()``.
+    """
+    if max_clusters < 1:
+        raise ValueError(f"max_clusters must be >= 1; got {max_clusters}.")
+    if isinstance(threshold, int | float) and not threshold >= 0:
+        raise ValueError(f"threshold must be >= 0; got {threshold}.")
+    points, mask = _prepare(points, mask)
+    k = max_clusters
+
+    def visit(carry, item):
+        leaders, opened = carry
+        x, valid = item
+        d2 = jnp.sum((leaders - x) ** 2, axis=-1)  # exact: duplicates are at distance 0
+        d2 = jnp.where(jnp.arange(k) < opened, d2, jnp.inf)
+        nearest = jnp.argmin(d2).astype(jnp.int32)
+        far = ~(d2[nearest] <= threshold**2)  # also True while no cluster is open
+        new = valid & far & (opened < k)
+        leaders = jnp.where(new, leaders.at[jnp.minimum(opened, k - 1)].set(x), leaders)
+        assign = jnp.where(new, opened, jnp.where(valid, nearest, -1)).astype(jnp.int32)
+        return (leaders, opened + new.astype(jnp.int32)), assign
+
+    init = (jnp.zeros((k, points.shape[-1]), points.dtype), jnp.zeros((), jnp.int32))
+    (leaders, _), assign = jax.lax.scan(visit, init, (points, mask))
+    sums, counts = _cluster_sums(points, mask, jnp.maximum(assign, 0), k)
+    centroids = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], leaders)
+    return centroids, assign, counts > 0
+
+
 def _member_sqdist(points, centroids, assignments):
     """Squared distance of each point to its own cluster's centroid: [N] (exact, no matmul)."""
     own = centroids[jnp.clip(assignments, 0, centroids.shape[0] - 1)]
@@ -215,20 +263,29 @@ def select_references(
 
 
 def cluster_references(
-    points: jax.Array, mask: jax.Array, k: int, num_iters: int, rule: str, rng: jax.Array
+    points: jax.Array, mask: jax.Array, k: int, num_iters: int, rule: str, rng: jax.Array,
+    clustering: str = "kmeans", threshold: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
-    """``kmeans`` followed by ``select_references``: k reference vectors for one point set.
+    """Clustering followed by ``select_references``: up to k reference vectors for one point set.
 
     Args:
       points: [N, D] vectors.
       mask: [N] bool.
-      k, num_iters, rule: static, see ``kmeans`` and ``select_references``.
+      k, num_iters, rule: static, see ``kmeans`` and ``select_references``; with
+        ``clustering="threshold"``, k is the maximum number of clusters.
       rng: PRNG key (split between seeding and the ``"random"`` rule).
+      clustering: static, ``"kmeans"`` or ``"threshold"`` (`threshold_clusters` at
+        ``threshold``).
 
     Returns:
       refs [k, D] and ref_valid bool [k].
     """
     _check_rule(rule)
+    if clustering not in CLUSTERINGS:
+        raise ValueError(f"Unknown clustering {clustering!r}; valid: {', '.join(CLUSTERINGS)}.")
     init_key, pick_key = jax.random.split(rng)
-    centroids, assignments, cluster_valid = kmeans(points, mask, k, num_iters, init_key)
+    if clustering == "threshold":
+        centroids, assignments, cluster_valid = threshold_clusters(points, mask, k, threshold)
+    else:
+        centroids, assignments, cluster_valid = kmeans(points, mask, k, num_iters, init_key)
     return select_references(points, mask, centroids, assignments, cluster_valid, rule, pick_key)

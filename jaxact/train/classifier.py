@@ -133,7 +133,8 @@ def make_memory_step(model, memory: memlib.MemorySettings, frame_loss_weight: fl
         # write() drops non-finite rows, so a bad batch never enters the bank.
         rows = parallel.gather_rows((feats, labels, correct), axis_name)
         bank = write_rows(state.memory, *rows, memory.write_stride)
-        metrics.update(grad_norm=optax.tree.norm(grads), **nonfinite_metrics(new_state.opt_state))
+        metrics.update(grad_norm=optax.tree.norm(grads), **nonfinite_metrics(new_state.opt_state),
+                       clusters=jnp.mean(jnp.sum(state.references.valid, axis=-1)))
         return new_state.replace(memory=bank), metrics
 
     return step
@@ -185,7 +186,8 @@ def programs(model: VideoClassifierNet, memory: memlib.MemorySettings,
         rng = jax.random.fold_in(state.rng, state.step)
         refs = memlib.refresh_references(
             state.memory, rng, num_clusters=memory.num_clusters, num_iters=memory.kmeans_iters,
-            rule=memory.reference_rule, sample_size=memory.sample_size)
+            rule=memory.reference_rule, sample_size=memory.sample_size,
+            clustering=memory.clustering, threshold=memory.cluster_threshold)
         return state.replace(references=refs)
 
     def fill(params, bank, batch):

@@ -45,6 +45,8 @@ _ADDED_FIELDS = {
         "memory.margin": 0.0,
         "memory.softmax_loss_weight": 0.0,
         "memory.entropy_temperature": 0.1,
+        "memory.clustering": "kmeans",
+        "memory.cluster_threshold": 0.5,
         "model.normalize_features": False,
         "eval.temporal_views": 1,
         "eval.flip_view": False,
