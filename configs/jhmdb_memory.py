@@ -41,7 +41,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.name = "ragged_npz"
     config.data.train_path, config.data.test_path = split_paths(split)
     config.data.num_frames = 32  # each clip (15-40 frames) is linearly resampled to this length
-    config.data.features = ("coords", "distances", "motion")  # () = raw frames, flattened
+    # Joint features need joints [J, D] per frame (distances: J >= 2); () flattens any frame, so
+    # plain vectors (e.g. 24 sensor values per frame) need data.features=() and no augmentation.
+    config.data.features = ("coords", "distances", "motion")
     config.data.standardize = True  # inputs standardised with train-split statistics
     config.data.min_fraction = 1.0  # < 1: train on random first-p% prefixes, p ~ U[min, 1]
     config.data.crop_min = 0.8  # training crops a random [crop_min, 1] portion in time

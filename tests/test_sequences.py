@@ -190,6 +190,28 @@ def test_generic_vectors_need_no_joint_settings():
         sequences.SequenceTransform(num_frames=5, train=True, features=("velocity",))
 
 
+def test_vectors_with_joint_features_fail_naming_the_field_and_file(tmp_path):
+    """Frames of 24 plain values with the joint features of jhmdb_memory: one clear error before
+    anything trains, not a numpy error inside a loader worker."""
+    from jaxact.data import sources
+
+    config = jhmdb_memory.get_config("smoke")
+    config.data.train_path = write_npz(tmp_path / "vectors.npz", [5, 6], ["a", "b"],
+                                       frame_shape=(24,))
+    config.data.test_path = write_npz(tmp_path / "vectors_test.npz", [4], ["a"], frame_shape=(24,))
+    with pytest.raises(ValueError, match=r"data.features=\('coords', 'distances', 'motion'\) "
+                                         r"needs joints .*vectors.npz has frames of shape \[24\]"):
+        sources.RaggedNpzSequences(config.data)
+    config.data.features = ()
+    config.data.mirror_prob = 0.5
+    with pytest.raises(ValueError, match=r"mirror_prob need 2-D joints.*vectors.npz.*\[24\]"):
+        sources.RaggedNpzSequences(config.data)
+    config.data.scale_range = config.data.rotation_degrees = config.data.mirror_prob = 0.0
+    assert sources.RaggedNpzSequences(config.data).source("train")[0]["video"].shape[1:] == (24,)
+    with pytest.raises(ValueError, match="J >= 2"):
+        sequences.check_frame_shape((1, 2), ("distances",), False, "one_joint.npz")
+
+
 # ----------------------------------------------------------------------------- end to end
 
 

@@ -160,6 +160,23 @@ def resample(frames: np.ndarray, num_frames: int, start: float, end: float) -> n
     return (1 - w) * frames[lo] + w * frames[hi]
 
 
+def check_frame_shape(frame_shape: tuple[int, ...], features, augment: bool, path: str) -> None:
+    """Fails, naming `data.features` (or the augmentations), the expected and found per-frame
+    shapes and the file `path`, unless frames of `frame_shape` suit them: joint features need
+    joints `[J, D]` (distances: J >= 2); scale / rotation / mirror need 2-D joints `[J, 2]`.
+    `features=()` takes any per-frame shape (each frame is flattened)."""
+    frame_shape = tuple(int(n) for n in frame_shape)
+    if features and (len(frame_shape) != 2 or ("distances" in features and frame_shape[0] < 2)):
+        raise ValueError(f"data.features={tuple(features)} needs joints per frame, [J, D]"
+                         f"{' with J >= 2' if 'distances' in features else ''}, but {path} has "
+                         f"frames of shape {list(frame_shape)}; for plain vectors set "
+                         "data.features=()")
+    if augment and (len(frame_shape) != 2 or frame_shape[1] != 2):
+        raise ValueError(f"data.scale_range / rotation_degrees / mirror_prob need 2-D joints "
+                         f"[J, 2] per frame, but {path} has frames of shape {list(frame_shape)}; "
+                         "set them to 0")
+
+
 def joint_features(joints: np.ndarray, features) -> np.ndarray:
     """Per-frame features of a joint sequence `[T, J, D]` -> `[T, F]`.
 

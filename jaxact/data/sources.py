@@ -82,6 +82,10 @@ class RaggedNpzSequences:
         self.config = config
         paths = {"train": config.train_path, "test": config.test_path}
         self.class_names, self._sources = sequences.load_splits(paths)
+        train = self._sources["train"].sequences
+        sequences.check_frame_shape(
+            train.frames.shape[1:], tuple(config.features),
+            bool(config.scale_range or config.rotation_degrees or config.mirror_prob), train.path)
         self.description = f"ragged_npz:{config.train_path}|{config.test_path}"
         self.mean = self.std = None
         if config.standardize:
