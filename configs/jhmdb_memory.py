@@ -46,6 +46,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.features = ("coords", "distances", "motion")
     config.data.standardize = True  # inputs standardised with train-split statistics
     config.data.min_fraction = 1.0  # < 1: train on random first-p% prefixes, p ~ U[min, 1]
+    config.data.train_observation = 1.0  # < 1: train on exactly the first p% of every clip
     config.data.crop_min = 0.8  # training crops a random [crop_min, 1] portion in time
     config.data.scale_range = 0.1  # scale ~ U[0.9, 1.1]
     config.data.rotation_degrees = 10.0  # rotation ~ U[-10, 10] degrees

@@ -73,6 +73,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.num_frames = 16  # frames sampled per clip
     config.data.flip_prob = 0.5  # horizontal flip (swaps left/right manoeuvres)
     config.data.min_fraction = 1.0  # < 1: train on random first-p% prefixes, p ~ U[min, 1]
+    config.data.train_observation = 1.0  # < 1: train on exactly the first p% of every clip
     config.data.num_threads = 2  # loader threads
     config.data.prefetch = 4  # batches prefetched
 

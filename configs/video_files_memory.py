@@ -27,7 +27,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.test_list = ""  # required: same format; labels must occur in the train list
     config.data.frame_size = (64, 64)  # (H, W) every clip is resized to
     config.data.scan_workers = 4  # threads decoding every clip once up front to find bad ones
-    for field in ("num_frames", "min_fraction", "num_threads", "prefetch"):
+    for field in ("num_frames", "min_fraction", "train_observation", "num_threads", "prefetch"):
         config.data[field] = inherited[field]
     config.data.flip_prob = inherited.flip_prob  # mirror left-right; the label is kept
     config.train.eval_every = 0  # two lists, train and test: no validation split to watch

@@ -212,6 +212,36 @@ def test_vectors_with_joint_features_fail_naming_the_field_and_file(tmp_path):
         sequences.check_frame_shape((1, 2), ("distances",), False, "one_joint.npz")
 
 
+def test_train_observation_trains_on_a_fixed_first_part(tmp_path):
+    """data.train_observation=0.3: every training clip is exactly its first 30 %; evaluation
+    still observes what it is asked; random prefixes cannot be combined with it."""
+    from jaxact.data import sources
+
+    config = jhmdb_memory.get_config("smoke")
+    time = np.repeat(np.arange(20.0, dtype=np.float32)[:, None, None], 15, 1).repeat(2, 2)
+    np.savez(tmp_path / "t.npz", frames=np.concatenate([time, time]), lengths=np.array([20, 20]),
+             labels=np.array(["a", "b"]))
+    config.data.train_path = config.data.test_path = str(tmp_path / "t.npz")
+    config.data.features, config.data.standardize = (), False
+    config.data.scale_range = config.data.rotation_degrees = config.data.mirror_prob = 0.0
+    config.data.crop_min, config.data.train_observation = 1.0, 0.3
+    data = sources.RaggedNpzSequences(config.data)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        seen = data.transform(train=True)(data.source("train")[0], rng)["video"]
+        np.testing.assert_allclose(seen.min(), 0.0)
+        np.testing.assert_allclose(seen.max(), 0.3 * 20 - 1, rtol=1e-6)  # the first 6 frames
+    evaluated = data.transform(train=False, fraction=0.5)(data.source("test")[0], rng)["video"]
+    np.testing.assert_allclose(evaluated.max(), 0.5 * 20 - 1, rtol=1e-6)
+    assert sources.observed_fractions(config.data, True, 1.0) == (0.3, 1.0)
+    config.data.min_fraction = 0.5
+    with pytest.raises(ValueError, match="train_observation=0.3 and data.min_fraction=0.5"):
+        sources.observed_fractions(config.data, True, 1.0)
+    config.data.min_fraction, config.data.train_observation = 1.0, 0.0
+    with pytest.raises(ValueError, match="train_observation must be in"):
+        sources.observed_fractions(config.data, False, 1.0)
+
+
 # ----------------------------------------------------------------------------- end to end
 
 

@@ -37,6 +37,21 @@ from absl import logging
 from jaxact.data import builders, pipeline, sequences, video_io
 
 
+def observed_fractions(config, train: bool, fraction: float) -> tuple[float, float]:
+    """(fraction, min_fraction) of a clip transform: in training, a fixed first
+    `data.train_observation` of each clip when that is < 1 (the early-prediction training mode),
+    else random prefixes from `data.min_fraction` (1: whole clips); in evaluation `fraction`."""
+    observation = config.get("train_observation", 1.0)
+    if not 0.0 < observation <= 1.0:
+        raise ValueError(f"data.train_observation must be in (0, 1], got {observation}")
+    if observation < 1.0 and config.min_fraction < 1.0:
+        raise ValueError(f"data.train_observation={observation} and data.min_fraction="
+                         f"{config.min_fraction}: fixed and random prefixes; set one of them to 1")
+    if train and observation < 1.0:
+        return observation, 1.0
+    return fraction, config.min_fraction
+
+
 class SyntheticVideos:
     """A built-in TFDS dataset of labelled clips (`data.name` a key of `builders.BUILDERS` whose
     records hold a `label`: maneuvers), uint8 `[T, H, W, 3]` with per-frame `boxes` `[T, 4]`.
@@ -64,8 +79,9 @@ class SyntheticVideos:
     def transform(self, train: bool, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
         c = self.config
         flip = None if self._label_flip is None else tuple(int(i) for i in self._label_flip)
+        fraction, min_fraction = observed_fractions(c, train, fraction)
         return pipeline.ClipTransform(num_frames=c.num_frames, train=train, fraction=fraction,
-                                      min_fraction=c.min_fraction, flip_prob=c.flip_prob,
+                                      min_fraction=min_fraction, flip_prob=c.flip_prob,
                                       view=view, flip_permutation=flip)
 
     def read_clip(self, path: str) -> dict:
@@ -107,8 +123,9 @@ class RaggedNpzSequences:
                              "only the default test view; set eval.temporal_views=1 and "
                              "eval.flip_view=False")
         c = self.config
+        fraction, min_fraction = observed_fractions(c, train, fraction)
         return sequences.SequenceTransform(
-            num_frames=c.num_frames, train=train, fraction=fraction, min_fraction=c.min_fraction,
+            num_frames=c.num_frames, train=train, fraction=fraction, min_fraction=min_fraction,
             crop_min=c.crop_min, scale_range=c.scale_range, rotation_degrees=c.rotation_degrees,
             mirror_prob=c.mirror_prob, joint_order=c.joint_order, features=tuple(c.features),
             mean=self.mean, std=self.std)
@@ -189,8 +206,9 @@ class VideoFiles:
         c = self.config
         # ClipTransform never flips here (its flip draw is still made in training); Mirror
         # mirrors the video alone, after one more draw. A mirrored clip keeps its label.
+        fraction, min_fraction = observed_fractions(c, train, fraction)
         base = pipeline.ClipTransform(num_frames=c.num_frames, train=train, fraction=fraction,
-                                      min_fraction=c.min_fraction, flip_prob=0.0,
+                                      min_fraction=min_fraction, flip_prob=0.0,
                                       view=dataclasses.replace(view, flip=False))
         flip_prob = c.flip_prob if train else float(view.flip)
         return Mirror(base, flip_prob) if flip_prob > 0 else base

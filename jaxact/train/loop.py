@@ -46,6 +46,7 @@ _ADDED_FIELDS = {
         "memory.softmax_loss_weight": 0.0,
         "memory.entropy_temperature": 0.1,
         "memory.clustering": "kmeans",
+        "data.train_observation": 1.0,
         "memory.cluster_threshold": 0.5,
         "model.normalize_features": False,
         "eval.temporal_views": 1,
