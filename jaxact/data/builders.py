@@ -149,6 +149,10 @@ class Maneuvers(_SyntheticBuilder):
                                                         max_distractors=0, jitter_px=0.0)),
         SyntheticConfig(name="default", num_train=1200, num_validation=300, num_test=600,
                         render=maneuvers.ManeuverConfig()),
+        # `default` plus starting actions (indicator, braking, drift) before the onset; the
+        # indicator lamps are visible at 64 px. `maneuvers.bayes_limit` gives its ceiling.
+        SyntheticConfig(name="cues", num_train=1200, num_validation=300, num_test=600,
+                        render=maneuvers.ManeuverConfig(cues=True)),
     ]
 
     def _info(self):

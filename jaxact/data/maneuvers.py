@@ -6,9 +6,40 @@ and, at a random onset time, performs one of `MANEUVERS`. Distractor vehicles wi
 drive straight along other lanes.
 
 Every random draw is made in the same order whatever the label, and the label only selects which
-of the (all precomputed) post-onset paths the target follows. Hence frames before `onset` are
-byte-identical across labels for a given seed, which makes the pre-onset part of every clip
-genuinely ambiguous. The timing (onset fraction, speeds) is also label independent.
+of the (all precomputed) post-onset paths the target follows. Hence, without cues, frames before
+`onset` are byte-identical across labels for a given seed, which makes the pre-onset part of every
+clip genuinely ambiguous. Without cues the timing (onset fraction, speeds) is label independent
+too.
+
+Starting actions (`ManeuverConfig.cues`, off by default) announce the manoeuvre before its onset.
+Let `o` be the drawn onset (the target reaches the onset point at frame o - 1 when it does not
+brake). The cues fill a window of `lead = max(1, round(a * (o - 1)))` frames, `a` uniform in
+[cue_lead_min, cue_lead_max], starting at frame `start = o - 1 - lead` (>= 0):
+  - indicator: amber lamps at the front and rear corner of one side (about 2 px each at 64 px, so
+    64 px is enough), lit from `start` to the end of the clip for the first half of every
+    `blink_period` frames. Turns, lane changes and U-turns signal with `indicator_prob`, on the
+    wrong side with `indicator_wrong_prob`; a U-turn signals left (a left-side manoeuvre in
+    right-hand traffic). A straight driver signals, either side with equal odds, with
+    `false_indicator_prob`.
+  - deceleration: before turns and U-turns the speed drops linearly, from the approach speed v at
+    `start` to (1 - f) v at the onset point. Braking covers less ground, so these targets reach
+    the onset point, and their `onset` is, `delay = min(round(lead * F / (2 - F)), lead - 1)`
+    whole frames later, F = `decel_fraction`; f = 2 delay / (lead + delay) is the fraction that
+    makes it a whole number of frames (F for long windows; no braking where delay is 0). The motion
+    after the onset point is unchanged, so the manoeuvre still departs by `_DISP_PX` within
+    `_DISP_FRAMES` of `onset`.
+  - drift: before a lane change, with `drift_prob`, the target drifts sideways toward the new lane
+    along a smoothstep, `drift_px` (at 64 px) by the onset point, and the drift then fades into the
+    lane change. `drift_px <= _DISP_PX / 2` keeps the drift inside the lane and well short of the
+    `_DISP_PX` departure that the manoeuvre proper reaches within `_DISP_FRAMES` of `onset`, so
+    `onset` still marks the first frame on the manoeuvre's path.
+  - straight: no cue other than the false signal.
+The cue draws come from a stream of their own (seeded by `(seed, 1)`, so apart from and after
+every other draw): four uniforms per clip, always, which the label only uses deterministically.
+Hence frames before `start` stay byte-identical across labels, and without cues no draw changes.
+(With cues the layout is sampled for the latest possible onset, so a clip need not match its
+cue-free twin.) `bayes_limit` computes the Bayes-optimal accuracy of early prediction from the
+same latent draws.
 
 Everything is pure numpy and deterministic in `(seed, label, config)`.
 """
@@ -41,6 +72,12 @@ _ONSET_RANGE = (0.3, 0.5)  # onset as a fraction of the clip length, identical f
 _DISP_FRAMES = 10  # the manoeuvre must be >= _DISP_PX off the straight path this soon after onset
 _DISP_PX = 6.0  # at 64 px resolution
 
+# Side of each manoeuvre (-1 left, +1 right); a U-turn is a left-side manoeuvre in right-hand traffic.
+_SIDE = np.array([0, -1, 1, -1, 1, -1])
+_BRAKES = np.array([False, True, True, False, False, True])  # turns and U-turns slow down first
+_DRIFTS = np.array([False, False, False, True, True, False])  # lane changes may drift first
+_AMBER = np.array([255, 150, 0], np.float32)  # brighter and redder than any paint or marking
+
 
 @dataclasses.dataclass(frozen=True)
 class ManeuverConfig:
@@ -50,6 +87,31 @@ class ManeuverConfig:
     max_distractors: int = 4
     noise_std: float = 3.0  # per-pixel, per-frame noise std in uint8 units (triangular noise)
     jitter_px: float = 1.0  # camera jitter amplitude (integer shifts of the whole scene)
+    # Starting actions before the onset (module docstring); off, clips are those without cues.
+    cues: bool = False
+    indicator_prob: float = 0.75  # P(signal | turn, lane change or U-turn)
+    indicator_wrong_prob: float = 0.05  # P(wrong side | signal)
+    false_indicator_prob: float = 0.05  # P(signal, either side | straight)
+    cue_lead_min: float = 0.2  # cue window, as a fraction of the frames before the onset point
+    cue_lead_max: float = 0.7
+    decel_fraction: float = 0.4  # speed lost by the onset point before turns and U-turns
+    drift_prob: float = 0.7  # P(drift toward the new lane | lane change)
+    drift_px: float = 1.5  # lateral drift at the onset point, in pixels at 64 px resolution
+    blink_period: int = 4  # frames per indicator cycle, lit for the first half
+
+    def __post_init__(self):
+        probs = (self.indicator_prob, self.indicator_wrong_prob, self.false_indicator_prob,
+                 self.drift_prob)
+        if not all(0.0 <= p <= 1.0 for p in probs):
+            raise ValueError("cue probabilities must be in [0, 1]")
+        if not 0.0 < self.cue_lead_min <= self.cue_lead_max <= 1.0:
+            raise ValueError("need 0 < cue_lead_min <= cue_lead_max <= 1")
+        if not 0.0 <= self.decel_fraction <= 0.5:  # delays the onset by at most a third of the window
+            raise ValueError("decel_fraction must be in [0, 0.5]")
+        if not 0.0 <= self.drift_px <= _DISP_PX / 2:  # stays in the lane, short of the manoeuvre
+            raise ValueError(f"drift_px must be in [0, {_DISP_PX / 2}]")
+        if self.blink_period < 2:
+            raise ValueError("blink_period must be >= 2")
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,10 +354,11 @@ def _render_background(rng, lay, size, offset, scale):
 _GLASS = np.array([35, 45, 60], np.float32)
 
 
-def _draw_vehicle(canvas, cx, cy, head, length, width, body, marker=None):
+def _draw_vehicle(canvas, cx, cy, head, length, width, body, marker=None, lamps=None):
     """Paints one oriented vehicle into every frame of `canvas` [T, R, R, 3] (float, in place).
 
-    cx, cy: [T] centre in image pixel coordinates; head: [T, 2] unit heading (x, y).
+    cx, cy: [T] centre in image pixel coordinates; head: [T, 2] unit heading (x, y);
+    lamps: int [T], the side (-1 left, +1 right, 0 none) whose indicator lamps are lit.
     Only a small window around the vehicle is evaluated, and only in frames where it is near
     the image.
     """
@@ -332,6 +395,14 @@ def _draw_vehicle(canvas, cx, cy, head, length, width, body, marker=None):
     _paint(patch, rect(-0.44 * length, -0.34 * length, hw - 0.6), _GLASS)
     if marker is not None:
         _paint(patch, rect(-0.2 * length, 0.08 * length, max(0.3 * width, 1.0)), marker)
+    if lamps is not None:
+        # Front and rear corner of the lit side, out over the outline: about 2 x 2 px at 64 px.
+        side = lamps[frames].astype(np.float32)[:, None, None]
+        toward = (py * hx - px * hy) * side  # lateral offset toward the lit side
+        along = np.abs(u)
+        lamp = _unit(toward - hw + 0.35 * width + 0.5) * _unit(hw + 1.0 - toward)
+        lamp *= _unit(along - hl + 0.25 * length + 0.5) * _unit(hl + 1.0 - along)
+        _paint(patch, lamp * np.abs(side), _AMBER)
     canvas[index] = patch
 
 
@@ -347,14 +418,15 @@ def _box(cx, cy, head, length, width):
 # Clip sampling.
 
 
-def _sample_layout(rng, res, scale, t_len, onset):
+def _sample_layout(rng, res, scale, t_len, onset, delay=0):
     """Samples a road layout, target lane and label-independent speed profile.
 
     Rejects layouts in which some manoeuvre would not complete, or would leave the frame, within
-    the clip; every quantity is computed for all labels so the result is label independent.
+    the clip, also when braking makes the target reach the onset point `delay` frames late; every
+    quantity is computed for all labels so the result is label independent.
     """
     margin = 2.5 * scale
-    t_post = t_len - onset  # frames after the last straight frame
+    t_post = t_len - onset - delay  # frames after the last straight frame
     for attempt in itertools.count():
         n = int(rng.integers(2, 4))
         w = rng.uniform(6.4, 7.6 if n == 2 else 6.9) * scale
@@ -446,6 +518,80 @@ def _distractors(rng, lay, count, t_len, res, scale):
     return out
 
 
+def _draw_latents(rng, cue_rng, labels, config):
+    """Timing and cues of clips of `labels` (int [N]), drawn label independently.
+
+    `rng` makes the first draws of `render_clip` (length, onset), `cue_rng` the cue draws; the
+    labels only use the draws deterministically. Returns a dict of [N] arrays:
+      length: T; base_onset: the drawn onset `o`; onset: first frame off the straight path, o plus
+      delay; lead, start: cue window length and first frame (module docstring);
+      indicator: -1 left, 0 none, +1 right; decel: fraction of the speed lost, 0 without braking;
+      lag: whole frames a braking target would arrive late (whatever the label); delay: lag if it
+      brakes, else 0; drift: signed lateral drift at the onset point, pixels at
+      `config.resolution`.
+    Without `config.cues` every cue is off (indicator, decel, lag, delay and drift 0).
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    length = rng.integers(config.min_frames, config.max_frames + 1, size=n)
+    base = np.rint(rng.uniform(*_ONSET_RANGE, size=n) * length).astype(np.int64)
+    signal_u, side_u, lead_u, drift_u = cue_rng.random((4, n))
+    span = config.cue_lead_max - config.cue_lead_min
+    lead = np.maximum(np.rint((config.cue_lead_min + span * lead_u) * (base - 1)), 1).astype(np.int64)
+
+    side = _SIDE[labels]
+    straight = side == 0
+    signal = config.cues & (
+        signal_u < np.where(straight, config.false_indicator_prob, config.indicator_prob))
+    # side_u: the wrong side for a manoeuvre, either side (even odds) for a false signal.
+    swap = side_u < np.where(straight, 0.5, config.indicator_wrong_prob)
+    indicator = np.where(signal, np.where(straight, 1, side) * np.where(swap, -1, 1), 0)
+    # Braking linearly by f over lead + lag frames covers the ground of `lead` frames iff
+    # f = 2 lag / (lead + lag); lag < lead keeps f < 1.
+    f = config.decel_fraction
+    lag = np.minimum(np.floor(lead * f / (2.0 - f) + 0.5), lead - 1).astype(np.int64) * config.cues
+    delay = lag * _BRAKES[labels]
+    decel = 2.0 * delay / (lead + delay)
+    drifts = config.cues & _DRIFTS[labels] & (drift_u < config.drift_prob)
+    drift = np.where(drifts, side * config.drift_px * config.resolution / 64.0, 0.0)
+    return {
+        "length": length,
+        "base_onset": base,
+        "onset": base + delay,
+        "lead": lead,
+        "start": base - 1 - lead,
+        "indicator": indicator,
+        "decel": decel,
+        "lag": lag,
+        "delay": delay,
+        "drift": drift,
+    }
+
+
+def _arc_length(t_len, base_onset, lead, delay, decel, lay):
+    """Arc length [T] along the target path; frame `base_onset - 1 + delay` is on the onset point
+    (`delay`: int frames).
+
+    Without braking (delay 0) the target keeps the approach speed up to the onset point; with it,
+    the speed drops linearly from `start` to (1 - decel) of the approach speed at the (later)
+    onset point.
+    """
+    tau = np.arange(t_len, dtype=np.float64) - (base_onset - 1)
+    s = lay["v_pre"] * tau
+    if delay:
+        window = lead + delay
+        y = np.clip((tau + lead) / window, 0.0, 1.0)  # 0 at `start`, 1 at the onset point
+        braking = -lay["v_pre"] * window * (1.0 - y - decel * (1.0 - y * y) / 2.0)
+        s = np.where(tau < -lead, s, braking)  # frames before `start` stay as without braking
+        tau = tau - delay
+    amp = lay["budget"]
+    return np.where(tau <= 0, s, amp * np.tanh(lay["v_post"] * tau / amp))
+
+
+def _smoothstep(x):
+    return x * x * (3.0 - 2.0 * x)
+
+
 def render_clip(seed: int, label: int, config: ManeuverConfig = ManeuverConfig()) -> dict:
     """Renders one clip of manoeuvre `label` (index into `MANEUVERS`).
 
@@ -453,7 +599,11 @@ def render_clip(seed: int, label: int, config: ManeuverConfig = ManeuverConfig()
       video: uint8 [T, R, R, 3];
       boxes: float32 [T, 4] target box, normalized (x1, y1, x2, y2), clipped to [0, 1];
       onset: int, first frame whose target position departs from driving straight;
-      label: int; length: int T (random in [min_frames, max_frames]).
+      label: int; length: int T (random in [min_frames, max_frames]);
+      cues: the latent starting actions (all off without `config.cues`), a dict of scalars:
+        indicator (-1 left, 0 none, +1 right), start (first frame of the cue window, the first lit
+        frame of a signal), decel (fraction of the speed lost by the onset point), delay (frames
+        braking adds before the onset point), drift (signed lateral pixels at the onset point).
     """
     if not 0 <= label < len(MANEUVERS):
         raise ValueError(f"label must be in [0, {len(MANEUVERS)}), got {label}")
@@ -463,15 +613,23 @@ def render_clip(seed: int, label: int, config: ManeuverConfig = ManeuverConfig()
     res = config.resolution
     scale = res / 64.0
 
-    t_len = int(rng.integers(config.min_frames, config.max_frames + 1))
-    onset = int(round(rng.uniform(*_ONSET_RANGE) * t_len))
-    lay = _sample_layout(rng, res, scale, t_len, onset)
+    cue_rng = np.random.default_rng([seed, 1])
+    lat = {k: v[0].item() for k, v in _draw_latents(rng, cue_rng, [label], config).items()}
+    t_len, onset, base, lead = lat["length"], lat["onset"], lat["base_onset"], lat["lead"]
+    lay = _sample_layout(rng, res, scale, t_len, base, lat["lag"])
 
-    # Arc length along the path; frame onset - 1 sits exactly on the onset point.
-    tau = np.arange(t_len, dtype=np.float64) - (onset - 1)
-    amp = lay["budget"]
-    s = np.where(tau <= 0, lay["v_pre"] * tau, amp * np.tanh(lay["v_post"] * tau / amp))
+    s = _arc_length(t_len, base, lead, lat["delay"], lat["decel"], lay)
     pos, head = lay["paths"][label](s)
+    if lat["drift"]:
+        # Toward the new lane over the cue window, then fading out along the lane change.
+        toward = np.clip((np.arange(t_len) - lat["start"]) / lead, 0.0, 1.0)
+        fade = np.clip(s / lay["s_lc"], 0.0, 1.0)
+        pos[:, 0] += lat["drift"] * np.where(s <= 0, _smoothstep(toward), 1.0 - _smoothstep(fade))
+    lamps = None
+    if lat["indicator"]:
+        since = np.arange(t_len) - lat["start"]
+        lit = (since >= 0) & (since % config.blink_period < config.blink_period // 2)
+        lamps = np.where(lit, lat["indicator"], 0)
 
     body = _vehicle_colour(rng)
     marker = (
@@ -501,6 +659,7 @@ def render_clip(seed: int, label: int, config: ManeuverConfig = ManeuverConfig()
         lay["width"],
         body,
         marker,
+        lamps,
     )
 
     video = add_pixel_noise(rng, canvas, config.noise_std)
@@ -509,4 +668,63 @@ def render_clip(seed: int, label: int, config: ManeuverConfig = ManeuverConfig()
         pos[:, 0] + shift[:, 0], pos[:, 1] + shift[:, 1], head, lay["length"] + 0.6, lay["width"] + 0.6
     )
     boxes = np.clip(box / res, 0.0, 1.0).astype(np.float32)
-    return {"video": video, "boxes": boxes, "onset": onset, "label": int(label), "length": t_len}
+    cues = {k: lat[k] for k in ("indicator", "start", "decel", "delay", "drift")}
+    return {"video": video, "boxes": boxes, "onset": onset, "label": int(label), "length": t_len,
+            "cues": cues}
+
+
+# --------------------------------------------------------------------------------------------
+# Bayes limit of early prediction.
+
+
+def _observe(lat, labels, observed, reveal_frames):
+    """What the first `observed` (int [N]) frames show: int [N, 4] of (indicator side, braking,
+    drift side, label or -1 while not revealed); sides are signed, so a flip negates them.
+
+    Every cue counts as seen once frame `start` is observed, the label once `onset - 1 +
+    reveal_frames` is.
+    """
+    seen = observed > lat["start"]
+    return np.stack([
+        np.where(seen, lat["indicator"], 0),
+        seen & (lat["decel"] > 0),
+        np.where(seen, np.sign(lat["drift"]), 0),
+        np.where(observed >= lat["onset"] + reveal_frames, labels, -1),
+    ], -1).astype(np.int64)
+
+
+def bayes_limit(config: ManeuverConfig, ratios, num_samples: int = 20000, seed: int = 0,
+                reveal_frames: int = 1) -> dict[float, float]:
+    """Bayes-optimal top-1 accuracy when observing the first `ratio` of each clip, per ratio.
+
+    Monte Carlo over the renderer's own latent draws (`_draw_latents`, no pixels): labels balanced
+    like the builder's `index % 6`, `max(1, ceil(ratio * T))` observed frames like
+    `pipeline.first_fraction_indices`. The observation is summarised by `_observe`; the posterior
+    P(label | summary) is counted on the first half of the samples and its argmax scored on the
+    second half (decisions fitted on finite samples can only lose to the exact ones, by MC noise).
+
+    The summary gives the observer at least what the pixels do, so this is an upper bound: every
+    cue counts as seen from its first frame `start` (when braking and drift have barely begun),
+    and with `reveal_frames=1` the label from the first frame off the straight path, however small
+    the departure; `reveal_frames=_DISP_FRAMES` waits for the dataset's guaranteed departure of
+    `_DISP_PX`. Before `start` the frames are identical across labels, and the optimal decision
+    does not depend on the timing (when the window began, the clip length or the onset), so
+    knowing those would not help.
+    """
+    if not all(0.0 < r <= 1.0 for r in ratios):
+        raise ValueError(f"ratios must be in (0, 1], got {ratios}")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(num_samples) % len(MANEUVERS)
+    lat = _draw_latents(rng, rng, labels, config)
+    fit, score = slice(0, num_samples // 2), slice(num_samples // 2, None)
+    dims = (3, 2, 3, len(MANEUVERS) + 1)
+    out = {}
+    for ratio in ratios:
+        observed = np.maximum(np.ceil(ratio * lat["length"] - 1e-9), 1)
+        summary = _observe(lat, labels, observed, reveal_frames) + np.array([1, 0, 1, 1])
+        key = np.ravel_multi_index(tuple(summary.T), dims)
+        counts = np.zeros((np.prod(dims), len(MANEUVERS)))
+        np.add.at(counts, (key[fit], labels[fit]), 1.0)
+        decision = counts.argmax(1)
+        out[float(ratio)] = float(np.mean(decision[key[score]] == labels[score]))
+    return out
