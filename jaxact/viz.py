@@ -59,12 +59,18 @@ def plot_confusion_matrix(cm: np.ndarray, class_names, path: str | None = None, 
 
 def plot_early_prediction(curves: dict, path: str | None = None, *,
                           num_classes: int | None = None,
-                          full_clip: dict | None = None) -> Figure:
+                          full_clip: dict | None = None,
+                          bayes_limit: dict | None = None) -> Figure:
     """`curves`: method -> {ratio (str or float): top-1}; one line per method, the chance level
-    1 / `num_classes` and, dashed in the method's colour, `full_clip`: method -> top-1 on whole
-    clips (the limit the curve heads for), where given."""
+    1 / `num_classes`, dashed in the method's colour `full_clip`: method -> top-1 on whole
+    clips (the limit the curve heads for), and in black `bayes_limit` {ratio: top-1}, the
+    data's own ceiling, where given."""
     full_clip = full_clip or {}
     fig, ax = _figure(figsize=(7.0, 3.6))
+    if bayes_limit:
+        ratios = sorted(bayes_limit, key=float)
+        ax.plot([float(r) for r in ratios], [bayes_limit[r] for r in ratios], color="black",
+                linewidth=2, alpha=0.7, label="Bayes limit")
     for method, curve in curves.items():
         if not curve:
             continue

@@ -83,7 +83,13 @@ def check_results_against_checkpoints(exp, results: dict) -> None:
     # Early prediction: the centre view of the first `ratio` of every clip.
     ratios = tuple(exp.config.eval.observation_ratios)
     keys = {"memory": "memory_pred", "baseline": "softmax_pred"}
+    limit = results["early_prediction"].get("bayes_limit")
+    if limit is not None:  # the data's ceiling: every ratio, a probability, reached at 1.0
+        assert set(limit) == {f"{r:.1f}" for r in ratios}
+        assert all(0.0 <= v <= 1.0 for v in limit.values()) and limit.get("1.0", 1.0) > 0.99
     for name, curve in results["early_prediction"].items():
+        if name == "bayes_limit":
+            continue
         assert set(curve) == ({f"{r:.1f}" for r in ratios} if name in models else set()), name
     for ratio in ratios:
         early = evaluator.outputs(models, ratio, views=(pipeline.CENTRE_VIEW,))

@@ -156,7 +156,7 @@ def test_collect_drops_padding_and_feeds_every_model_each_batch():
     assert "memory_dist" not in out["baseline"]
 
 
-def test_classification_evaluator_counts_by_hand():
+def test_classification_evaluator_counts_by_hand(tmp_path):
     calls = []
     evaluator = _evaluator(calls)
     results, artefacts = evaluator.run({"memory": None, "baseline": None})
@@ -182,3 +182,8 @@ def test_classification_evaluator_counts_by_hand():
         "memory": {"0.5": pytest.approx(2 / 7), "1.0": pytest.approx(5 / 7)},
         "baseline": {"0.5": pytest.approx(5 / 7), "1.0": pytest.approx(5 / 7)}}
     assert set(plots) == {"early_prediction.png"}
+    limited, plots = classification.EarlyPredictionEvaluator(
+        evaluator, (0.5, 1.0), {"0.5": 0.6, "1.0": 1.0}).run({"memory": None})
+    assert limited["early_prediction"]["bayes_limit"] == {"0.5": 0.6, "1.0": 1.0}
+    plots["early_prediction.png"](str(tmp_path / "early.png"))
+    assert (tmp_path / "early.png").stat().st_size > 0

@@ -43,8 +43,11 @@ def test_results_contract(tiny_run, tiny_exp, check_results):
     for key in ("top1", "mean_class_accuracy", "baseline_top1", "early_prediction", "num_params",
                 "train_seconds", "dataset", "config_name"):
         assert key in saved, key
-    assert set(saved["early_prediction"]) == {"memory", "baseline"}
+    assert set(saved["early_prediction"]) == {"memory", "baseline", "bayes_limit"}
     assert set(saved["early_prediction"]["memory"]) == {"0.2", "1.0"}
+    # No starting actions in maneuvers/tiny: at 20 % (before every onset) chance is the limit.
+    limit = saved["early_prediction"]["bayes_limit"]
+    assert limit["0.2"] == pytest.approx(1 / 6, abs=0.01) and limit["1.0"] > 0.99
     assert saved["config_name"] == "maneuvers_memory:smoke"
     assert saved["class_names"] == tiny_exp.class_names and saved["eval_views"] == 6
     for name in ("confusion_matrix.png", "early_prediction.png", "metrics.jsonl"):

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
-from jaxact.data import builders, pipeline, sequences, video_io
+from jaxact.data import builders, maneuvers, pipeline, sequences, video_io
 
 
 def observed_fractions(config, train: bool, fraction: float) -> tuple[float, float]:
@@ -69,6 +69,15 @@ class SyntheticVideos:
 
     def source(self, split: str):
         return self.builder.as_data_source(split)
+
+    def bayes_limit(self, ratios) -> dict[str, float] | None:
+        """The Bayes-optimal top-1 from the first `ratio` of a clip, per ratio ("0.2": acc), where
+        the renderer knows it (`maneuvers.bayes_limit`, 200k latent draws); else None."""
+        render = self.builder.builder_config.render
+        if not isinstance(render, maneuvers.ManeuverConfig):
+            return None
+        limit = maneuvers.bayes_limit(render, tuple(ratios), num_samples=200_000)
+        return {f"{r:.1f}": float(acc) for r, acc in limit.items()}
 
     @property
     def flip_permutation(self) -> np.ndarray:

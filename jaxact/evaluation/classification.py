@@ -186,10 +186,12 @@ class ClassificationEvaluator:
 class EarlyPredictionEvaluator:
     """Top-1 of every model from the first `ratio` of each clip, for each of
     `observation_ratios` (centre view: views would multiply the sweep's cost), and
-    `early_prediction.png`."""
+    `early_prediction.png`; with `bayes_limit` ({"0.2": acc}, the data's ceiling), also that,
+    in results and plot."""
 
     classification: ClassificationEvaluator
     observation_ratios: tuple[float, ...]
+    bayes_limit: dict | None = None
 
     def run(self, models: dict) -> tuple[dict, dict]:
         curves = {name: {} for name in PREDICTION_KEYS}
@@ -200,7 +202,10 @@ class EarlyPredictionEvaluator:
                     curves[name][f"{ratio:.1f}"] = top1(out[name][pred], out[name]["label"])
         # The limit line: whole clips (ratio 1.0) where the sweep measured them.
         full_clip = {name: curve["1.0"] for name, curve in curves.items() if "1.0" in curve}
-        return ({"early_prediction": curves},
+        results = {"early_prediction": dict(curves)}
+        if self.bayes_limit is not None:
+            results["early_prediction"]["bayes_limit"] = dict(self.bayes_limit)
+        return (results,
                 {"early_prediction.png": lambda path: viz.plot_early_prediction(
                     curves, path, num_classes=len(self.classification.class_names),
-                    full_clip=full_clip)})
+                    full_clip=full_clip, bayes_limit=self.bayes_limit)})

@@ -392,8 +392,9 @@ class Experiment(experiment.ExperimentBase):
 
     def evaluators(self) -> list:
         headline = self.classification_evaluator()
-        return [classification.EarlyPredictionEvaluator(
-            headline, tuple(self.config.eval.observation_ratios)), headline]
+        ratios = tuple(self.config.eval.observation_ratios)
+        limit = getattr(self.data, "bayes_limit", lambda _: None)(ratios)
+        return [classification.EarlyPredictionEvaluator(headline, ratios, limit), headline]
 
     def results_header(self) -> dict:
         return {"dataset": self.data.description, "split": self.config.eval.split,
