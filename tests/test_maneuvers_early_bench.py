@@ -1,0 +1,46 @@
+"""benchmarks/maneuvers_early.py: configs of every mode, and the table of finished runs."""
+
+import json
+import os
+
+import pytest
+
+from benchmarks import maneuvers_early as bench
+
+
+def test_modes_make_the_configs_they_name():
+    full, prefix, first = (bench.make_config(m, "smoke", 2) for m in ("full", "prefix", "first30"))
+    assert full.seed == prefix.seed == first.seed == 2
+    assert (full.data.min_fraction, full.data.train_observation) == (1.0, 1.0)
+    assert (prefix.data.min_fraction, prefix.data.train_observation) == (0.2, 1.0)
+    assert (first.data.min_fraction, first.data.train_observation) == (1.0, 0.3)
+    assert bench.make_config("full", "", 0).data.builder_config == "cues"
+    assert first.config_name == "maneuvers_early:train=first30,smoke"
+    with pytest.raises(ValueError, match="train='fast'"):
+        bench.make_config("fast", "", 0)
+
+
+def _write(root, mode, seed, memory, baseline):
+    workdir = bench.run_dir(str(root), mode, seed)
+    os.makedirs(workdir)
+    results = {"top1": memory["1.0"], "baseline_top1": baseline["1.0"],
+               "early_prediction": {"memory": memory, "baseline": baseline,
+                                    "bayes_limit": {"0.2": 0.43, "1.0": 1.0}}}
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f)
+
+
+def test_table_averages_the_finished_seeds(tmp_path):
+    _write(tmp_path, "first30", 0, {"0.2": 0.4, "1.0": 0.9}, {"0.2": 0.3, "1.0": 0.8})
+    _write(tmp_path, "first30", 1, {"0.2": 0.2, "1.0": 1.0}, {"0.2": 0.3, "1.0": 0.9})
+    table = bench.build_table(str(tmp_path), ["full", "first30"], [0, 1], "")
+    assert table["bayes_limit"] == {"0.2": 0.43, "1.0": 1.0}
+    rows = {(r["train_mode"], r["method"]): r for r in table["runs"]}
+    assert rows[("full", "memory")]["seeds"] == [] and rows[("full", "memory")]["top1"] == {}
+    memory = rows[("first30", "memory")]
+    assert memory["seeds"] == [0, 1]
+    assert memory["top1"] == pytest.approx({"0.2": 0.3, "1.0": 0.95})
+    assert memory["top1_std"]["0.2"] == pytest.approx(0.1)
+    assert rows[("first30", "baseline")]["full_clip_top1"] == pytest.approx(0.85)
+    text = bench.format_table(table)
+    assert "Bayes limit" in text and "0.430" in text and "0.300" in text
