@@ -144,7 +144,7 @@ def test_evaluate_lesson_and_aggregate_end_to_end():
     times = np.arange(8) / 2
     track = tracking.Track(3, times, np.tile(BOX_A, (8, 1)), np.ones(8), np.zeros((8, 2)))
     analysis = {"meta": {"class_names": ["sit", "raise_hand"], "keyframe_spacing": 0.5},
-                "tracks": [{"id": 3, "mean_box": BOX_A, "behaviours": {
+                "tracks": [{"id": 3, "mean_box": BOX_A, "seat": [1, 1], "behaviours": {
                     "sit": [{"start": 0.0, "end": 3.5}],
                     "raise_hand": [{"start": 1.0, "end": 2.5}, {"start": 3.5, "end": 3.5}]}}],
                 "per_behaviour": {"sit": {"count_per_second": [1, 1, 1, 1]},
@@ -158,6 +158,9 @@ def test_evaluate_lesson_and_aggregate_end_to_end():
         "tp": 1, "fp": 1, "fn": 0}
     assert row["per_behaviour"]["raise_hand"]["interval_f1"] == pytest.approx(2 / 3)
     assert row["per_student_accuracy"] == pytest.approx(7 / 8)  # 3.5 s: raise predicted only
+    assert row["seat_accuracy"] == 1.0  # student 0 sits in row 1, seat 1
+    moved = {**analysis, "tracks": [{**analysis["tracks"][0], "seat": [2, 1]}]}
+    assert la.evaluate_lesson(truth, moved, [track], times.tolist())["seat_accuracy"] == 0.0
 
     row.update(seconds=4.0, analyze_seconds=2.0)
     other = {**row, "analyze_seconds": 6.0}
@@ -168,3 +171,4 @@ def test_evaluate_lesson_and_aggregate_end_to_end():
     assert table["realtime_factor"] == pytest.approx(1.0)  # 8 lesson s / 8 wall s
     assert table["idf1"] == 1.0 and table["id_switches"] == 0
     assert table["per_student_accuracy"] == pytest.approx(7 / 8)
+    assert table["seat_accuracy"] == 1.0
