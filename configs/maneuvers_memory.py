@@ -122,7 +122,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # (docs/results_maneuvers.md).
     config.memory.aux_steps = 150
     config.memory.aux_checkpoint = ""  # with init='checkpoint': a workdir whose model fills it
-    config.memory.init_batches = 8  # train batches whose features fill the memory
+    config.memory.init_batches = 8  # batches whose features fill the memory
+    # The auxiliary videos that pre-train the auxiliary network and fill the memory: a split of the
+    # dataset ('': the training split; TFDS slices work, e.g. 'validation[:50%]').
+    config.memory.aux_data = ""
 
     config.baseline = ml_collections.ConfigDict()
     config.baseline.enabled = True  # softmax baseline, forked after pre-training, same budget

@@ -49,7 +49,9 @@ class MemorySettings:
     'misclassified' videos; `softmax_loss_weight` of the head's cross-entropy kept as a
     regulariser. Writes: every `write_stride`-th frame of correctly classified videos.
     Initialisation: `init` 'pretrain' (softmax pre-training for `aux_steps`, then the features of
-    `init_batches` train batches) or 'checkpoint' (the model of the workdir `aux_checkpoint`).
+    `init_batches` batches) or 'checkpoint' (the model of the workdir `aux_checkpoint`); both on
+    `aux_data`, a split of the dataset ('' the training split; built-in datasets take TFDS
+    slices, e.g. 'validation[:50%]'): the method's auxiliary labelled videos.
     """
 
     capacity: int
@@ -74,6 +76,7 @@ class MemorySettings:
     init: str
     aux_steps: int
     aux_checkpoint: str
+    aux_data: str
     init_batches: int
 
     def __post_init__(self):
@@ -93,6 +96,11 @@ class MemorySettings:
                                 "entropy_temperature")
         if self.init == "checkpoint" and not self.aux_checkpoint:
             raise ValueError("aux_checkpoint: init='checkpoint' needs a workdir here")
+
+    @property
+    def aux_split(self) -> str:
+        """The split that pre-trains the auxiliary network and fills the bank."""
+        return self.aux_data or "train"
 
     @property
     def binarized(self) -> bool:

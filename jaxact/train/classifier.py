@@ -140,6 +140,14 @@ def make_memory_step(model, memory: memlib.MemorySettings, frame_loss_weight: fl
     return step
 
 
+def _same_examples(a: str, b: str) -> bool:
+    """Whether split specs `a` and `b` may share examples: the same split, unless both are
+    slices of it (slices are the user's to keep disjoint, e.g. 'validation[:50%]' and
+    'validation[50%:]')."""
+    base = lambda s: s.split("[", 1)[0]
+    return base(a) == base(b) and not ("[" in a and "[" in b and a != b)
+
+
 # ----------------------------------------------------------------------------- programs
 
 # A clip is out of domain when its frames' median distance to the nearest reference exceeds this
@@ -242,6 +250,19 @@ class Experiment(experiment.ExperimentBase):
         for view in self.views:  # a source without such views fails now, not after training
             self.data.transform(False, view=view)
         c = self.config
+        aux = self.memory.aux_data
+        if aux:
+            held_out = {"eval.split": c.eval.split}
+            if c.train.eval_every:  # the validation curve
+                held_out["train.eval_split"] = c.train.eval_split
+            for field, split in held_out.items():
+                if _same_examples(aux, split):
+                    raise ValueError(f"memory.aux_data={aux!r} would train on {field}="
+                                     f"{split!r}; take another split or a disjoint slice")
+            try:
+                self.data.source(aux)
+            except (ValueError, KeyError) as e:
+                raise ValueError(f"memory.aux_data={aux!r}: no such split ({e})") from e
         example = self.data.transform(train=False)(self.data.source("train")[0], None)["video"]
         self.model = build_model(c.model, len(self.class_names))
         self.programs = programs(self.model, self.memory, ml_collections.FrozenConfigDict(c.train),
@@ -249,8 +270,8 @@ class Experiment(experiment.ExperimentBase):
                                  c.model.feature_dim)
 
     # -- data
-    def train_loader(self, seed_offset: int = 0):
-        return self.make_loader("train", self.data.transform(train=True), train=True,
+    def train_loader(self, seed_offset: int = 0, split: str = "train"):
+        return self.make_loader(split, self.data.transform(train=True), train=True,
                                 seed_offset=seed_offset)
 
     def eval_loader(self, split: str, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
@@ -267,14 +288,15 @@ class Experiment(experiment.ExperimentBase):
         return MemoryTrainState(**fields, memory=memory, references=references)
 
     def fill_memory(self, state: MemoryTrainState, params=None, fill_fn=None) -> MemoryTrainState:
-        """Writes features of `memory.init_batches` train batches into the bank, then computes
+        """Writes features of `memory.init_batches` batches of `memory.aux_data` (default: the
+        training split) into the bank, then computes
         the first references. Features come from `fill_fn(params, bank, batch)` (default: this
         experiment's model with the state's own params; an auxiliary model passes its own)."""
         params = state.params if params is None else params
         fill_fn = self.programs.fill if fill_fn is None else fill_fn
         bank = state.memory
-        for _, batch in zip(range(self.memory.init_batches), self.eval_loader("train"),
-                            strict=False):
+        for _, batch in zip(range(self.memory.init_batches),
+                            self.eval_loader(self.memory.aux_split), strict=False):
             bank = fill_fn(params, bank, parallel.shard_batch(batch, self.mesh))
         written = np.asarray(jax.device_get(bank.valid)).sum(axis=1)
         logging.info("memory filled: vectors per class %s", written.tolist())
@@ -306,7 +328,8 @@ class Experiment(experiment.ExperimentBase):
         start = time.time()
         if self.memory.init == "pretrain":
             aux_state = self.run_phase("aux", self.init_state(), p.softmax_step,
-                                       self.train_loader(), self.memory.aux_steps)
+                                       self.train_loader(split=self.memory.aux_split),
+                                       self.memory.aux_steps)
             fill = self.fill_memory
         else:
             aux_state = self.init_state()

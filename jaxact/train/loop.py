@@ -47,6 +47,7 @@ _ADDED_FIELDS = {
         "memory.entropy_temperature": 0.1,
         "memory.clustering": "kmeans",
         "data.train_observation": 1.0,
+        "memory.aux_data": "",
         "memory.cluster_threshold": 0.5,
         "model.normalize_features": False,
         "eval.temporal_views": 1,
