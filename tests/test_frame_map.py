@@ -204,3 +204,42 @@ def test_input_validation():
         frame_map([_det([A], [[0.5]])], [], 1)
     with pytest.raises(ValueError):
         frame_map([_det([A], [[0.5]])], [_gt([A], [[1]])], 1, matching="coco")
+
+
+@pytest.mark.parametrize("without_gt", ["false_positive", "ignore"])
+def test_ava_options_match_the_ava_evaluator(without_gt):
+    """top_k_per_keyframe=50, drop_invalid_boxes and keyframes_without_gt give the numbers of
+    jaxact.evaluation.ava (the official AVA rules) on the same detections written as AVA rows."""
+    from jaxact.evaluation import ava
+
+    rng = np.random.default_rng(2)
+    num_classes, dets, gts = 6, [], []
+    gt_rows, det_rows = [], []  # video_id, timestamp, box, action_id, person_id / score
+    for t in range(40):
+        m = int(rng.integers(0, 5))
+        gt_xy = rng.uniform(0, 0.6, (m, 2))
+        gt_boxes = np.concatenate([gt_xy, gt_xy + rng.uniform(0.1, 0.4, (m, 2))], 1)
+        labels = rng.uniform(size=(m, num_classes)) < (0.4 if t % 5 else 0.0)  # some unlabelled
+        gts.append(_gt(gt_boxes, labels))
+        jitter = gt_boxes[rng.integers(0, m, 3 * m)] if m else np.zeros((0, 4))
+        rand_xy = rng.uniform(0, 0.6, (6, 2))
+        boxes = np.concatenate([jitter + rng.normal(0, 0.04, jitter.shape),
+                                np.concatenate([rand_xy, rand_xy + rng.uniform(0.1, 0.4, (6, 2))], 1)])
+        boxes[rng.uniform(size=len(boxes)) < 0.1, 2] = 0.0  # invalid: x2 <= x1
+        scores = rng.uniform(size=(len(boxes), num_classes))  # no ties: the top 50 is unambiguous
+        dets.append(_det(boxes, scores))
+        gt_rows += [("v", t, *gt_boxes[j], c + 1, j) for j, c in np.argwhere(labels)]
+        det_rows += [("v", t, *boxes[j], c + 1, scores[j, c])
+                     for j in range(len(boxes)) for c in range(num_classes)]
+    rows = lambda r: ava.Rows(np.array([x[0] for x in r], object), np.array([x[1] for x in r]),
+                              np.array([x[2:6] for x in r], float), np.array([x[6] for x in r]),
+                              np.array([x[7] for x in r], float))
+    expected = ava.evaluate(rows(gt_rows), rows(det_rows), range(1, num_classes + 1),
+                            keyframes_without_gt=without_gt)
+    out = frame_map(dets, gts, num_classes, top_k_per_keyframe=50, drop_invalid_boxes=True,
+                    keyframes_without_gt=without_gt)
+    np.testing.assert_allclose(out["per_class_ap"], list(expected["per_class_ap"].values()),
+                               rtol=1e-12)
+    assert out["map"] == pytest.approx(expected["map"], rel=1e-12)
+    # Without the options the same data scores differently (the rules matter here).
+    assert frame_map(dets, gts, num_classes)["map"] != pytest.approx(out["map"], rel=1e-6)

@@ -6,7 +6,9 @@ descending score order; a detection is a true positive if its highest-IoU ground
 of that class has IoU >= threshold and has not been claimed yet, otherwise a false
 positive. AP is the all-point interpolated area under the monotone precision envelope.
 
-Class filtering (the 60-class AVA subset) and excluded timestamps are the caller's job.
+Class filtering (the 60-class AVA subset) and excluded timestamps are the caller's job. The other
+rules of the official AVA script are options of `frame_map`, off by default: `top_k_per_keyframe`,
+`drop_invalid_boxes` and `keyframes_without_gt`; `jaxact.evaluation.ava` evaluates AVA CSV files.
 """
 
 from __future__ import annotations
@@ -116,12 +118,22 @@ def _match_greedy(iou: np.ndarray, scores: np.ndarray, gt_of_class: np.ndarray, 
     return is_tp
 
 
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """bool ``[N, C]``: the ``k`` highest of ``scores [N, C]``; ties keep the lower (box, class)."""
+    keep = np.zeros(scores.size, bool)
+    keep[np.argsort(-scores.reshape(-1), kind="stable")[:k]] = True
+    return keep.reshape(scores.shape)
+
+
 def frame_map(
     detections: Sequence[dict[str, Any]],
     ground_truth: Sequence[dict[str, Any]],
     num_classes: int,
     iou_threshold: float = 0.5,
     matching: str = "voc",
+    top_k_per_keyframe: int | None = None,
+    drop_invalid_boxes: bool = False,
+    keyframes_without_gt: str = "false_positive",
 ) -> dict[str, Any]:
     """Frame-level mAP over keyframes.
 
@@ -136,6 +148,14 @@ def frame_map(
       matching: ``"voc"`` (official AVA / Pascal: a detection whose best-overlapping GT is
         already claimed is a false positive) or ``"greedy"`` (it takes the best-overlapping
         unclaimed GT above the threshold instead).
+      top_k_per_keyframe: keep only the ``k`` highest (box, class) scores of each keyframe (the
+        official AVA script: 50; ties at the k-th score keep the lower box, then class, index);
+        None keeps all. Dropped pairs neither count nor claim ground truth.
+      drop_invalid_boxes: drop boxes with x1 >= x2 or y1 >= y2 (after the top k, as the official
+        script does), for the classes and the person AP.
+      keyframes_without_gt: ``"false_positive"`` (the official: detections on a keyframe with
+        no labelled GT box count as false positives) or ``"ignore"`` (such keyframes are skipped,
+        person AP included).
 
     Returns:
       ``{"map": float, "per_class_ap": [C] float (nan for classes without GT),
@@ -148,8 +168,10 @@ def frame_map(
     if matching not in matchers:
         raise ValueError(f"unknown matching {matching!r}")
     match = matchers[matching]
+    if keyframes_without_gt not in ("false_positive", "ignore"):
+        raise ValueError(f"unknown keyframes_without_gt {keyframes_without_gt!r}")
 
-    all_scores, all_tp = [], []  # per keyframe: [N, C] scores and TP flags
+    all_scores, all_tp, all_kept = [], [], []  # per keyframe: [N, C] scores, TP and kept flags
     num_gt = np.zeros(num_classes, np.int64)
     person_scores, person_tp, num_person_gt = [], [], 0
 
@@ -160,25 +182,37 @@ def frame_map(
         p_scores = np.asarray(det["person_scores"], np.float64).reshape(n)
         gt_boxes = np.asarray(gt["boxes"], np.float64).reshape(-1, 4)
         labels = np.asarray(gt["labels"]).reshape(len(gt_boxes), num_classes) > 0
+        if keyframes_without_gt == "ignore" and not labels.any():
+            continue
 
+        kept = _top_k(scores, top_k_per_keyframe) if top_k_per_keyframe is not None else (
+            np.ones(scores.shape, bool))
+        valid = np.ones(n, bool)
+        if drop_invalid_boxes:
+            valid = (det_boxes[:, 0] < det_boxes[:, 2]) & (det_boxes[:, 1] < det_boxes[:, 3])
+            kept &= valid[:, None]
         iou = _iou_matrix(det_boxes, gt_boxes)
+        # Dropped pairs are matched last (-inf), so they take no GT from a kept one.
         # Classes without GT in this keyframe leave all their detections as FPs.
-        all_tp.append(match(iou, scores, labels, iou_threshold))
+        all_tp.append(match(iou, np.where(kept, scores, -np.inf), labels, iou_threshold) & kept)
         all_scores.append(scores)
+        all_kept.append(kept)
         num_gt += labels.sum(axis=0)
 
-        person_scores.append(p_scores)
+        person_scores.append(p_scores[valid])
         everyone = np.ones((len(gt_boxes), 1), bool)
-        person_tp.append(match(iou, p_scores[:, None], everyone, iou_threshold)[:, 0])
+        person_tp.append(match(iou[valid], p_scores[valid, None], everyone, iou_threshold)[:, 0])
         num_person_gt += len(gt_boxes)
 
     scores = np.concatenate(all_scores) if all_scores else np.zeros((0, num_classes))
     tp = np.concatenate(all_tp) if all_tp else np.zeros((0, num_classes), bool)
+    kept = np.concatenate(all_kept) if all_kept else np.zeros((0, num_classes), bool)
     per_class_ap = np.full(num_classes, np.nan)
     for c in np.flatnonzero(num_gt > 0):
-        per_class_ap[c] = average_precision(scores[:, c], tp[:, c], int(num_gt[c]))
-    valid = ~np.isnan(per_class_ap)
-    mean_ap = float(per_class_ap[valid].mean()) if valid.any() else float("nan")
+        k = kept[:, c]
+        per_class_ap[c] = average_precision(scores[k, c], tp[k, c], int(num_gt[c]))
+    has_gt = ~np.isnan(per_class_ap)
+    mean_ap = float(per_class_ap[has_gt].mean()) if has_gt.any() else float("nan")
     person_ap = average_precision(
         np.concatenate(person_scores) if person_scores else np.zeros(0),
         np.concatenate(person_tp) if person_tp else np.zeros(0, bool),
