@@ -359,3 +359,34 @@ def test_read_csv_quoted_fields_and_rows_without_person_id(tmp_path):
         assert rows.video_ids.tolist() == ["v1", "v1"] and rows.timestamps.tolist() == [902, 903]
         np.testing.assert_array_equal(rows.boxes, [[0.1, 0.2, 0.5, 0.6]] * 2)
         assert rows.actions.tolist() == [3, 5] and rows.scores.tolist() == [4.0, 1.0]
+
+
+def test_detector_outputs_written_as_ava_files_score_like_frame_map(tmp_path):
+    """The detector's eval files (detections.csv, groundtruth.csv, labelmap.pbtxt) read back
+    exactly (to their printed precision) and, scored by this module, give frame_map's numbers
+    under the same rules."""
+    from jaxact.evaluation import detection
+    from jaxact.evaluation.frame_map import frame_map
+
+    rng = np.random.default_rng(7)
+    dets, gts = [], []
+    for _ in range(12):
+        m = int(rng.integers(1, 4))
+        xy = rng.uniform(0, 0.5, (m, 2))
+        boxes = np.round(np.concatenate([xy, xy + rng.uniform(0.2, 0.4, (m, 2))], 1), 6)
+        gts.append({"boxes": boxes, "labels": (rng.uniform(size=(m, 3)) < 0.5).astype(np.float32)})
+        pred = np.round(boxes[rng.integers(0, m, 8)] + rng.normal(0, 0.03, (8, 4)), 6)
+        pred[:, 2:] = np.maximum(pred[:, 2:], pred[:, :2] + 0.01)
+        scores = np.round(rng.uniform(size=(8, 3)), 5)
+        dets.append({"boxes": pred, "scores": scores, "person_scores": scores.max(1)})
+    writers = detection.ava_files(dets, gts, "test", ("sit", "stand", "write"))
+    for name, write in writers.items():
+        write(str(tmp_path / name))
+    assert ava.read_labelmap(str(tmp_path / "labelmap.pbtxt")) == {1: "sit", 2: "stand", 3: "write"}
+    det_rows = ava.read_csv(str(tmp_path / "detections.csv"), detections=True)
+    assert len(det_rows) == 12 * 8 * 3 and det_rows.video_ids[0] == "test_000000"
+    result = ava.evaluate_files(str(tmp_path / "labelmap.pbtxt"), str(tmp_path / "groundtruth.csv"),
+                                str(tmp_path / "detections.csv"))
+    expected = frame_map(dets, gts, 3, top_k_per_keyframe=50, drop_invalid_boxes=True)
+    np.testing.assert_allclose([result["per_class_ap"][k] for k in (1, 2, 3)],
+                               expected["per_class_ap"], rtol=1e-9)

@@ -73,6 +73,14 @@ def test_results_contract(tiny_run):
     assert evaluator.split == "test" and len(out["detections"]) == saved["num_clips"]
     image = matplotlib.image.imread(os.path.join(workdir, "detections.png"))
     assert image.ndim == 3 and min(image.shape[:2]) > 100
+    # The same detections in the AVA formats, for any AVA tool (the official top-50 rule).
+    from jaxact.evaluation import ava
+
+    official = ava.evaluate_files(*(os.path.join(workdir, name) for name in (
+        "labelmap.pbtxt", "groundtruth.csv", "detections.csv")))
+    same_rules = frame_map.frame_map(out["detections"], out["ground_truth"], len(CLASS_NAMES),
+                                     0.5, top_k_per_keyframe=50, drop_invalid_boxes=True)
+    assert official["map"] == pytest.approx(float(same_rules["map"]), abs=1e-4)  # 6 decimals
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         logged = [json.loads(line) for line in f]
     assert [r["step"] for r in logged] == list(range(2, config.train.num_steps + 1, 2))

@@ -73,7 +73,7 @@ from absl import logging
 
 from jaxact.data.ava import _Problems, _rows, _timestamp, read_excluded_timestamps
 from jaxact.data.video_io import BadInputError, MissingInputError
-from jaxact.files import write_json
+from jaxact.files import write_atomic, write_json
 
 IOU_THRESHOLD = 0.5
 TOP_K_PER_KEYFRAME = 50
@@ -94,6 +94,48 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+def keyframe_rows(detections, ground_truth, video_ids) -> tuple[Rows, Rows]:
+    """(ground truth, detections) `Rows` of keyframes in `frame_map.frame_map`'s format, one
+    keyframe per clip at timestamp 0 of its `video_ids` entry; action ids are 1-based class
+    indices. Detections: every (box, class) pair with its score; ground truth: one row per
+    (person, labelled action), person_id the person's index."""
+    gt, det = [], []
+    for video, d, g in zip(video_ids, detections, ground_truth, strict=True):
+        labels = np.asarray(g["labels"]).reshape(len(g["boxes"]), -1)
+        for person, action in np.argwhere(labels > 0):
+            gt.append((video, *np.asarray(g["boxes"])[person], action + 1, person))
+        scores = np.asarray(d["scores"])
+        for box, action in np.ndindex(*scores.shape):
+            det.append((video, *np.asarray(d["boxes"])[box], action + 1, scores[box, action]))
+
+    def rows(items) -> Rows:
+        return Rows(np.array([r[0] for r in items], object), np.zeros(len(items), np.int64),
+                    np.array([r[1:5] for r in items], np.float64).reshape(-1, 4),
+                    np.array([r[5] for r in items], np.int64), np.array([r[6] for r in items],
+                                                                        np.float64))
+    return rows(gt), rows(det)
+
+
+def write_csv(path: str, rows: Rows, detections: bool) -> str:
+    """`rows` as an AVA CSV (boxes with 6 decimals; detections' scores with 6 significant digits,
+    ground truth's person ids as integers), written atomically; `read_csv` reads it back."""
+    last = (lambda v: f"{v:.6g}") if detections else (lambda v: str(int(v)))
+
+    def write(f):
+        for video, ts, box, action, score in zip(rows.video_ids, rows.timestamps, rows.boxes,
+                                                 rows.actions, rows.scores, strict=True):
+            f.write(f"{video},{int(ts)},{box[0]:.6f},{box[1]:.6f},{box[2]:.6f},{box[3]:.6f},"
+                    f"{int(action)},{last(score)}\n")
+    return write_atomic(path, write, binary=False)
+
+
+def write_labelmap(path: str, names) -> str:
+    """An AVA `.pbtxt` label map of `names` (ids 1, 2, ... in order), written atomically."""
+    items = "".join(f'item {{\n  name: "{name}"\n  id: {i}\n}}\n'
+                    for i, name in enumerate(names, start=1))
+    return write_atomic(path, lambda f: f.write(items), binary=False)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -10,6 +10,7 @@ groups on the split (`adaptive_results`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from absl import logging
 
 from jaxact import console, viz
 from jaxact.data import behaviour_labels, pipeline
-from jaxact.evaluation import behaviour_maps, frame_map
+from jaxact.evaluation import ava, behaviour_maps, frame_map
 
 # Queries scoring at least this count as found people in the adaptive layers' statistics.
 PERSON_THRESHOLD = 0.5
@@ -126,6 +127,22 @@ def adaptive_results(values: dict) -> dict:
     return out
 
 
+def ava_files(detections, ground_truth, split: str, class_names) -> dict:
+    """Writers of the split's detections, ground truth and label map in the AVA formats
+    (`detections.csv`, `groundtruth.csv`, `labelmap.pbtxt`; one keyframe per clip, video id
+    `SPLIT_INDEX`, timestamp 0), so `python -m jaxact.evaluation.ava` or any other AVA tool
+    scores them. That applies the official rules (the top 50 (box, action) rows per keyframe):
+    its mAP can differ from results.json's `frame_map`, which ranks every row."""
+    @functools.cache  # built when first written: validation runs never pay for it
+    def rows():
+        videos = [f"{split}_{i:06d}" for i in range(len(detections))]
+        return ava.keyframe_rows(detections, ground_truth, videos)
+
+    return {"detections.csv": lambda path: ava.write_csv(path, rows()[1], detections=True),
+            "groundtruth.csv": lambda path: ava.write_csv(path, rows()[0], detections=False),
+            "labelmap.pbtxt": lambda path: ava.write_labelmap(path, class_names)}
+
+
 @dataclasses.dataclass(frozen=True)
 class FrameMapEvaluator:
     """Frame-mAP at `iou_threshold`, per-class AP, person AP@0.5 on `split`, and
@@ -177,7 +194,7 @@ class FrameMapEvaluator:
             viz.plot_detections(images, [dets[i] for i in index], [gts[i] for i in index],
                                 list(self.class_names), path,
                                 score_threshold=self.plot_score_threshold)
-        artefacts = {"detections.png": plot}
+        artefacts = {"detections.png": plot, **ava_files(dets, gts, self.split, self.class_names)}
         results.update(out["adaptive"])
         if out["map_iou"] is not None:
             results.update(out["map_iou"].result(list(self.class_names)))
