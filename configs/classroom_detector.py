@@ -168,6 +168,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.eval.plot_score_threshold = 0.5  # detections.png and --mode=predict show boxes above it
     config.eval.map_score_threshold = 0.5  # behaviour maps: actors pasted above this score
     config.eval.map_cell = 1  # behaviour maps per pixel (1) or averaged over cell x cell blocks
+    # Gated models: 0 predicts on the masked path; a fraction in (0, 1] on the compact path that
+    # computes only that share of each gated layer's channels (the highest keep scores; exact
+    # when it holds every kept channel)
+    config.eval.gate_budget = 0.0
     config.eval.plot_num_clips = 6  # test keyframes drawn in detections.png
 
     if variant.tiny:  # under a minute, learns: the quickstart check

@@ -193,6 +193,8 @@ def test_detections_from_outputs_by_hand():
     ("eval.split", "dev", "eval.split='dev'"),
     ("eval.iou_threshold", 0.0, "eval.iou_threshold=0.0"),
     ("eval.matching", "hungarian", "eval.matching='hungarian'"),
+    ("eval.gate_budget", 1.5, r"eval.gate_budget=1.5 must be in \[0, 1\]"),
+    ("eval.gate_budget", 0.5, "eval.gate_budget=0.5: the compact path needs a gate"),
 ])
 def test_config_errors_name_the_field(field, value, match, tmp_path):
     config = _tiny_config(str(tmp_path / "tfds"))

@@ -164,9 +164,11 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 def programs(model: ActionDetector, weights: detection_losses.LossWeights,
              train_config: ml_collections.FrozenConfigDict,
              data_parallel: parallel.DataParallel, input_shape: tuple[int, ...],
-             map_ranks: tuple[int, ...] | None = None) -> Programs:
+             map_ranks: tuple[int, ...] | None = None,
+             gate_budget: float | None = None) -> Programs:
     """`Programs` for `model` on clips of `input_shape` `[1, T, H, W, 3]` (cached); `map_ranks`:
-    see `make_train_step`."""
+    see `make_train_step`; `gate_budget`: predict on the gate's compact path computing this
+    fraction of each gated layer's channels (None: the masked path)."""
     tx = train_state.make_optimizer(train_config)
     replicated = parallel.replicated(data_parallel.mesh)
 
@@ -177,7 +179,8 @@ def programs(model: ActionDetector, weights: detection_losses.LossWeights,
     options = FAST_COMPILE if train_config.fast_compile else None
 
     def predict(params, video):
-        return detections_from_outputs(model.apply({"params": params}, video))
+        return detections_from_outputs(model.apply({"params": params}, video,
+                                                   gate_budget=gate_budget))
 
     return Programs(
         init=init_fn,
@@ -230,6 +233,13 @@ class Experiment(experiment.ExperimentBase):
                              "[0, 1)")
         if c.eval.map_cell < 1:
             raise ValueError(f"eval.map_cell={c.eval.map_cell} must be >= 1")
+        if not 0.0 <= c.eval.gate_budget <= 1.0:
+            raise ValueError(f"eval.gate_budget={c.eval.gate_budget} must be in [0, 1]")
+        if c.eval.gate_budget and (c.model.gate == "off" or (
+                c.model.gate in ("head", "both") and c.model.head.gate_policy != "input")):
+            raise ValueError(f"eval.gate_budget={c.eval.gate_budget}: the compact path needs a "
+                             "gate (model.gate) deciding from each layer's input (a head gate "
+                             "with model.head.gate_policy='input')")
 
     def build(self) -> None:
         self.model = build_detector(self.config.model, len(self.class_names))
@@ -239,7 +249,8 @@ class Experiment(experiment.ExperimentBase):
             ranks = None
         self.programs = programs(self.model, self.weights,
                                  ml_collections.FrozenConfigDict(self.config.train),
-                                 self.data_parallel, self.input_shape(1), ranks)
+                                 self.data_parallel, self.input_shape(1), ranks,
+                                 self.config.eval.gate_budget or None)
 
     def input_shape(self, batch_size: int) -> tuple[int, ...]:
         """`[B, T, H, W, 3]` of the model's input."""

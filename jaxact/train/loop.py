@@ -81,6 +81,7 @@ _ADDED_FIELDS = {
         "analyze.max_gap": 2.0,
         "analyze.merge_iou": 0.5,
         "analyze.map_size": 64,
+        "eval.gate_budget": 0.0,
         "analyze.video": True,
         "train.eval_every": 0,
         "train.eval_split": "validation",
