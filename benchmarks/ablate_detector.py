@@ -59,10 +59,8 @@ kept channels on the test split. Top-level `date` and `machine` are those of the
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,6 +70,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from benchmarks.machine import cpu_cores, machine_description, now
 from configs import classroom_detector
 from jaxact.train import detector, get_experiment, loop
 
@@ -225,31 +224,6 @@ def check_saved_config(workdir: str, config) -> None:
 
 
 # ----------------------------------------------------------------------------- machine
-
-
-def now() -> str:
-    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_description() -> str:
-    """Host name, CPU cores this process may use, CPU model and accelerators, in one line."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{platform.node()}: {cores} CPU cores ({_cpu_model()})"
-    devices = jax.devices()
-    if devices[0].platform != "cpu":
-        text += f", {len(devices)} x {devices[0].device_kind} ({devices[0].platform})"
-    return text
 
 
 # ----------------------------------------------------------------------------- reading runs
@@ -455,7 +429,7 @@ def row_latency(row: Row, seed: int, workdir_root: str, calls: int, device_note:
         exp = get_experiment(config.experiment)(config, workdir)
     params = exp.restore_final()
     ms = measure_latency(exp.model, params, exp.input_shape(1), calls)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_cores()
     compact = {}
     results = (read_run(workdir) or {}).get("results", {})
     head = exp.config.model.head

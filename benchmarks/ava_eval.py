@@ -12,7 +12,6 @@ benchmarks/results/ava_eval.json.
 
 from __future__ import annotations
 
-import datetime
 import os
 import platform
 import statistics
@@ -22,6 +21,7 @@ import time
 import numpy as np
 from absl import app, flags
 
+from benchmarks.machine import cpu_cores, cpu_model, now
 from jaxact.evaluation import ava
 from jaxact.files import write_json
 
@@ -103,17 +103,6 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(seconds), result
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv):
     del argv
     ground_truth, detections, excluded = synthetic(_KEYFRAMES.value, _SEED.value)
@@ -129,19 +118,19 @@ def main(argv):
                                _REPEATS.value)
     table = [("read the two CSVs", read_s), ("evaluate (rows in memory)", eval_s),
              ("total", read_s + eval_s)]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_cores()
     sizes = {"keyframes": _KEYFRAMES.value, "gt_rows": len(ground_truth),
              "detection_rows": len(detections), "classes": len(labels),
              "excluded_keyframes": len(excluded),
              "detections_evaluated": result["num_detections"]}
     print(f"AVA evaluator, {sizes['keyframes']} keyframes, {sizes['detection_rows']} detection rows, "
-          f"{sizes['gt_rows']} GT rows, {sizes['classes']} classes; {cores} cores ({_cpu_model()})")
+          f"{sizes['gt_rows']} GT rows, {sizes['classes']} classes; {cores} cores ({cpu_model()})")
     for name, seconds in table:
         print(f"  {name:28s} {seconds:7.2f} s")
     print(f"  (mAP of the synthetic set {result['map']:.4f})")
     write_json(_RESULTS_JSON.value, {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "cores": cores, "cpu": _cpu_model()},
+        "date": now(),
+        "machine": {"host": platform.node(), "cores": cores, "cpu": cpu_model()},
         "note": _NOTE.value,
         "sizes": sizes,
         "repeats": _REPEATS.value,
