@@ -56,17 +56,23 @@ class _Problems(list):
         self.append(Problem(path, reason, row, field))
 
 
-def _rows(path: str, problems: _Problems, allow_empty: bool):
-    """Yields `(line number, stripped fields)` of each non-blank line, with fields None for a line
-    already reported (not UTF-8, bad CSV). Lines are parsed one at a time so that a broken one
-    cannot swallow its neighbours."""
+def read_bytes(path: str) -> bytes:
+    """The whole file; `MissingInputError` / `BadInputError` naming it when it is absent or
+    unreadable."""
     if not os.path.exists(path):
         raise MissingInputError(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise BadInputError(path, f"cannot read ({e})") from e
+
+
+def _rows(path: str, problems: _Problems, allow_empty: bool):
+    """Yields `(line number, stripped fields)` of each non-blank line, with fields None for a line
+    already reported (not UTF-8, bad CSV). Lines are parsed one at a time so that a broken one
+    cannot swallow its neighbours."""
+    data = read_bytes(path)
     if not data and not allow_empty:
         raise BadInputError(path, "empty file (0 bytes), expected annotation rows")
     for number, raw in enumerate(data.splitlines(), start=1):

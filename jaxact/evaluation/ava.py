@@ -71,7 +71,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from absl import logging
 
-from jaxact.data.ava import _Problems, _rows, _timestamp, read_excluded_timestamps
+from jaxact.data.ava import _Problems, _rows, _timestamp, read_bytes, read_excluded_timestamps
 from jaxact.data.video_io import BadInputError, MissingInputError
 from jaxact.files import write_atomic, write_json
 
@@ -268,13 +268,7 @@ def read_csv(path: str, detections: bool) -> Rows:
     timestamp that is not a non-negative integer, a non-numeric or non-finite value, an inverted
     ground-truth box. An empty detections file is no detections.
     """
-    if not os.path.exists(path):
-        raise MissingInputError(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise BadInputError(path, f"cannot read ({e})") from e
+    data = read_bytes(path)
     if not data.strip() and not detections:
         raise BadInputError(path, "no ground-truth rows")
     try:
