@@ -18,15 +18,14 @@ ratios are the eval sweep's ("0.1" ... "1.0"), top-1 on the test split, centre v
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
 from collections.abc import Sequence
 
 import numpy as np
 from absl import app, flags
 
+from benchmarks.machine import machine_description, now
 from configs import maneuvers_early
 from jaxact import files
 from jaxact.train import get_experiment
@@ -89,8 +88,7 @@ def build_table(root: str, modes: Sequence[str], seeds: Sequence[int], variant: 
                 "full_clip_top1": float(np.mean([r["top1" if method == "memory" else
                                                    "baseline_top1"] for r in found.values()]))
                 if found else None})
-    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": f"{platform.node()}: {os.cpu_count()} CPU cores", "variant": variant,
+    return {"date": now(), "machine": machine_description(), "variant": variant,
             "bayes_limit": limit, "runs": rows}
 
 
