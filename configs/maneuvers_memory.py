@@ -91,6 +91,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # (docs/results_maneuvers.md). The method's plain setup is normalize_features=False,
     # distance='euclidean', temperature=1.
     config.model.normalize_features = True
+    # Computation dtype ('bfloat16': mixed precision, for accelerators; on CPU it is slower).
+    # Parameters, losses, features and the memory bank stay float32.
+    config.model.dtype = "float32"
+    config.model.param_dtype = "float32"  # parameter dtype
 
     config.memory = ml_collections.ConfigDict()
     config.memory.capacity = 256  # K vectors per class (ring buffer)

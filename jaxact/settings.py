@@ -52,3 +52,18 @@ def check_positive(obj, *fields: str, prefix: str = "") -> None:
         value = getattr(obj, name)
         if not value > 0:
             raise ValueError(f"{prefix}{name} must be > 0, got {value}")
+
+
+def float_dtype(name, field: str):
+    """The numpy dtype named `name` ('float32', 'bfloat16', ...); ValueError naming `field` when it
+    is no float type."""
+    import jax.numpy as jnp  # settings stays importable without initialising JAX
+
+    try:
+        dtype = jnp.dtype(name)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{field}={name!r}: expected a float dtype such as 'float32' or "
+                         "'bfloat16'")
+    return dtype

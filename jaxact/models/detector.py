@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
+from jaxact import settings
 from jaxact.models.backbone import RESNET50, VideoResNet
 from jaxact.models.channel_gate import Gate
 from jaxact.models.fpn import FPN
@@ -329,13 +330,7 @@ def check_model_fields(model_config) -> None:
         _check_choices(sub, cls, f"model.{section}")
     for key in ("dtype", "param_dtype"):
         if key in config:
-            try:
-                ok = jnp.issubdtype(jnp.dtype(config[key]), jnp.floating)
-            except TypeError:
-                ok = False
-            if not ok:
-                raise ValueError(f"model.{key}={config[key]!r}: expected a float dtype such as "
-                                 "'float32' or 'bfloat16'")
+            settings.float_dtype(config[key], f"model.{key}")
 
 
 def build_detector(model_config, num_actions: int) -> ActionDetector:
@@ -346,7 +341,7 @@ def build_detector(model_config, num_actions: int) -> ActionDetector:
     check_model_fields(config)
     for key in ("dtype", "param_dtype"):
         if key in config:
-            config[key] = jnp.dtype(config[key])
+            config[key] = settings.float_dtype(config[key], f"model.{key}")
     return ActionDetector(num_actions=num_actions, **config)
 
 

@@ -189,10 +189,13 @@ class VideoClassifierNet(nn.Module):
 
     @nn.compact
     def __call__(self, frames, train: bool = False):
-        """`frames` `[B, T, ...]` -> (features `[B, T, D]`, logits `[B, T, C]`)."""
+        """`frames` `[B, T, ...]` -> (features `[B, T, D]`, logits `[B, T, C]`), both float32
+        whatever `dtype` is: the losses' softmax and the memory bank's distances (differences of
+        nearby unit vectors) need float32's mantissa, and the bank stores float32."""
         dt = _dtypes(self)
         feats = RecurrentEncoder(**self.encoder, name="encoder", **dt)(frames, train)
         logits = nn.Dense(self.num_classes, name="head", **dt)(nn.relu(feats))
+        feats, logits = feats.astype(jnp.float32), logits.astype(jnp.float32)
         if self.normalize_features:
             feats = feats * jax.lax.rsqrt(jnp.sum(feats**2, axis=-1, keepdims=True) + 1e-12)
         return feats, logits

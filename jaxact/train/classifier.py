@@ -53,8 +53,10 @@ def build_model(model_config, num_classes: int) -> VideoClassifierNet:
     encoder = _hashable(model_config.to_dict() if hasattr(model_config, "to_dict")
                         else dict(model_config))
     normalize = encoder.pop("normalize_features")
+    dtypes = {key: settings.float_dtype(encoder.pop(key, "float32"), f"model.{key}")
+              for key in ("dtype", "param_dtype")}
     return VideoClassifierNet(num_classes=num_classes, encoder=flax.core.freeze(encoder),
-                              normalize_features=normalize)
+                              normalize_features=normalize, **dtypes)
 
 
 def _hashable(tree):

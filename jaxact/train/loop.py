@@ -50,6 +50,8 @@ _ADDED_FIELDS = {
         "memory.aux_data": "",
         "memory.cluster_threshold": 0.5,
         "model.normalize_features": False,
+        "model.dtype": "float32",
+        "model.param_dtype": "float32",
         "eval.temporal_views": 1,
         "eval.flip_view": False,
         "train.optimizer": "adamw",
