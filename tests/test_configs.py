@@ -23,7 +23,8 @@ CONFIG_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in (
 # Variants beyond '', 'tiny' and 'smoke'.
 EXTRA_VARIANTS = {"classroom_detector": ("resnet50", "fusion=concat", "gate=backbone",
                                           "fusion=gram,gate=both,relation"),
-                  "jhmdb_memory": ("split=2", "split=3,tiny", "split=2,smoke")}
+                  "jhmdb_memory": ("split=2", "split=3,tiny", "split=2,smoke"),
+                  "ava_detector": ("fusion=pooled", "smoke,fusion=sum")}
 # The JHMDB npz files may be absent; the model does not depend on the class count.
 PLACEHOLDER_NUM_CLASSES = 14
 
@@ -45,6 +46,9 @@ CASES = [(name, variant) for name in CONFIG_NAMES
 def _model_and_input(config):
     """(model, abstract input `[1, T, ...]`) of a config, from its data section's metadata."""
     data = config.data
+    if config.experiment == "action_detector" and data.name == "ava_format":  # frame_size frames
+        shape = (1, data.num_frames, *data.frame_size, 3)
+        return build_detector(config.model, PLACEHOLDER_NUM_CLASSES), shape
     if config.experiment == "action_detector":
         num_actions = len(builders.BUILDERS[data.name].CLASS_NAMES)
         shape = (1, data.num_frames, *builders.BUILDERS[data.name].frame_shape(data.builder_config))
@@ -53,9 +57,10 @@ def _model_and_input(config):
         if data.name in builders.BUILDERS:
             num_classes = len(builders.BUILDERS[data.name].CLASS_NAMES)
             shape = (1, data.num_frames, *builders.BUILDERS[data.name].frame_shape(data.builder_config))
-        elif data.name == "video_files":  # the user's clips, resized to frame_size
+        elif data.name in ("video_files", "video_folder"):  # user clips at a fixed frame size
             num_classes = PLACEHOLDER_NUM_CLASSES
-            shape = (1, data.num_frames, *data.frame_size, 3)
+            size = data.frame_size if data.name == "video_files" else (data.crop_size,) * 2
+            shape = (1, data.num_frames, *size, 3)
         else:  # ragged_npz of 2-D joints: run the config's own transform on a dummy clip
             joints = len(sequences.JOINT_ORDERS[data.joint_order])
             transform = sequences.SequenceTransform(num_frames=data.num_frames, train=False,
@@ -68,12 +73,23 @@ def _model_and_input(config):
 
 def test_config_files_found():
     assert {"maneuvers_memory", "classroom_detector"} <= set(CONFIG_NAMES)
-    for name in ("classroom_detector", "maneuvers_memory", "jhmdb_memory", "video_files_memory"):
+    for name in ("classroom_detector", "maneuvers_memory", "jhmdb_memory", "video_files_memory",
+                 "video_folder_memory", "ava_detector"):
         assert (name, "tiny") in CASES and (name, "smoke") in CASES, name
 
 
 class _Validated(Exception):  # noqa: N818 (a signal, not an error)
     """Raised where an experiment starts reading its data: every config check passed."""
+
+
+def _user_files(data, folder) -> None:
+    """Points the paths a user must set at a minimal dataset in `folder`: an AVA-format label
+    map and CSV for `ava_format` (validation reads them; no frames are needed)."""
+    if data.name == "ava_format":
+        (folder / "labelmap.pbtxt").write_text('item {\n  name: "sit"\n  id: 1\n}\n')
+        (folder / "keyframes.csv").write_text("v,1,0.1,0.1,0.5,0.9,1,0\n")
+        data.train_csv = data.test_csv = str(folder / "keyframes.csv")
+        data.label_map, data.frame_dir = str(folder / "labelmap.pbtxt"), str(folder)
 
 
 def _validate(config, monkeypatch) -> None:
@@ -90,10 +106,11 @@ def _validate(config, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}:{v}" if v else n for n, v in CASES])
-def test_config_loads_and_builds_model(name, variant, monkeypatch):
+def test_config_loads_and_builds_model(name, variant, monkeypatch, tmp_path):
     config = importlib.import_module(f"configs.{name}").get_config(variant)
     assert config.experiment in EXPERIMENTS
     assert config.config_name == name + (f":{variant}" if variant else "")
+    _user_files(config.data, tmp_path)
     _validate(config, monkeypatch)
     model, shape = _model_and_input(config)
     video = jax.ShapeDtypeStruct(shape, jnp.float32)

@@ -43,8 +43,10 @@ def keyframe_videos(data_dir):
 
 
 def test_registries_by_task():
-    assert set(sources.CLASSIFICATION_DATASETS) == {"maneuvers", "ragged_npz", "video_files"}
-    assert sources.DETECTION_DATASETS == {"classroom": sources.KeyframeVideos}
+    assert set(sources.CLASSIFICATION_DATASETS) == {"maneuvers", "ragged_npz", "video_files",
+                                                     "video_folder"}
+    assert set(sources.DETECTION_DATASETS) == {"ava_format", "classroom"}
+    assert sources.DETECTION_DATASETS["classroom"] is sources.KeyframeVideos
     assert sources.REGISTRIES == {"classification": sources.CLASSIFICATION_DATASETS,
                                   "detection": sources.DETECTION_DATASETS}
     # Every built-in TFDS builder is a dataset of one task.
@@ -53,10 +55,10 @@ def test_registries_by_task():
 
 
 @pytest.mark.parametrize(("name", "task", "allowed"), [
-    ("classroom", "classification", "['maneuvers', 'ragged_npz', 'video_files']"),
-    ("kinetics", "classification", "['maneuvers', 'ragged_npz', 'video_files']"),
-    ("maneuvers", "detection", "['classroom']"),
-    ("video_files", "detection", "['classroom']"),
+    ("classroom", "classification", "['maneuvers', 'ragged_npz', 'video_files', 'video_folder']"),
+    ("kinetics", "classification", "['maneuvers', 'ragged_npz', 'video_files', 'video_folder']"),
+    ("maneuvers", "detection", "['ava_format', 'classroom']"),
+    ("video_files", "detection", "['ava_format', 'classroom']"),
 ])
 def test_unknown_name_for_a_task_fails_naming_it(name, task, allowed, tmp_path):
     config = _data_config(name, tmp_path / "tfds")

@@ -150,6 +150,8 @@ class KeyframeTransform:
     mirrored with the frames on a flip (so `owner == p` stays inside the flipped `boxes[p]`).
     People keep their record order, so `owner` values index the output rows and never a padding
     row. Records without it (other datasets, user clips) give exactly the keys above.
+    A record with an `index` (its row in the split: AVA-format data) adds `index` i32, so that
+    evaluation can name each example's keyframe.
     """
 
     num_frames: int
@@ -184,6 +186,8 @@ class KeyframeTransform:
         pad = self.max_people - num
         actions = record["actions"].astype(np.float32)
         extra = {} if owner is None else {"owner": owner.astype(np.int32)}
+        if "index" in record:
+            extra["index"] = np.int32(record["index"])
         return {
             "video": normalize(frames),
             "boxes": np.pad(boxes, ((0, pad), (0, 0))),

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
-from jaxact.data import builders, maneuvers, pipeline, sequences, video_io
+from jaxact.data import ava_format, builders, maneuvers, pipeline, sequences, video_folder, video_io
 
 
 def observed_fractions(config, train: bool, fraction: float) -> tuple[float, float]:
@@ -366,8 +366,8 @@ class KeyframeVideos:
 
 
 CLASSIFICATION_DATASETS = {"maneuvers": SyntheticVideos, "ragged_npz": RaggedNpzSequences,
-                           "video_files": VideoFiles}
-DETECTION_DATASETS = {"classroom": KeyframeVideos}
+                           "video_files": VideoFiles, "video_folder": video_folder.VideoFolder}
+DETECTION_DATASETS = {"classroom": KeyframeVideos, "ava_format": ava_format.AvaFormat}
 REGISTRIES = {"classification": CLASSIFICATION_DATASETS, "detection": DETECTION_DATASETS}
 _NEEDS = {"classification": "labelled clips",
           "detection": "keyframe boxes and per-person actions"}

@@ -96,24 +96,27 @@ class Rows:
         return len(self.scores)
 
 
-def keyframe_rows(detections, ground_truth, video_ids) -> tuple[Rows, Rows]:
+def keyframe_rows(detections, ground_truth, video_ids, timestamps=None) -> tuple[Rows, Rows]:
     """(ground truth, detections) `Rows` of keyframes in `frame_map.frame_map`'s format, one
-    keyframe per clip at timestamp 0 of its `video_ids` entry; action ids are 1-based class
-    indices. Detections: every (box, class) pair with its score; ground truth: one row per
+    keyframe per clip at its `video_ids` entry and `timestamps` entry (None: 0); action ids are
+    1-based class indices. Detections: every (box, class) pair with its score; ground truth: one row per
     (person, labelled action), person_id the person's index."""
+    if timestamps is None:
+        timestamps = [0] * len(video_ids)
     gt, det = [], []
-    for video, d, g in zip(video_ids, detections, ground_truth, strict=True):
+    for video, ts, d, g in zip(video_ids, timestamps, detections, ground_truth, strict=True):
         labels = np.asarray(g["labels"]).reshape(len(g["boxes"]), -1)
         for person, action in np.argwhere(labels > 0):
-            gt.append((video, *np.asarray(g["boxes"])[person], action + 1, person))
+            gt.append((video, ts, *np.asarray(g["boxes"])[person], action + 1, person))
         scores = np.asarray(d["scores"])
         for box, action in np.ndindex(*scores.shape):
-            det.append((video, *np.asarray(d["boxes"])[box], action + 1, scores[box, action]))
+            det.append((video, ts, *np.asarray(d["boxes"])[box], action + 1, scores[box, action]))
 
     def rows(items) -> Rows:
-        return Rows(np.array([r[0] for r in items], object), np.zeros(len(items), np.int64),
-                    np.array([r[1:5] for r in items], np.float64).reshape(-1, 4),
-                    np.array([r[5] for r in items], np.int64), np.array([r[6] for r in items],
+        return Rows(np.array([r[0] for r in items], object),
+                    np.array([r[1] for r in items], np.int64),
+                    np.array([r[2:6] for r in items], np.float64).reshape(-1, 4),
+                    np.array([r[6] for r in items], np.int64), np.array([r[7] for r in items],
                                                                         np.float64))
     return rows(gt), rows(det)
 

@@ -54,11 +54,12 @@ def collect(batches, predict_batch, params, num_images: int = 0,
     the batch's `boxes`, `actions`, `person_mask`, `mask` (and `owner` where the data has it).
     Returns `detections` and `ground_truth` (lists in `frame_map.frame_map`'s format, one entry
     per clip), `images`: (clip index, uint8 keyframe `[H, W, 3]`) of the first `num_images` clips
-    of this process (process 0 holds the first rows of every global batch), and, with `maps` and
+    of this process (process 0 holds the first rows of every global batch), `indices`: each
+    clip's `index` (its row in the split) where the rows hold one, and, with `maps` and
     rows holding maps and owners, `map_iou` (an `IoUAccumulator` over every clip) and
     `map_images`: (predicted, true) single-channel maps `[H, W]` of those first clips.
     """
-    detections, ground_truth, images, map_images = [], [], [], []
+    detections, ground_truth, images, map_images, indices = [], [], [], [], []
     map_iou = None
     adaptive = {"gate_flops": [], "gate_people_flops": [], "gate_fractions": [],
                 "gate_people_kept": [], "gate_clip_kept": [], "groups_used": []}
@@ -81,6 +82,8 @@ def collect(batches, predict_batch, params, num_images: int = 0,
                 adaptive["gate_people_kept"].extend(rows["gate_kept"][i][found])
             ground_truth.append({"boxes": rows["boxes"][i][people],
                                  "labels": rows["actions"][i][people]})
+            if "index" in rows:
+                indices.append(int(rows["index"][i]))
             keep_image = len(images) < num_images and i < local_rows
             if keep_image:
                 images.append((len(detections) - 1, keyframe_image(batch["video"][i])))
@@ -96,7 +99,8 @@ def collect(batches, predict_batch, params, num_images: int = 0,
                 if keep_image:
                     map_images.append((predicted, true))
     return {"detections": detections, "ground_truth": ground_truth, "images": images,
-            "map_iou": map_iou, "map_images": map_images, "adaptive": adaptive_results(adaptive)}
+            "indices": indices, "map_iou": map_iou, "map_images": map_images,
+            "adaptive": adaptive_results(adaptive)}
 
 
 def adaptive_results(values: dict) -> dict:
@@ -127,14 +131,17 @@ def adaptive_results(values: dict) -> dict:
     return out
 
 
-def ava_files(detections, ground_truth, split: str, class_names) -> dict:
+def ava_files(detections, ground_truth, split: str, class_names, keyframes=None) -> dict:
     """Writers of the split's detections, ground truth and label map in the AVA formats
-    (`detections.csv`, `groundtruth.csv`, `labelmap.pbtxt`; one keyframe per clip, video id
+    (`detections.csv`, `groundtruth.csv`, `labelmap.pbtxt`; one keyframe per clip, named by
+    `keyframes` (`(video_id, timestamp)` per clip, as the data has them) or else video id
     `SPLIT_INDEX`, timestamp 0), so `python -m jaxact.evaluation.ava` or any other AVA tool
     scores them. That applies the official rules (the top 50 (box, action) rows per keyframe):
     its mAP can differ from results.json's `frame_map`, which ranks every row."""
     @functools.cache  # built when first written: validation runs never pay for it
     def rows():
+        if keyframes:
+            return ava.keyframe_rows(detections, ground_truth, *zip(*keyframes, strict=True))
         videos = [f"{split}_{i:06d}" for i in range(len(detections))]
         return ava.keyframe_rows(detections, ground_truth, videos)
 
@@ -149,6 +156,8 @@ class FrameMapEvaluator:
     `detections.png` (the first `plot_num_clips` keyframes, boxes above `plot_score_threshold`).
 
     `loader(split)` yields the split's batches; `predict_batch`: see `collect`.
+    `keyframe_ids(split)`: `(video_id, timestamp)` of each row of the split (data that has
+    them, with an `index` in every example), to name the keyframes in the AVA CSVs.
     """
 
     predict_batch: Callable
@@ -162,6 +171,7 @@ class FrameMapEvaluator:
     plot_score_threshold: float = 0.5
     map_score_threshold: float = 0.5
     map_cell: int = 1
+    keyframe_ids: Callable[[str], list[tuple[str, int]]] | None = None
 
     def run(self, params) -> tuple[dict, dict]:
         start = time.time()
@@ -194,7 +204,12 @@ class FrameMapEvaluator:
             viz.plot_detections(images, [dets[i] for i in index], [gts[i] for i in index],
                                 list(self.class_names), path,
                                 score_threshold=self.plot_score_threshold)
-        artefacts = {"detections.png": plot, **ava_files(dets, gts, self.split, self.class_names)}
+        keyframes = None
+        if self.keyframe_ids is not None and len(out["indices"]) == len(dets):
+            table = self.keyframe_ids(self.split)
+            keyframes = [table[i] for i in out["indices"]]
+        artefacts = {"detections.png": plot,
+                     **ava_files(dets, gts, self.split, self.class_names, keyframes)}
         results.update(out["adaptive"])
         if out["map_iou"] is not None:
             results.update(out["map_iou"].result(list(self.class_names)))

@@ -280,8 +280,8 @@ class Experiment(experiment.ExperimentBase):
         out = self.programs.predict(params, self.data_parallel.batch(batch["video"]))
         out["boxes_pred"] = out.pop("boxes")  # `boxes` is the ground truth's key
         return parallel.all_hosts(
-            {**out, **{k: batch[k] for k in ("boxes", "actions", "person_mask", "mask", "owner")
-                       if k in batch}})
+            {**out, **{k: batch[k] for k in ("boxes", "actions", "person_mask", "mask", "owner",
+                                             "index") if k in batch}})
 
     def eval_loader(self, split: str):
         return self.make_loader(split, self.data.transform(train=False), train=False)
@@ -300,7 +300,8 @@ class Experiment(experiment.ExperimentBase):
             class_names=tuple(self.class_names), description=self.data.description,
             iou_threshold=c.iou_threshold, matching=c.matching, plot_num_clips=c.plot_num_clips,
             plot_score_threshold=c.plot_score_threshold,
-            map_score_threshold=c.map_score_threshold, map_cell=c.map_cell)]
+            map_score_threshold=c.map_score_threshold, map_cell=c.map_cell,
+            keyframe_ids=getattr(self.data, "keyframe_ids", None))]
 
     def final_phases(self) -> tuple[str, ...]:
         return (PHASE,)
