@@ -1,5 +1,7 @@
 """Tests for jaxact.ops.hungarian against scipy.optimize.linear_sum_assignment."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -7,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment as scipy_lsa
 
+from jaxact.ops import hungarian
 from jaxact.ops.hungarian import linear_sum_assignment, matched_cost
 
 # One compilation per (shape, mask) signature; every test batches many matrices through it.
@@ -155,3 +158,90 @@ def test_matched_cost_batched_and_gradient():
     grad = jax.grad(loss)(cost[0])
     # Optimum: row 2 -> col 0 (0.5), row 0 -> col 1 (2.0); row 1 unmatched.
     np.testing.assert_array_equal(grad, [[0.0, 1.0], [0.0, 0.0], [1.0, 0.0]])
+
+
+def _mixed_costs(rng, b, n, m):
+    """Uniform, small-integer (many ties) and all-equal (fully degenerate) cost matrices."""
+    costs = rng.uniform(-1.0, 1.0, size=(b, n, m))
+    costs[b // 3 : 2 * b // 3] = rng.integers(0, 3, size=(2 * b // 3 - b // 3, n, m))
+    costs[2 * b // 3 :] = rng.integers(-2, 3, size=(b - 2 * b // 3, 1, 1))
+    return costs
+
+
+def _random_masks(rng, b, size):
+    """Per-example masks of random density, including all-valid and all-masked examples."""
+    masks = rng.uniform(size=(b, size)) < rng.uniform(0.1, 1.0, size=(b, 1))
+    masks[0] = False
+    masks[1:4] = True
+    return masks
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (1, 7), (7, 1), (3, 3), (5, 12), (12, 5), (20, 100), (100, 20)]
+)
+def test_rectangular_masked_ties_vs_scipy(shape):
+    # Both orientations, masks that leave either side (or nothing) smaller, ties, degenerate.
+    n, m = shape
+    rng = np.random.default_rng(70 + n * m)
+    b = 48
+    _run(_mixed_costs(rng, b, n, m), _random_masks(rng, b, n), _random_masks(rng, b, m))
+
+
+@pytest.mark.parametrize("bid_rounds", [0, 1, 12])
+def test_bidding_rounds_do_not_change_optimum(bid_rounds):
+    # Bidding only warm-starts the augmenting paths: any number of rounds gives an optimum.
+    rng = np.random.default_rng(80 + bid_rounds)
+    b, n, m = 48, 9, 14
+    solve = jax.jit(jax.vmap(functools.partial(hungarian._assign, bid_rounds=bid_rounds)))
+    costs = _mixed_costs(rng, b, n, m).astype(np.float32)
+    rm, cm = _random_masks(rng, b, n), _random_masks(rng, b, m)
+    r2c, c2r = solve(jnp.asarray(costs), jnp.asarray(rm), jnp.asarray(cm))
+    _check_against_scipy(costs, rm, cm, r2c, c2r)
+
+
+def test_detr_sized_batch_and_dense_square():
+    # The benchmark's sizes: 100 queries x up to 20 padded GT, and one dense square problem.
+    rng = np.random.default_rng(90)
+    b, n, m = 16, 100, 20
+    cm = np.arange(m)[None] < rng.integers(0, m + 1, size=b)[:, None]
+    costs = rng.uniform(size=(b, n, m)).astype(np.float32)
+    # As detection_losses calls it (no row mask) ...
+    solve = jax.jit(jax.vmap(linear_sum_assignment, in_axes=(0, None, 0)))
+    r2c, c2r = solve(jnp.asarray(costs), None, jnp.asarray(cm))
+    _check_against_scipy(costs, np.ones((b, n), bool), cm, r2c, c2r)
+    np.testing.assert_array_equal(np.asarray(c2r) >= 0, cm)
+    # ... and with explicit all-true row masks.
+    _run(costs, col_masks=cm)
+    _run(rng.uniform(size=(2, 80, 80)))
+
+
+def test_all_masked_and_single_entries():
+    cost = jnp.array([[2.0, 1.0, 3.0], [0.5, 4.0, 1.0]])
+    r2c, c2r = linear_sum_assignment(cost, jnp.array([False, False]))
+    np.testing.assert_array_equal(r2c, [-1, -1])
+    np.testing.assert_array_equal(c2r, [-1, -1, -1])
+    r2c, c2r = linear_sum_assignment(cost, None, jnp.array([False, False, False]))
+    np.testing.assert_array_equal(r2c, [-1, -1])
+    # 1 x N and N x 1: the single row / column takes its cheapest valid partner.
+    r2c, c2r = linear_sum_assignment(cost[:1], None, jnp.array([True, False, True]))
+    np.testing.assert_array_equal(r2c, [0])
+    np.testing.assert_array_equal(c2r, [0, -1, -1])
+    r2c, c2r = linear_sum_assignment(cost[:, :1])
+    np.testing.assert_array_equal(r2c, [-1, 0])
+    np.testing.assert_array_equal(c2r, [1])
+
+
+def test_non_finite_costs_with_masks_stay_inside_masks():
+    rng = np.random.default_rng(100)
+    costs = rng.uniform(size=(32, 6, 9)).astype(np.float32)
+    costs[:, 1] = np.inf
+    costs[:, 2, 3] = np.nan
+    costs[::2, :, 5] = -np.inf
+    rm, cm = _random_masks(rng, 32, 6), _random_masks(rng, 32, 9)
+    r2c, c2r = (np.asarray(x) for x in _batched(jnp.asarray(costs), jnp.asarray(rm), jnp.asarray(cm)))
+    for r, c, rmask, cmask in zip(r2c, c2r, rm, cm, strict=True):
+        rows = np.flatnonzero(r >= 0)
+        assert np.all(rmask[rows]) and np.all(cmask[r[rows]])
+        assert len(np.unique(r[rows])) == len(rows)
+        np.testing.assert_array_equal(c[r[rows]], rows)
+        assert np.sum(c >= 0) == len(rows)
