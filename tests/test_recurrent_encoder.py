@@ -1,5 +1,5 @@
 """Recurrent encoder: shapes for every frame encoder and cell, causality of the one-way RNN, any
-ResNet width, mixed precision."""
+ResNet width, mixed precision, the matmul stem against the convolution it replaces."""
 
 import chex
 import flax.linen as nn
@@ -10,6 +10,7 @@ import pytest
 
 from jaxact.models.backbone import num_groups
 from jaxact.models.recurrent_encoder import (
+    PatchConv,
     RecurrentEncoder,
     ResidualBlock,
     ResNetFrameEncoder,
@@ -113,3 +114,22 @@ def test_mixed_precision(frame_encoder, kwargs, frame_shape):
     assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
     chex.assert_shape([feats, logits], [(2, 3, 6), (2, 3, 5)])
     assert feats.dtype == logits.dtype == jnp.float32  # the losses and the bank read float32
+
+
+@pytest.mark.parametrize("height,width,channels,patch", [(16, 16, 3, 4), (18, 13, 2, 4), (9, 9, 1, 3)])
+def test_patch_conv_is_the_strided_valid_conv(height, width, channels, patch):
+    # Same parameters drawn alike (checkpoints of the nn.Conv stem load), same outputs and
+    # gradients, also when the frame is no multiple of the patch (VALID drops the edge).
+    x = jax.random.normal(jax.random.key(1), (2, height, width, channels))
+    conv = nn.Conv(5, (patch, patch), strides=patch, padding="VALID")
+    matmul = PatchConv(5, patch)
+    variables = conv.init(jax.random.key(0), x)
+    chex.assert_trees_all_equal(variables, matmul.init(jax.random.key(0), x))
+
+    def loss(module, variables, x):
+        return jnp.sum(jnp.sin(module.apply(variables, x)))
+
+    np.testing.assert_allclose(matmul.apply(variables, x), conv.apply(variables, x), atol=1e-5)
+    for argnum in (1, 2):
+        chex.assert_trees_all_close(jax.grad(loss, argnum)(matmul, variables, x),
+                                    jax.grad(loss, argnum)(conv, variables, x), atol=1e-5)

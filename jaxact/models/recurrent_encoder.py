@@ -29,6 +29,33 @@ def _dtypes(module: nn.Module) -> dict:
     return {"dtype": module.dtype, "param_dtype": module.param_dtype}
 
 
+class PatchConv(nn.Module):
+    """A `p x p` stride-`p` VALID convolution computed as one matmul over non-overlapping
+    patches: `[N, H, W, C]` -> `[N, H // p, W // p, features]`.
+
+    Its parameters are `nn.Conv`'s (`kernel` `[p, p, C, features]`, `bias`), drawn alike, so it
+    replaces one in place; XLA:CPU runs a matmul ~1.5x faster than the strided conv it equals
+    (benchmarks/compare_pytorch.py)."""
+
+    features: int
+    patch_size: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        n, h, w, c = x.shape
+        p = self.patch_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.features),
+                           self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
+                          self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        rows, cols = h // p, w // p  # VALID: a partial patch at the edge is dropped
+        x = x[:, :rows * p, :cols * p].reshape(n, rows, p, cols, p, c).transpose(0, 1, 3, 2, 4, 5)
+        return x.reshape(n, rows, cols, p * p * c) @ kernel.reshape(p * p * c, -1) + bias
+
+
 class ConvFrameEncoder(nn.Module):
     """`[N, H, W, C]` -> `[N, embed_dim]`."""
 
@@ -41,8 +68,7 @@ class ConvFrameEncoder(nn.Module):
     @nn.compact
     def __call__(self, x):
         dt = _dtypes(self)
-        x = nn.Conv(self.widths[0], (self.patch_size,) * 2, strides=self.patch_size,
-                    padding="VALID", name="stem", **dt)(x)
+        x = PatchConv(self.widths[0], self.patch_size, name="stem", **dt)(x)
         x = nn.relu(x)
         for i, width in enumerate(self.widths[1:]):
             x = nn.relu(nn.Conv(width, (3, 3), strides=2, name=f"conv{i}", **dt)(x))
