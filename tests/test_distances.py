@@ -293,3 +293,166 @@ def test_jit_and_vmap(metric):
     assert got.shape == (3, 4, 6)
     for c in range(3):
         np.testing.assert_allclose(got[c], pairwise(x[c], y[c], metric), rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- nearest
+
+# Jitted once per metric/chunk size/shapes, like pairwise above.
+nearest = jax.jit(dist.nearest, static_argnames=("metric", "chunk_size", "soft"))
+
+
+def _check_nearest(idx, d, ref, valid=None, rtol=1e-4, atol=1e-4):
+    """``nearest``'s (idx [Q], d [Q]) against a float64 reference matrix ``ref`` [Q, N]: d is the
+    row minimum over the valid rows; idx is numpy's argmin (the first of exactly equal minima)
+    unless other rows are within float32 rounding of it, when it must be one of them; a row with
+    no valid candidate gives (-1, inf)."""
+    idx, d = np.asarray(idx), np.asarray(d)
+    assert idx.dtype == np.int32 and idx.shape == d.shape == ref.shape[:1]
+    ref = np.where(np.ones(ref.shape[1], bool) if valid is None else valid, ref, np.inf)
+    for q, row in enumerate(ref):
+        best = row.min()
+        if not np.isfinite(best):
+            assert idx[q] == -1 and d[q] == np.inf
+            continue
+        np.testing.assert_allclose(d[q], best, rtol=rtol, atol=atol)
+        near = np.flatnonzero(row <= best + atol + rtol * abs(best))
+        if np.all(row[near] == best):  # one minimum or exact ties: the first index
+            assert idx[q] == near[0], (q, idx[q], near)
+        else:  # distinct values within rounding: any of them
+            assert idx[q] in near, (q, idx[q], near)
+
+
+@pytest.mark.parametrize("metric", dist.METRICS)
+def test_nearest_matches_scipy(metric):
+    # N = 203 in chunks of 32: six full chunks and a tail of 11. hamming/jaccard on D = 6 have
+    # many exact ties.
+    x, y = _data(11, 203, 6, seed=10)
+    jkw, skw = _kwargs(metric, x, y)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    ref = _scipy(metric, x.astype(np.float64), y.astype(np.float64), **skw)
+    if metric == "correlation":  # no constant rows here, so scipy's NaN never occurs
+        assert np.all(np.isfinite(ref))
+    idx, d = nearest(x, y, metric, chunk_size=32, **jkw)
+    assert d.dtype == jnp.float32
+    _check_nearest(idx, d, ref)
+    # Masked: the identical rows (distance 0) and whole chunks are invalid; invalid rows are
+    # poisoned with inf/NaN, which must not reach the valid ones (the euclidean centring).
+    rng = np.random.default_rng(11)
+    valid = rng.random(203) < 0.6
+    valid[[0, 202]] = False
+    valid[32:96] = False
+    poisoned = y.copy()
+    poisoned[~valid] = np.inf
+    poisoned[5] = np.nan
+    valid[5] = False
+    idx, d = nearest(x, poisoned, metric, chunk_size=32, valid=valid, **jkw)
+    _check_nearest(idx, d, ref, valid)
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "hamming"])
+@pytest.mark.parametrize("chunk_size", [256, 1_000, 10_000])
+def test_nearest_ties_give_first_index(metric, chunk_size):
+    # 1000 rows drawn from 40 distinct ones: every distinct row recurs in many chunks and
+    # 64-128 wide blocks (chunks of 256: blocks of 128, the tail of 232 blocks of 116; 1000:
+    # 125; 10_000 is clipped to 1000). Half the queries are stored rows (distance 0).
+    rng = np.random.default_rng(12)
+    base = rng.normal(size=(40, 5)).astype(np.float32) + 1.0
+    who = rng.integers(0, 40, 1_000)
+    stored = base[who]
+    queries = np.concatenate([base[:10], rng.normal(size=(10, 5)).astype(np.float32)])
+    ref = _scipy(metric, queries.astype(np.float64), stored.astype(np.float64))
+    if metric != "hamming":  # the test needs the nearest distinct row to be clearly nearest
+        per_base = np.sort(_scipy(metric, queries.astype(np.float64), base.astype(np.float64)))
+        assert np.all(per_base[:, 1] - per_base[:, 0] > 1e-3)
+    assert np.all((ref == ref.min(1, keepdims=True)).sum(1) > 5)  # ties everywhere
+    idx, d = nearest(queries, stored, metric, chunk_size=chunk_size)
+    np.testing.assert_array_equal(idx, ref.argmin(1))  # the first of the tied rows
+    _check_nearest(idx, d, ref, atol=1e-5)
+    # The same with half the rows masked: the first valid one of the ties.
+    valid = rng.random(1_000) < 0.5
+    idx, d = nearest(queries, stored, metric, chunk_size=chunk_size, valid=valid)
+    np.testing.assert_array_equal(idx, np.where(valid, ref, np.inf).argmin(1))
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "manhattan"])
+def test_nearest_chunk_size_edge_cases(metric):
+    x, y = _data(6, 50, 4, seed=13)
+    ref = _scipy(metric, x, y)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    valid = np.random.default_rng(13).random(50) < 0.5
+    # 1 (50 steps of one row), 7 (7 chunks, tail of 1), N, > N (one chunk).
+    for chunk_size in (1, 7, 50, 51, 10_000):
+        idx, d = nearest(x, y, metric, chunk_size=chunk_size)
+        _check_nearest(idx, d, ref)
+        idx, d = nearest(x, y, metric, chunk_size=chunk_size, valid=valid)
+        _check_nearest(idx, d, ref, valid)
+
+
+def test_nearest_argmin_rows_matches_numpy():
+    rng = np.random.default_rng(14)
+    for width in (250, 128, 131, 1):  # blocks of 125, of 128, none (131 is prime), none
+        score = rng.integers(0, 5, (37, width)).astype(np.float32)  # many ties
+        score[3] = 1.0  # a row that is all one tie
+        score[4, -1] = -1.0  # the minimum in the last block
+        np.testing.assert_array_equal(dist._argmin_rows(jnp.asarray(score)), score.argmin(1))
+    assert dist._block_width(10_000) == 125 and dist._block_width(8_192) == 128
+    assert dist._block_width(131) == 0
+
+
+def test_nearest_empty_and_fully_masked():
+    x, y = _data(3, 20, 4)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    for valid in (np.zeros(20, bool), None):
+        stored = y if valid is not None else y[:0]  # all rows invalid, or no rows at all
+        idx, d = nearest(x, stored, "euclidean", chunk_size=8, valid=valid)
+        np.testing.assert_array_equal(idx, [-1, -1, -1])
+        np.testing.assert_array_equal(d, [np.inf] * 3)
+    one = np.eye(1, 20, 13, dtype=bool)[0]  # a single valid row: every query's nearest
+    idx, d = nearest(x, y, "cosine", chunk_size=8, valid=one)
+    np.testing.assert_array_equal(idx, [13, 13, 13])
+    np.testing.assert_allclose(d, cdist(x, y[13:14], "cosine")[:, 0], rtol=1e-5, atol=1e-6)
+    idx, d = nearest(x[:0], y, "euclidean", chunk_size=8)  # no queries
+    assert idx.shape == d.shape == (0,)
+
+
+def test_nearest_float64():
+    with jax.enable_x64(True):
+        x, y = _data(5, 37, 3, seed=15)
+        for metric in ("euclidean", "mahalanobis", "jensen_shannon"):
+            jkw, skw = _kwargs(metric, x, y)
+            idx, d = nearest(jnp.asarray(x), jnp.asarray(y), metric, chunk_size=8, **jkw)
+            assert d.dtype == jnp.float64
+            _check_nearest(idx, d, _scipy(metric, x, y, **skw), rtol=1e-9, atol=1e-9)
+
+
+def test_nearest_jit_traces_once_per_shape():
+    traces = []
+
+    @jax.jit
+    def search(q, s, valid):
+        traces.append(q.shape)
+        return dist.nearest(q, s, "sqeuclidean", chunk_size=16, valid=valid)
+
+    rng = np.random.default_rng(16)
+    for seed in range(3):  # new values, same shapes: one trace
+        x, y = _data(4, 40, 3, seed=seed)
+        idx, d = search(jnp.float32(x), jnp.float32(y), rng.random(40) < 0.7)
+    assert len(traces) == 1
+    search(jnp.float32(x[:3]), jnp.float32(y), rng.random(40) < 0.7)
+    assert len(traces) == 2
+
+
+def test_nearest_errors():
+    x = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match=r"queries \[Q, D\] and stored \[N, D\]"):
+        dist.nearest(x, jnp.ones((4, 2)))
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        dist.nearest(x, x, chunk_size=0)
+    with pytest.raises(ValueError, match=r"valid must have shape \(2,\)"):
+        dist.nearest(x, x, valid=jnp.ones(3, bool))
+    with pytest.raises(ValueError, match="seuclidean.*variance"):
+        dist.nearest(x, x, "seuclidean")
+    with pytest.raises(ValueError, match="Did you mean 'cosine'"):
+        dist.nearest(x, x, "cosin")
+    with pytest.raises(TypeError):
+        dist.nearest(x, x, "minkowski", q=3.0)

@@ -18,6 +18,10 @@ how peaked the distributions are (features of unit norm need a small one to diff
 * ``jensen_shannon``: sqrt of the Jensen-Shannon divergence in nats, a metric (scipy:
   ``jensenshannon(p, q)``).
 
+``nearest(queries, stored, metric)`` is the argmin over each row of ``pairwise(queries, stored,
+metric)`` (index and distance) without materialising the ``[Q, N]`` matrix: it scans the stored
+rows in chunks, so a bank of millions of rows costs ``[Q, chunk_size]`` memory.
+
 Deliberate departures from scipy:
   * cosine/correlation of a zero-norm (or, for correlation, constant) vector is 1 (similarity 0)
     instead of NaN;
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import operator
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -88,6 +93,9 @@ class _Params(NamedTuple):
     soft: bool
     temperature: float
     entropy_temperature: float
+    # Quadratic metrics centre both sides here instead of on y's mean (``nearest`` passes the
+    # bank's mean so that every chunk rounds a stored row the same way).
+    shift: jax.Array | None = None
 
 
 def _rowdot(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -106,14 +114,19 @@ def _safe_sqrt(v: jax.Array) -> jax.Array:
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, v, 1.0)), 0.0)
 
 
-def _quadratic_sqdist(x: jax.Array, y: jax.Array, a: jax.Array | None) -> jax.Array:
+def _quadratic_sqdist(
+    x: jax.Array, y: jax.Array, a: jax.Array | None, shift: jax.Array | None = None
+) -> jax.Array:
     """Squared (x - y)^T A (x - y) for all pairs via matmuls; A = I when ``a`` is None.
 
-    x: [N, D], y: [M, D], a: [D, D] (symmetrised here). Returns [N, M] >= 0.
+    x: [N, D], y: [M, D], a: [D, D] (symmetrised here), shift: [D] centre (None: y's mean).
+    Returns [N, M] >= 0.
     """
     # Distances are shift invariant; centring on y's mean shrinks the norms and with them the
     # cancellation error of |x|^2 + |y|^2 - 2 x.y (large when features share a big offset).
-    shift = jax.lax.stop_gradient(jnp.mean(y, axis=0))
+    if shift is None:
+        shift = jnp.mean(y, axis=0)
+    shift = jax.lax.stop_gradient(shift.astype(x.dtype))
     x = x - shift
     y = y - shift
     if a is None:
@@ -133,20 +146,21 @@ def _quadratic_sqdist(x: jax.Array, y: jax.Array, a: jax.Array | None) -> jax.Ar
 
 
 def _sqeuclidean(x, y, prm: _Params):
-    return _quadratic_sqdist(x, y, None)
+    return _quadratic_sqdist(x, y, None, prm.shift)
 
 
 def _euclidean(x, y, prm: _Params):
-    return _safe_sqrt(_quadratic_sqdist(x, y, None))
+    return _safe_sqrt(_quadratic_sqdist(x, y, None, prm.shift))
 
 
 def _seuclidean(x, y, prm: _Params):
     scale = jax.lax.rsqrt(prm.variance.astype(x.dtype))
-    return _safe_sqrt(_quadratic_sqdist(x * scale, y * scale, None))
+    shift = None if prm.shift is None else prm.shift.astype(x.dtype) * scale
+    return _safe_sqrt(_quadratic_sqdist(x * scale, y * scale, None, shift))
 
 
 def _mahalanobis(x, y, prm: _Params):
-    return _safe_sqrt(_quadratic_sqdist(x, y, prm.inv_cov.astype(x.dtype)))
+    return _safe_sqrt(_quadratic_sqdist(x, y, prm.inv_cov.astype(x.dtype), prm.shift))
 
 
 def _absdiff(x, y):
@@ -271,6 +285,9 @@ _REGISTRY: dict[str, Callable[[jax.Array, jax.Array, _Params], jax.Array]] = {
     "jensen_shannon": _jensen_shannon,
 }
 assert tuple(_REGISTRY) == METRICS
+# Metrics computed by _quadratic_sqdist: the only ones whose value for a pair depends on the
+# other rows of y (through the centring shift).
+_CENTRED = ("euclidean", "sqeuclidean", "seuclidean", "mahalanobis")
 
 
 def _float_dtype(*arrays) -> jnp.dtype:
@@ -310,6 +327,35 @@ def pairwise(
     Returns:
       [N, M] distances, float32 (float64 for float64 inputs with x64 enabled).
     """
+    metric, x, y, prm = _prepare(
+        x,
+        y,
+        metric,
+        p=p,
+        variance=variance,
+        inv_cov=inv_cov,
+        threshold=threshold,
+        soft=soft,
+        temperature=temperature,
+        entropy_temperature=entropy_temperature,
+    )
+    return _REGISTRY[metric](x, y, prm)
+
+
+def _prepare(
+    x: jax.Array,
+    y: jax.Array,
+    metric: str,
+    *,
+    p: float = 3.0,
+    variance: jax.Array | None = None,
+    inv_cov: jax.Array | None = None,
+    threshold: float = 0.0,
+    soft: bool = False,
+    temperature: float = 0.1,
+    entropy_temperature: float = 1.0,
+) -> tuple[str, jax.Array, jax.Array, _Params]:
+    """Validates ``pairwise``'s arguments: (canonical metric, x, y as float arrays, params)."""
     metric = check_metric(metric)
     x, y = jnp.asarray(x), jnp.asarray(y)
     if x.ndim != 2 or y.ndim != 2 or x.shape[-1] != y.shape[-1]:
@@ -335,7 +381,132 @@ def pairwise(
         raise ValueError(f"entropy_temperature must be > 0; got {entropy_temperature}.")
     dtype = _float_dtype(x, y)
     prm = _Params(p, variance, inv_cov, threshold, soft, temperature, entropy_temperature)
-    return _REGISTRY[metric](x.astype(dtype), y.astype(dtype), prm)
+    return metric, x.astype(dtype), y.astype(dtype), prm
+
+
+def _block_width(size: int) -> int:
+    """The largest divisor of ``size`` in [64, 128]; 0 if there is none."""
+    return next((b for b in range(128, 63, -1) if size % b == 0), 0)
+
+
+def _argmin_rows(d: jax.Array) -> jax.Array:
+    """``jnp.argmin(d, axis=1)`` as int32 (the first of equal minima), for ``d`` [Q, C].
+
+    Where C has a divisor in [64, 128] it takes the minimum of each block of that width (a plain
+    reduction), the argmin over the block minima (the first block holding the row's minimum),
+    then the argmin inside that block: the same index, but about 1.5x faster on XLA:CPU, whose
+    two-output argmin reduction over a [1024, 10000] block costs about as much as the matmul
+    that made it.
+    """
+    q, c = d.shape
+    block = _block_width(c)
+    if not block:
+        return jnp.argmin(d, axis=1).astype(jnp.int32)
+    blocks = d.reshape(q, c // block, block)
+    best_block = jnp.argmin(jnp.min(blocks, axis=2), axis=1)
+    inside = jnp.take_along_axis(blocks, best_block[:, None, None], axis=1)[:, 0]
+    return (best_block * block + jnp.argmin(inside, axis=1)).astype(jnp.int32)
+
+
+def nearest(
+    queries: jax.Array,
+    stored: jax.Array,
+    metric: str = "sqeuclidean",
+    *,
+    chunk_size: int = 10_000,
+    valid: jax.Array | None = None,
+    **metric_params,
+) -> tuple[jax.Array, jax.Array]:
+    """Nearest stored row of each query: the argmin over each row of ``pairwise``.
+
+    The result is that of a brute-force ``d = pairwise(queries, stored, metric)``,
+    ``idx = argmin(d, axis=1)`` (the first index among equal minima), ``d[q, idx]``, but the
+    ``[Q, N]`` matrix is never built: the stored rows are scanned ``chunk_size`` at a time (a
+    ``lax.scan`` over the full chunks, plus one smaller step for the last ``N % chunk_size``
+    rows, so N need not be a multiple and the bank is not copied or padded), keeping the running
+    best. Memory is ``O(Q * chunk_size)``. Every metric is a distance (smaller is nearer;
+    cosine/correlation are ``1 - similarity``), so this is always a minimum.
+
+    Each chunk's distances are ``pairwise``'s, with one difference that only changes rounding:
+    the euclidean-type metrics (euclidean, sqeuclidean, seuclidean, mahalanobis) centre on the
+    mean of the whole bank's valid rows instead of each chunk's mean, so a stored row's distance
+    does not depend on which chunk it falls in (duplicated rows tie exactly, whatever chunks
+    they are in), the centring of ``pairwise(queries, stored)`` itself when ``valid`` is None
+    (distances then agree with it up to the float rounding of differently shaped matmuls).
+
+    Jittable with ``metric``, ``chunk_size`` and ``soft`` static; one compilation per shapes.
+    Chunk sizes with a divisor in [64, 128] (e.g. multiples of 64, or 10,000) use a two-level
+    argmin that is ~1.5x faster on CPU (``_argmin_rows``); others a plain argmin.
+
+    Args:
+      queries: [Q, D] vectors (the ``x`` of ``pairwise``).
+      stored: [N, D] vectors searched (the ``y`` of ``pairwise``).
+      metric: static name from ``METRICS``.
+      chunk_size: static number of stored rows per step (clipped to N); larger is faster until
+        the ``[Q, chunk_size]`` block leaves the cache, smaller uses less memory.
+      valid: [N] bool, False for stored rows never returned (padding of a bank); None means all
+        rows. Invalid rows may hold anything (inf, NaN): they take no part in the result.
+      **metric_params: ``pairwise``'s metric arguments (``p``, ``variance``, ``inv_cov``,
+        ``threshold``, ``soft``, ``temperature``, ``entropy_temperature``).
+
+    Returns:
+      (indices int32 [Q] into ``stored``, distances [Q] of ``pairwise``'s dtype). A query with
+      no valid row at a finite distance (every row invalid, or N = 0) gets index -1 and
+      distance inf.
+
+    Raises:
+      ValueError: bad shapes, chunk_size < 1, or what ``pairwise`` raises for the metric.
+    """
+    queries, stored = jnp.asarray(queries), jnp.asarray(stored)
+    if queries.ndim != 2 or stored.ndim != 2 or queries.shape[-1] != stored.shape[-1]:
+        raise ValueError(
+            f"nearest expects queries [Q, D] and stored [N, D]; got {queries.shape} and "
+            f"{stored.shape}."
+        )
+    chunk_size = operator.index(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}.")
+    metric, queries, stored, prm = _prepare(queries, stored, metric, **metric_params)
+    n = stored.shape[0]
+    if valid is not None:
+        valid = jnp.asarray(valid)
+        if valid.shape != (n,):
+            raise ValueError(f"valid must have shape ({n},); got {valid.shape}.")
+        valid = valid.astype(bool)
+    best = (
+        jnp.full(queries.shape[:1], jnp.inf, queries.dtype),
+        jnp.full(queries.shape[:1], -1, jnp.int32),
+    )
+    if n == 0:
+        return best[1], best[0]
+    if metric in _CENTRED:
+        if valid is None:
+            shift = jnp.mean(stored, axis=0)  # what pairwise(queries, stored) centres on
+        else:  # where, not a product: inf/NaN in invalid rows must not leak through 0 * inf
+            total = jnp.sum(jnp.where(valid[:, None], stored, 0.0), axis=0)
+            shift = total / jnp.maximum(jnp.sum(valid), 1).astype(stored.dtype)
+        prm = prm._replace(shift=shift)
+    chunk = min(chunk_size, n)
+    num_full, tail = divmod(n, chunk)
+
+    def step(best, start, size):
+        """Merges rows [start, start + size) into the running (distances, indices)."""
+        d = _REGISTRY[metric](queries, jax.lax.dynamic_slice_in_dim(stored, start, size), prm)
+        if valid is not None:
+            d = jnp.where(jax.lax.dynamic_slice_in_dim(valid, start, size), d, jnp.inf)
+        idx = _argmin_rows(d)
+        val = jnp.take_along_axis(d, idx[:, None], axis=1)[:, 0]
+        better = val < best[0]  # strict: a tie keeps the earlier chunk's (lower) index
+        return jnp.where(better, val, best[0]), jnp.where(better, start + idx, best[1])
+
+    if num_full == 1:
+        best = step(best, 0, chunk)
+    elif num_full > 1:
+        starts = jnp.arange(num_full, dtype=jnp.int32) * chunk
+        best, _ = jax.lax.scan(lambda b, start: (step(b, start, chunk), None), best, starts)
+    if tail:
+        best = step(best, num_full * chunk, tail)
+    return best[1], best[0]
 
 
 def _masked_centre(points: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
