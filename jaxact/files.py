@@ -4,9 +4,10 @@ reports trust what they find)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 
@@ -29,3 +30,23 @@ def write_atomic(path: str, write: Callable[[IO], Any], binary: bool = True) -> 
 def write_json(path: str, obj, **dump_kwargs) -> str:
     """`json.dump(obj, file, **dump_kwargs)` written atomically (`write_atomic`)."""
     return write_atomic(path, lambda f: json.dump(obj, f, **dump_kwargs), binary=False)
+
+
+@contextlib.contextmanager
+def array_record_writer(path: str, options: str = "group_size:1") -> Iterator[Any]:
+    """An `ArrayRecordWriter` on a temporary file beside `path`, renamed over `path` when the
+    `with` block ends normally and removed when it raises (a half-written cache never appears
+    under the final name)."""
+    from array_record.python import array_record_module
+
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    writer = array_record_module.ArrayRecordWriter(tmp, options)
+    try:
+        yield writer
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        writer.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

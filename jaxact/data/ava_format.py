@@ -492,26 +492,15 @@ def _ordered_map(fn: Callable, items: Sequence, workers: int) -> Iterator:
 def _write_split(path: str, jobs: Iterable, total: int, desc: str):
     """Writes the records of `jobs` (each `(records, keyframes, problems)`) to `path` through a
     temporary file; returns (keyframes kept, problems)."""
-    from array_record.python import array_record_module
-
-    tmp = f"{path}.{os.getpid()}.tmp"
     kept, problems = [], []
-    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
-    try:
-        with console.bar(total, desc, unit="keyframe") as progress:
-            for records, keyframes, bad in jobs:
-                for record in records:
-                    writer.write(record)
-                kept += keyframes
-                problems += bad
-                progress.update(len(keyframes) + len(bad))
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        writer.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with files.array_record_writer(path) as writer, \
+            console.bar(total, desc, unit="keyframe") as progress:
+        for records, keyframes, bad in jobs:
+            for record in records:
+                writer.write(record)
+            kept += keyframes
+            problems += bad
+            progress.update(len(keyframes) + len(bad))
     return kept, problems
 
 

@@ -379,8 +379,6 @@ def _write_records(path: str, root: str, clips: dict[str, str], class_names: lis
     """Writes the record file `path` (through a temporary file and a rename) of `clips`, in
     order: decoded, or copied from `reuse` (`{clip: (records, index, meta entry)}`). Returns
     meta.json's `clips` and `bad` entries."""
-    from array_record.python import array_record_module
-
     labels = {name: i for i, name in enumerate(class_names)}
 
     def decode(clip: str):
@@ -389,38 +387,29 @@ def _write_records(path: str, root: str, clips: dict[str, str], class_names: lis
         return _decode_or_problem(os.path.join(root, *clip.split("/")), settings)
 
     good, bad = [], []
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    writer = array_record_module.ArrayRecordWriter(tmp, _RECORD_OPTIONS)
-    try:
-        with console.bar(len(clips) - len(reuse), "decoding clips", unit="clip") as progress:
-            for clip, out in zip(clips, _ordered_map(decode, list(clips), workers), strict=True):
-                label, entry = labels[clip.split("/")[0]], {"path": clip,
-                                                            "signature": clips[clip]}
-                if clip in reuse:  # unchanged: the old record, relabelled if classes moved
-                    records, index, entry = reuse[clip]
-                    raw = records[index]
-                    if entry["label"] != label:
-                        raw = record_bytes(parse_record(raw)["video"], label, clip)
-                    writer.write(raw)
-                    good.append({**entry, "label": label})
-                    continue
-                progress.update(1)
-                if isinstance(out, video_io.Problem):  # the file, or a bad frame in it
-                    problem = out._replace(path=os.path.relpath(out.path, root))
-                    bad.append({**entry, "problem": problem._asdict()})
-                    continue
-                frames, source_fps = out
-                writer.write(record_bytes(frames, label, clip))
-                good.append({**entry, "label": label, "frames": len(frames),
-                             "height": frames.shape[1], "width": frames.shape[2],
-                             "source_fps": source_fps})
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        writer.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with files.array_record_writer(path, _RECORD_OPTIONS) as writer, \
+            console.bar(len(clips) - len(reuse), "decoding clips", unit="clip") as progress:
+        for clip, out in zip(clips, _ordered_map(decode, list(clips), workers), strict=True):
+            label, entry = labels[clip.split("/")[0]], {"path": clip,
+                                                        "signature": clips[clip]}
+            if clip in reuse:  # unchanged: the old record, relabelled if classes moved
+                records, index, entry = reuse[clip]
+                raw = records[index]
+                if entry["label"] != label:
+                    raw = record_bytes(parse_record(raw)["video"], label, clip)
+                writer.write(raw)
+                good.append({**entry, "label": label})
+                continue
+            progress.update(1)
+            if isinstance(out, video_io.Problem):  # the file, or a bad frame in it
+                problem = out._replace(path=os.path.relpath(out.path, root))
+                bad.append({**entry, "problem": problem._asdict()})
+                continue
+            frames, source_fps = out
+            writer.write(record_bytes(frames, label, clip))
+            good.append({**entry, "label": label, "frames": len(frames),
+                         "height": frames.shape[1], "width": frames.shape[2],
+                         "source_fps": source_fps})
     return good, bad
 
 
