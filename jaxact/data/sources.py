@@ -212,15 +212,7 @@ class VideoFiles:
         return np.arange(len(self.class_names))  # a mirrored action clip keeps its label
 
     def transform(self, train: bool, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
-        c = self.config
-        # ClipTransform never flips here (its flip draw is still made in training); Mirror
-        # mirrors the video alone, after one more draw. A mirrored clip keeps its label.
-        fraction, min_fraction = observed_fractions(c, train, fraction)
-        base = pipeline.ClipTransform(num_frames=c.num_frames, train=train, fraction=fraction,
-                                      min_fraction=min_fraction, flip_prob=0.0,
-                                      view=dataclasses.replace(view, flip=False))
-        flip_prob = c.flip_prob if train else float(view.flip)
-        return Mirror(base, flip_prob) if flip_prob > 0 else base
+        return user_clip_transform(self.config, train, fraction, view)
 
     def read_clip(self, path: str) -> dict:
         return clip_record(video_io.read_video(path, size=self.size), 0)
@@ -239,6 +231,22 @@ class ClipRecords:
         path, label = self.rows[i]
         # A clip that passed the scan fails here only if its file changed since: the error names it.
         return clip_record(video_io.read_video(path, size=self.size), label)
+
+
+def user_clip_transform(config, train: bool, fraction: float, view,
+                        inner: Callable | None = None):
+    """The clip transform of datasets of users' clips (labels kept under a mirror): a
+    `pipeline.ClipTransform` that never flips (its flip draw is still made in training), then
+    `inner` of it where given (e.g. a crop), then `Mirror` of the video alone, after one more
+    draw."""
+    fraction, min_fraction = observed_fractions(config, train, fraction)
+    out = pipeline.ClipTransform(num_frames=config.num_frames, train=train, fraction=fraction,
+                                 min_fraction=min_fraction, flip_prob=0.0,
+                                 view=dataclasses.replace(view, flip=False))
+    if inner is not None:
+        out = inner(out)
+    flip_prob = config.flip_prob if train else float(view.flip)
+    return Mirror(out, flip_prob) if flip_prob > 0 else out
 
 
 def clip_record(frames: np.ndarray, label: int) -> dict:

@@ -625,15 +625,9 @@ class VideoFolder:
     def transform(self, train: bool, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
         from jaxact.data import sources  # sources registers this module: not at the top
 
-        c = self.config
-        # As `sources.VideoFiles`: ClipTransform never flips, Mirror mirrors the video alone.
-        fraction, min_fraction = sources.observed_fractions(c, train, fraction)
-        base = pipeline.ClipTransform(num_frames=c.num_frames, train=train, fraction=fraction,
-                                      min_fraction=min_fraction, flip_prob=0.0,
-                                      view=dataclasses.replace(view, flip=False))
-        crop = SquareCrop(base, self.crop_size, train)
-        flip_prob = c.flip_prob if train else float(view.flip)
-        return sources.Mirror(crop, flip_prob) if flip_prob > 0 else crop
+        return sources.user_clip_transform(
+            self.config, train, fraction, view,
+            inner=lambda base: SquareCrop(base, self.crop_size, train))
 
     def read_clip(self, path: str) -> dict:
         """A user's clip (video, frame array or frame folder) decoded as the cache's clips are."""
