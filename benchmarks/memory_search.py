@@ -156,30 +156,10 @@ def _chunked(stored, chunk: int):
     return stored.reshape(-1, chunk, stored.shape[1]), n
 
 
-def _block_size(chunk: int) -> int:
-    """The largest divisor of `chunk` in [64, 128] (0: none, plain argmin)."""
-    return next((b for b in range(128, 63, -1) if chunk % b == 0), 0)
-
-
-def top1(score, block: int = 0):
-    """argmin over the last axis of `score` `[Q, C]`. With `block` (dividing C): the minimum of
-    each `block`-wide slice (a plain reduction), argmin over those minima, then argmin inside
-    the winning slice; the same index as `jnp.argmin` (the first of equal minima), but XLA:CPU's
-    two-output argmin reduction over the whole row is ~1.5x slower than this."""
-    if not block:
-        return jnp.argmin(score, axis=1)
-    q, c = score.shape
-    blocks = score.reshape(q, c // block, block)
-    best_block = jnp.argmin(jnp.min(blocks, axis=2), axis=1)
-    inside = jnp.take_along_axis(blocks, best_block[:, None, None], axis=1)[:, 0]
-    return best_block * block + jnp.argmin(inside, axis=1)
-
-
 def _scan_best(queries, chunks, n: int, chunk_scores, largest: bool, block_argmin: bool = True):
     """Top-1 index per query over `chunks` `[c, chunk, D]` (rows >= `n` are padding):
     `chunk_scores(queries, chunk, i)` gives `[Q, chunk]` scores, minimised or maximised."""
     size = chunks.shape[1]
-    block = _block_size(size) if block_argmin else 0
     sign = -1.0 if largest else 1.0
     init = (jnp.full((queries.shape[0],), jnp.inf, jnp.float32),
             jnp.zeros((queries.shape[0],), jnp.int32))
@@ -189,7 +169,7 @@ def _scan_best(queries, chunks, n: int, chunk_scores, largest: bool, block_argmi
         score = sign * chunk_scores(queries, chunk, i)
         if n % size:  # padding rows never win
             score = jnp.where(i * size + jnp.arange(size) < n, score, jnp.inf)
-        idx = top1(score, block)
+        idx = distances._argmin_rows(score) if block_argmin else jnp.argmin(score, axis=1)
         val = jnp.take_along_axis(score, idx[:, None], axis=1)[:, 0]
         better = val < best[0]  # strict: ties keep the earlier (lower) index, as argmin does
         return (jnp.where(better, val, best[0]),

@@ -191,17 +191,6 @@ def test_compare_pytorch_tiny_run(tmp_path):
 # ----------------------------------------------------------------------------- memory_search
 
 
-def test_top1_matches_argmin_with_ties():
-    rng = np.random.default_rng(0)
-    score = rng.integers(0, 5, (37, 250)).astype(np.float32)  # many ties
-    score[3] = 1.0
-    expected = np.argmin(score, axis=1)
-    for block in (0, 125, 50, 10):
-        np.testing.assert_array_equal(np.asarray(ms.top1(jnp.asarray(score), block)), expected)
-    assert ms._block_size(10_000) == 125 and ms._block_size(8192) == 128
-    assert ms._block_size(131) == 0  # a prime above 128: plain argmin
-
-
 @pytest.mark.parametrize("metric", ms.METRICS)
 @pytest.mark.parametrize("block_argmin", [True, False])
 def test_jaxact_nearest_is_exact_with_padding(metric, block_argmin):
