@@ -4,6 +4,12 @@ Run from the repository root:
 
   python -m benchmarks.jhmdb                        # configs/jhmdb_memory.py on splits 1-3
   python -m benchmarks.jhmdb --splits=1 --config.train.num_steps=500
+  python -m benchmarks.jhmdb --jhmdb_validation     # on each train file's validation part
+
+`--jhmdb_validation` is for choosing settings without looking at test: every split holds out
+`data.validation_fraction` (0.2 unless --config sets another) of its train file, class-stratified,
+trains on the rest and reports top-1 on that held-out part (`eval.split='validation'`); its
+workdirs are `--workdir_root/validation/splitN`.
 
 Each split trains in its own workdir (`--workdir_root/splitN`), so a finished split is reused
 (restored, not retrained) when the benchmark is run again; its config is named
@@ -27,6 +33,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/jhmdb_memory.py", "
 _SPLITS = flags.DEFINE_list("splits", ["1", "2", "3"], "Official splits to run.")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "workdirs/jhmdb_benchmark",
                                     "One workdir per split under this directory.")
+_VALIDATION = flags.DEFINE_bool(
+    "jhmdb_validation", False,
+    "Train on part of each train file and report top-1 on the held-out rest (data."
+    "validation_fraction, 0.2 unless --config sets it; eval.split='validation'), in "
+    "workdirs under WORKDIR_ROOT/validation. For choosing settings; test is not evaluated.")
+
+VALIDATION_FRACTION = 0.2  # --jhmdb_validation's default part of each train file
 
 # Published top-1 on these files (../shared/data/README.md).
 PUBLISHED = (("1-NN on resampled, standardised joints", "0.42", "-"),
@@ -34,12 +47,29 @@ PUBLISHED = (("1-NN on resampled, standardised joints", "0.42", "-"),
              ("DD-Net (its README, after fixes)", "0.82-0.83", "1.82 M"))
 
 
-def run_split(split: int) -> dict:
-    config = _CONFIG.value.copy_and_resolve_references()
+def run_root(workdir_root: str, validation: bool) -> str:
+    """Where the split workdirs and summary.json go: `workdir_root`, or its `validation/`."""
+    return os.path.join(workdir_root, "validation") if validation else workdir_root
+
+
+def make_config(base, split: int, validation: bool):
+    """The config of one split: `base` (a copy) with the split's files; with `validation`, a
+    validation part of the train file (`data.validation_fraction`, VALIDATION_FRACTION unless
+    `base` sets one) that is evaluated instead of test."""
+    config = base.copy_and_resolve_references()
     with config.unlocked():
         config.data.train_path, config.data.test_path = jhmdb_memory.split_paths(split)
         config.config_name = f"jhmdb_memory:split={split}"
-    workdir = os.path.join(_WORKDIR_ROOT.value, f"split{split}")
+        if validation:
+            if not config.data.validation_fraction:
+                config.data.validation_fraction = VALIDATION_FRACTION
+            config.eval.split = "validation"
+    return config
+
+
+def run_split(split: int) -> dict:
+    config = make_config(_CONFIG.value, split, _VALIDATION.value)
+    workdir = os.path.join(run_root(_WORKDIR_ROOT.value, _VALIDATION.value), f"split{split}")
     start = time.time()
     results = classifier.Experiment(config, workdir).train_and_evaluate()
     results["wall_seconds"] = time.time() - start
@@ -52,40 +82,56 @@ def mean_std(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
+def format_tables(runs: dict, validation_fraction: float = 0.0) -> str:
+    """The printed tables of `runs` (split -> results.json); `validation_fraction` > 0: the
+    runs report the validation part of that size, not test."""
+    part = (f"validation part ({validation_fraction:g} of each train file, not trained on)"
+            if validation_fraction else "test")
+    lines = [f"\nJHMDB (14 classes, 2-D joints): {part} top-1 per split",
+             f"{'split':>6} | {'memory':>7} | {'baseline':>8} | {'params':>8} | "
+             f"{'memory train s':>14} | {'both methods s':>14}"]
+    for split, r in runs.items():
+        lines.append(f"{split:>6} | {r['top1']:>7.3f} | {r['baseline_top1']:>8.3f} | "
+                     f"{r['num_params']:>8,} | {r['train_seconds']:>14.0f} | "
+                     f"{r['total_train_seconds']:>14.0f}")
+    mem = [r["top1"] for r in runs.values()]
+    base = [r["baseline_top1"] for r in runs.values()]
+    lines.append(f"{'mean':>6} | memory {mean_std(mem)} | baseline {mean_std(base)}")
+
+    lines.append("\nEarly prediction (mean top-1 over splits; first p of each clip observed)")
+    ratios = list(next(iter(runs.values()))["early_prediction"]["memory"])
+    lines.append(f"{'method':>9} | " + " | ".join(f"{r:>5}" for r in ratios))
+    for method in ("memory", "baseline"):
+        values = [np.mean([r["early_prediction"][method][p] for r in runs.values()])
+                  for p in ratios]
+        lines.append(f"{method:>9} | " + " | ".join(f"{v:>5.3f}" for v in values))
+
+    lines.append("\nPublished on the same files" + (
+        " (test top-1: not comparable to the validation part)" if validation_fraction else ""))
+    for name, top1, params in PUBLISHED:
+        lines.append(f"  {name:<40} top-1 {top1:<10} params {params}")
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
     splits = [int(s) for s in _SPLITS.value]
     runs = {split: run_split(split) for split in splits}
-
-    print("\nJHMDB (14 classes, 2-D joints): test top-1 per split")
-    print(f"{'split':>6} | {'memory':>7} | {'baseline':>8} | {'params':>8} | "
-          f"{'memory train s':>14} | {'both methods s':>14}")
-    for split, r in runs.items():
-        print(f"{split:>6} | {r['top1']:>7.3f} | {r['baseline_top1']:>8.3f} | "
-              f"{r['num_params']:>8,} | {r['train_seconds']:>14.0f} | "
-              f"{r['total_train_seconds']:>14.0f}")
+    validation = _VALIDATION.value
+    fraction = make_config(_CONFIG.value, splits[0], True).data.validation_fraction \
+        if validation else 0.0
+    print(format_tables(runs, fraction))
     mem = [r["top1"] for r in runs.values()]
     base = [r["baseline_top1"] for r in runs.values()]
-    print(f"{'mean':>6} | memory {mean_std(mem)} | baseline {mean_std(base)}")
-
-    print("\nEarly prediction (mean top-1 over splits; first p of each clip observed)")
-    ratios = list(next(iter(runs.values()))["early_prediction"]["memory"])
-    print(f"{'method':>9} | " + " | ".join(f"{r:>5}" for r in ratios))
-    for method in ("memory", "baseline"):
-        values = [np.mean([r["early_prediction"][method][p] for r in runs.values()])
-                  for p in ratios]
-        print(f"{method:>9} | " + " | ".join(f"{v:>5.3f}" for v in values))
-
-    print("\nPublished on the same files")
-    for name, top1, params in PUBLISHED:
-        print(f"  {name:<40} top-1 {top1:<10} params {params}")
-    summary = {"splits": splits, "memory_top1": mem, "baseline_top1": base,
+    summary = {"splits": splits, "eval_split": "validation" if validation else "test",
+               "memory_top1": mem, "baseline_top1": base,
                "memory_mean": float(np.mean(mem)), "memory_std": float(np.std(mem)),
                "baseline_mean": float(np.mean(base)), "baseline_std": float(np.std(base)),
                "train_seconds": [r["train_seconds"] for r in runs.values()],
                "total_train_seconds": [r["total_train_seconds"] for r in runs.values()]}
-    os.makedirs(_WORKDIR_ROOT.value, exist_ok=True)
-    with open(os.path.join(_WORKDIR_ROOT.value, "summary.json"), "w") as f:
+    root = run_root(_WORKDIR_ROOT.value, validation)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
 
 

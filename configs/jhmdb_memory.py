@@ -9,6 +9,17 @@ with a small model; not measured) or `:split=3,smoke` (seconds-long, for tests; 
 Any ragged-sequence npz (`frames [sum_T, ...]`, `lengths [N]`, `labels [N]`) is one override
 away: `--config.data.train_path=A.npz --config.data.test_path=B.npz` (set `data.features=()`
 and the augmentations to 0 for data that is not 2-D joints). Measured results: docs/results_jhmdb.md.
+
+Choose settings on a validation part of a training split, never on test: 20 % of each class of
+the train file (a fixed random draw, `data.validation_seed`) is held out as split 'validation',
+trained on by neither method, and reported instead of test:
+
+  python launch.py --config=configs/jhmdb_memory.py:split=1 --workdir=workdirs/jhmdb_val1 \
+      --config.data.validation_fraction=0.2 --config.eval.split=validation
+  python -m benchmarks.jhmdb --jhmdb_validation   # all 3 splits' validation parts
+
+Add `--config.train.eval_every=250` for a validation curve in TensorBoard (train.eval_split is
+'validation' by default).
 """
 
 import os
@@ -43,6 +54,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.num_frames = 32  # each clip (15-40 frames) is linearly resampled to this length
     # Joint features need joints [J, D] per frame (distances: J >= 2); () flattens any frame, so
     # plain vectors (e.g. 24 sensor values per frame) need data.features=() and no augmentation.
+    # Also available (jaxact.data.sequences.joint_features): 'motion2' (displacement over 2
+    # frames), and for 2-D joints of data.joint_order 'bones' (unit bone directions) and
+    # 'angles' (cos, sin of the angles between bones at each joint).
     config.data.features = ("coords", "distances", "motion")
     config.data.standardize = True  # inputs standardised with train-split statistics
     config.data.min_fraction = 1.0  # < 1: train on random first-p% prefixes, p ~ U[min, 1]
@@ -52,6 +66,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.rotation_degrees = 10.0  # rotation ~ U[-10, 10] degrees
     config.data.mirror_prob = 0.5  # mirror x and swap left/right joints
     config.data.joint_order = "jhmdb"  # key of jaxact.data.sequences.JOINT_ORDERS
+    # > 0: this part of each class of the train file becomes split 'validation' (not trained
+    # on; standardisation statistics from the rest); which clips: data.validation_seed.
+    config.data.validation_fraction = 0.0
+    config.data.validation_seed = 0
     config.data.num_threads = 2
     config.data.prefetch = 4
 
@@ -76,10 +94,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.learning_rate = 2e-3
     config.train.weight_decay = 1e-2
     config.train.checkpoint_every = 500
-    config.train.eval_every = 0  # the JHMDB splits have no validation part
+    config.train.eval_every = 0  # N > 0 needs data.validation_fraction > 0 (split 'validation')
     config.eval.batch_size = 64
-    config.eval.temporal_views = 1  # ragged sequences are resampled linearly: one test view
-    config.eval.flip_view = False
+    config.eval.temporal_views = 1  # ragged sequences are resampled linearly: one temporal view
+    config.eval.flip_view = False  # True: also the mirrored view (x mirrored, left/right swapped)
 
     if variant.tiny or variant.smoke:  # small model; smoke: tests pass their own small npz files
         config.data.num_frames = 8

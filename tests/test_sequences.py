@@ -298,3 +298,300 @@ def test_memory_classifier_on_vectors_end_to_end(tmp_path, check_results):
     config.eval.temporal_views = 3
     with pytest.raises(ValueError, match="eval.temporal_views=1"):
         classifier.Experiment(config, str(tmp_path / "views"))
+
+
+# ----------------------------------------------------------------------------- validation part
+
+
+def test_validation_rows_are_class_stratified_and_deterministic():
+    # a: 5 clips, b: 2, c: 1, d: 10, interleaved. At 0.4 each class holds out
+    # min(floor(0.4 n + 0.5), n - 1): a 2, b 1, c 0 (one clip stays in training), d 4.
+    labels = np.array(["a", "d", "b", "a", "d", "c", "a", "d", "b", "a", "d", "a"]
+                      + ["d"] * 6)
+    held = sequences.validation_rows(labels, 0.4, seed=3)
+    counts = {name: int(held[labels == name].sum()) for name in "abcd"}
+    assert counts == {"a": 2, "b": 1, "c": 0, "d": 4}
+    np.testing.assert_array_equal(sequences.validation_rows(labels, 0.4, seed=3), held)
+    draws = {tuple(np.flatnonzero(sequences.validation_rows(labels, 0.4, s))) for s in range(8)}
+    assert len(draws) > 1  # the seed picks the clips
+    # Rounding half up, and every class keeps one training clip however large the fraction.
+    assert int(sequences.validation_rows(np.array(["a"] * 10), 0.25, 0).sum()) == 3  # 2.5 -> 3
+    assert int(sequences.validation_rows(np.array(["a"] * 10), 0.24, 0).sum()) == 2
+    most = sequences.validation_rows(labels, 0.99, 0)
+    assert {name: int((~most)[labels == name].sum()) for name in "abcd"} == dict.fromkeys("abcd", 1)
+    assert not sequences.validation_rows(labels, 0.0, 0).any()
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match=f"data.validation_fraction must be in \\[0, 1\\), "
+                                             f"got {bad}"):
+            sequences.validation_rows(labels, bad, 0)
+
+
+def constant_clips_npz(path, labels, lengths, frame_shape=(15, 2)):
+    """Clip i's frames are all `i` (so each clip is recognisable wherever it ends up)."""
+    frames = np.concatenate([np.full((n, *frame_shape), i, np.float32)
+                             for i, n in enumerate(lengths)])
+    np.savez(path, frames=frames, lengths=np.array(lengths), labels=np.array(labels))
+    return str(path)
+
+
+def plain_config(tmp_path, labels, lengths):
+    """jhmdb_memory's smoke config on constant clips, features off, no augmentation."""
+    config = jhmdb_memory.get_config("smoke")
+    config.data.train_path = constant_clips_npz(tmp_path / "train.npz", labels, lengths)
+    config.data.test_path = constant_clips_npz(tmp_path / "test.npz", labels[:2], lengths[:2])
+    config.data.features = ()
+    config.data.scale_range = config.data.rotation_degrees = config.data.mirror_prob = 0.0
+    config.data.crop_min = 1.0
+    return config
+
+
+def test_validation_part_is_carved_out_of_train(tmp_path):
+    from jaxact.data import sources
+
+    labels = ["a", "b", "a", "b", "a", "b", "a", "c"]
+    lengths = [3, 4, 5, 6, 7, 8, 9, 2]
+    config = plain_config(tmp_path, labels, lengths)
+    with pytest.raises(ValueError, match="split 'validation'.*data.validation_fraction > 0"):
+        sources.RaggedNpzSequences(config.data).source("validation")
+    config.data.validation_fraction, config.data.validation_seed = 0.5, 7
+    data = sources.RaggedNpzSequences(config.data)
+    train, val = data.source("train"), data.source("validation")
+    held = sequences.validation_rows(np.array(labels), 0.5, 7)
+    # a: 4 clips -> 2 held out; b: 3 -> floor(2.0) = 2; c: 1 -> 0.
+    assert int(held.sum()) == 4 and len(val) == 4 and len(train) == 4
+    for source, rows in ((val, np.flatnonzero(held)), (train, np.flatnonzero(~held))):
+        for k, row in enumerate(rows):  # file order kept; frames, lengths and labels move along
+            record = source[k]
+            np.testing.assert_array_equal(record["video"],
+                                          np.full((lengths[row], 15, 2), row, np.float32))
+            assert data.class_names[record["label"]] == labels[row]
+    assert data.class_names == ["a", "b", "c"] and len(data.source("test")) == 2
+    assert "validation: 0.5 of train, seed 7" in data.description
+    # Standardisation: statistics of the remaining training clips only. A constant clip i
+    # resampled to num_frames frames gives the value i everywhere.
+    kept = np.flatnonzero(~held).astype(np.float64)
+    np.testing.assert_allclose(data.mean, np.full(30, kept.mean()), rtol=1e-6)
+    np.testing.assert_allclose(data.std, np.full(30, kept.std()), rtol=1e-5)
+    assert not np.isclose(kept.mean(), np.arange(8).mean())  # the full file would differ here
+    # Another seed, other clips; no class can spare a clip: an error naming the field.
+    config.data.validation_seed = 8
+    other = sources.RaggedNpzSequences(config.data).source("validation")
+    assert len(other) == 4
+    config.data.train_path = constant_clips_npz(tmp_path / "singles.npz", ["a", "b"], [3, 4])
+    config.data.test_path = config.data.train_path
+    with pytest.raises(ValueError, match="data.validation_fraction=0.5: leaves no validation "
+                                         "clip in .*singles.npz"):
+        sources.RaggedNpzSequences(config.data)
+
+
+# ----------------------------------------------------------------------------- new features
+
+
+def test_motion2_is_the_displacement_over_two_frames():
+    x = np.array([[0, 0], [1, 0], [3, 1], [6, 3], [6, 5]], np.float32)[:, None, :]  # [5, 1, 2]
+    out = sequences.joint_features(x, ("motion2",))
+    np.testing.assert_array_equal(out, [[0, 0], [1, 0], [3, 1], [5, 3], [3, 4]])
+    rng = np.random.default_rng(0)
+    joints = rng.normal(size=(6, 15, 2)).astype(np.float32)
+    old = ("coords", "distances", "motion")
+    every = sequences.joint_features(joints, sequences.FEATURES, "jhmdb")
+    assert every.shape == (6, 30 + 105 + 30 + 30 + 2 * 14 + 2 * 17)
+    np.testing.assert_array_equal(every[:, :165], sequences.joint_features(joints, old))
+    np.testing.assert_array_equal(sequences.joint_features(joints, old[::-1]),
+                                  sequences.joint_features(joints, old))  # FEATURES order
+
+
+N = sequences.JHMDB_JOINTS.index
+
+
+def test_jhmdb_bones_and_angles_lists():
+    names = [(sequences.JHMDB_JOINTS[a], sequences.JHMDB_JOINTS[b])
+             for a, b in sequences.bone_indices("jhmdb")]
+    assert names == list(sequences.JHMDB_BONES) and len(names) == 14
+    joints = {j for bone in names for j in bone}
+    assert joints == set(sequences.JHMDB_JOINTS)  # a tree over all 15 joints
+    perm = sequences.mirror_permutation(sequences.JHMDB_JOINTS)
+    bones = {tuple(b) for b in sequences.bone_indices("jhmdb").tolist()}
+    assert {(int(perm[a]), int(perm[b])) for a, b in bones} == bones  # mirror-symmetric
+    angle = [tuple(sequences.JHMDB_JOINTS[i] for i in t) for t in sequences.angle_indices("jhmdb")]
+    expected = [("neck", "face", "belly"), ("neck", "face", "right_shoulder"),
+                ("neck", "face", "left_shoulder"), ("neck", "belly", "right_shoulder"),
+                ("neck", "belly", "left_shoulder"), ("neck", "right_shoulder", "left_shoulder"),
+                ("belly", "neck", "right_hip"), ("belly", "neck", "left_hip"),
+                ("belly", "right_hip", "left_hip"),
+                ("right_shoulder", "neck", "right_elbow"), ("left_shoulder", "neck", "left_elbow"),
+                ("right_hip", "belly", "right_knee"), ("left_hip", "belly", "left_knee"),
+                ("right_elbow", "right_shoulder", "right_wrist"),
+                ("left_elbow", "left_shoulder", "left_wrist"),
+                ("right_knee", "right_hip", "right_ankle"), ("left_knee", "left_hip", "left_ankle")]
+    assert angle == expected
+
+
+def t_pose():
+    """A hand-placed JHMDB pose [15, 2] (x right, y up)."""
+    pose = {"neck": (0, 0), "face": (0, 1), "belly": (0, -2), "right_shoulder": (-1, 0),
+            "left_shoulder": (1, 0), "right_elbow": (-1, -3), "left_elbow": (3, 0),
+            "right_wrist": (-4, -7), "left_wrist": (3, 2), "right_hip": (-1, -2),
+            "left_hip": (1, -2), "right_knee": (-1, -4), "left_knee": (2, -3),
+            "right_ankle": (-1, -6), "left_ankle": (2, -6)}
+    return np.array([pose[name] for name in sequences.JHMDB_JOINTS], np.float32)
+
+
+def test_bones_and_angles_by_hand():
+    pose = t_pose()
+    bones = sequences.joint_features(pose[None], ("bones",), "jhmdb").reshape(14, 2)
+    by_name = dict(zip(sequences.JHMDB_BONES, bones, strict=True))
+    np.testing.assert_allclose(by_name["neck", "face"], [0, 1])
+    np.testing.assert_allclose(by_name["neck", "belly"], [0, -1])
+    np.testing.assert_allclose(by_name["right_elbow", "right_wrist"], [-0.6, -0.8])  # (-3, -4)/5
+    np.testing.assert_allclose(by_name["left_hip", "left_knee"], np.array([1, -1]) / np.sqrt(2),
+                               rtol=1e-6)
+    angles = sequences.joint_features(pose[None], ("angles",), "jhmdb").reshape(17, 2)
+    by_joints = {tuple(sequences.JHMDB_JOINTS[i] for i in t): a
+                 for t, a in zip(sequences.angle_indices("jhmdb"), angles, strict=True)}
+    # (cos, sin) of the angle turning bone j->a onto bone j->b, counter-clockwise positive.
+    np.testing.assert_allclose(by_joints["neck", "face", "belly"], [-1, 0], atol=1e-6)
+    np.testing.assert_allclose(by_joints["neck", "face", "right_shoulder"], [0, 1], atol=1e-6)
+    np.testing.assert_allclose(by_joints["neck", "face", "left_shoulder"], [0, -1], atol=1e-6)
+    np.testing.assert_allclose(by_joints["left_elbow", "left_shoulder", "left_wrist"], [0, -1],
+                               atol=1e-6)  # from (-2, 0) to (0, 2): clockwise
+    np.testing.assert_allclose(by_joints["right_elbow", "right_shoulder", "right_wrist"],
+                               [-0.8, 0.6], atol=1e-6)  # from (0, 3) to (-3, -4)/5
+    # Against atan2 of every angle, on random poses; invariant to translation, rotation, scale.
+    rng = np.random.default_rng(1)
+    joints = rng.normal(size=(4, 15, 2)).astype(np.float32)
+    out = sequences.joint_features(joints, ("angles",), "jhmdb").reshape(4, 17, 2)
+    for k, (j, a, b) in enumerate(sequences.angle_indices("jhmdb")):
+        u, v = joints[:, a] - joints[:, j], joints[:, b] - joints[:, j]
+        theta = np.arctan2(v[:, 1], v[:, 0]) - np.arctan2(u[:, 1], u[:, 0])
+        np.testing.assert_allclose(out[:, k], np.stack([np.cos(theta), np.sin(theta)], -1),
+                                   atol=1e-5)
+    c, s = np.cos(0.9), np.sin(0.9)
+    moved = 2.5 * joints @ np.array([[c, s], [-s, c]], np.float32) + np.array([4, -1], np.float32)
+    np.testing.assert_allclose(sequences.joint_features(moved, ("angles",), "jhmdb"),
+                               out.reshape(4, -1), atol=1e-5)
+    np.testing.assert_allclose(sequences.joint_features(3 * joints + 1, ("bones",), "jhmdb"),
+                               sequences.joint_features(joints, ("bones",), "jhmdb"), atol=1e-5)
+    flat = np.zeros((1, 15, 2), np.float32)  # zero-length bones: zeros, not NaN
+    assert np.all(sequences.joint_features(flat, ("bones", "angles"), "jhmdb") == 0)
+
+
+def test_skeleton_features_need_a_joint_order_and_2d_joints(tmp_path):
+    from jaxact.data import sources
+
+    with pytest.raises(ValueError, match=r"data.features=\('coords', 'bones'\) \(with bones\) "
+                                         r"needs .*data.joint_order.*got data.joint_order=''"):
+        sequences.SequenceTransform(num_frames=4, train=False, features=("coords", "bones"))
+    with pytest.raises(ValueError, match=r"with angles.*\[15, 2\] per frame.*the clip.*\[15, 3\]"):
+        sequences.joint_features(np.zeros((3, 15, 3), np.float32), ("angles",), "jhmdb")
+    with pytest.raises(ValueError, match="data.joint_order=''"):
+        sequences.joint_features(np.zeros((3, 15, 2), np.float32), ("bones",))
+    with pytest.raises(ValueError, match=r"\[15, 2\] per frame.*skel.npz.*\[14, 2\]"):
+        sequences.check_frame_shape((14, 2), ("bones",), False, "skel.npz", joint_order="jhmdb")
+    sequences.check_frame_shape((14, 2), ("motion2",), False, "skel.npz")  # no skeleton needed
+    config = jhmdb_memory.get_config("smoke")
+    config.data.train_path = write_npz(tmp_path / "xyz.npz", [5, 6], ["a", "b"],
+                                       frame_shape=(15, 3))
+    config.data.test_path = config.data.train_path
+    config.data.scale_range = config.data.rotation_degrees = config.data.mirror_prob = 0.0
+    config.data.features = ("coords", "angles")
+    with pytest.raises(ValueError, match=r"data.features=.*angles.*\[15, 2\].*xyz.npz.*\[15, 3\]"):
+        sources.RaggedNpzSequences(config.data)
+    config.data.features = ("coords", "motion2")  # 3-D joints suit the other features
+    data = sources.RaggedNpzSequences(config.data)
+    assert data.transform(False)(data.source("train")[0], None)["video"].shape == (8, 90)
+
+
+# ----------------------------------------------------------------------------- mirrored view
+
+
+def test_mirror_joints_by_hand():
+    frames = np.zeros((2, 15, 2), np.float32)
+    frames[:, N("right_wrist")] = [[1, 2], [3, 4]]
+    frames[:, N("left_wrist")] = [[5, 6], [7, 8]]
+    frames[:, N("neck")] = [[30, 1], [30, 1]]
+    cx = frames[..., 0].mean()  # (1 + 3 + 5 + 7 + 60) / 30
+    out = sequences.mirror_joints(frames, "jhmdb")
+    np.testing.assert_allclose(out[:, N("left_wrist")], [[2 * cx - 1, 2], [2 * cx - 3, 4]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(out[:, N("right_wrist")], [[2 * cx - 5, 6], [2 * cx - 7, 8]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(out[:, N("neck")], [[2 * cx - 30, 1]] * 2, rtol=1e-6)
+    np.testing.assert_allclose(out[:, N("belly")], [[2 * cx, 0]] * 2, rtol=1e-6)
+    np.testing.assert_allclose(sequences.mirror_joints(out, "jhmdb"), frames, atol=1e-5)
+    with pytest.raises(ValueError, match="data.joint_order='jhmdb'.*\\(2, 14, 2\\)"):
+        sequences.mirror_joints(frames[:, :14], "jhmdb")
+
+
+def test_flip_view_mirrors_joints_and_keeps_the_label(tmp_path):
+    from jaxact.data import pipeline, sources
+
+    config = jhmdb_memory.get_config("smoke")
+    config.data.train_path = write_npz(tmp_path / "j.npz", [8, 8], ["a", "b"])
+    config.data.test_path = config.data.train_path
+    config.data.features, config.data.standardize = (), False
+    data = sources.RaggedNpzSequences(config.data)
+    views = pipeline.eval_views(1, True)
+    assert [v.flip for v in views] == [False, True]
+    record = data.source("test")[1]
+    clip = record["video"]  # 8 frames, num_frames 8: resampling keeps them as they are
+    plain = data.transform(False, view=views[0])(record, None)
+    flipped = data.transform(False, view=views[1])(record, None)
+    np.testing.assert_allclose(plain["video"].reshape(8, 15, 2), clip, atol=1e-6)
+    perm = sequences.mirror_permutation(sequences.JHMDB_JOINTS)
+    mirrored = flipped["video"].reshape(8, 15, 2)
+    np.testing.assert_allclose(mirrored[:, perm, 0], 2 * clip[..., 0].mean() - clip[..., 0],
+                               atol=1e-5)
+    np.testing.assert_allclose(mirrored[:, perm, 1], clip[..., 1], atol=1e-6)
+    assert flipped["label"] == plain["label"] == 1
+    assert data.flip_permutation.tolist() == [0, 1]
+    # The training mirror (mirror_prob=1, nothing else) gives the same clip.
+    train = make_transform(mirror_prob=1.0)(record, np.random.default_rng(0))["video"]
+    np.testing.assert_allclose(train, flipped["video"], atol=1e-5)
+    # Features of the mirrored view: those of the mirrored joints.
+    config.data.features = sequences.FEATURES
+    data = sources.RaggedNpzSequences(config.data)
+    np.testing.assert_allclose(
+        data.transform(False, view=views[1])(record, None)["video"],
+        sequences.joint_features(mirrored, sequences.FEATURES, "jhmdb"), atol=1e-5)
+    # Other temporal views still fail; a mirror without a skeleton fails naming both fields.
+    with pytest.raises(ValueError, match="eval.temporal_views=1"):
+        data.transform(False, view=pipeline.View(0.25, False))
+    config.data.features, config.data.mirror_prob, config.data.joint_order = (), 0.0, ""
+    data = sources.RaggedNpzSequences(config.data)
+    data.transform(False)  # the centre view needs no skeleton
+    with pytest.raises(ValueError, match="eval.flip_view=True needs the skeleton of "
+                                         "data.joint_order.*got data.joint_order=''"):
+        data.transform(False, view=views[1])
+    config.data.joint_order, config.data.scale_range, config.data.rotation_degrees = "jhmdb", 0, 0
+    config.data.train_path = write_npz(tmp_path / "v.npz", [5, 6], ["a", "b"], frame_shape=(24,))
+    config.data.test_path = config.data.train_path
+    with pytest.raises(ValueError, match=r"eval.flip_view=True needs 2-D joints \[15, 2\].*v.npz"):
+        sources.RaggedNpzSequences(config.data).transform(False, view=views[1])
+
+
+def test_memory_classifier_on_a_validation_part_with_the_mirrored_view(tmp_path):
+    """Smoke run: trained on 3/4 of the train file, reported on the held-out rest under the
+    centre and mirrored views, with every joint feature."""
+    config = jhmdb_memory.get_config("smoke")
+    config.data.train_path = synthetic_joint_split(tmp_path / "train.npz", 8, 0)
+    config.data.test_path = synthetic_joint_split(tmp_path / "test.npz", 2, 1)
+    config.data.validation_fraction = 0.25
+    config.data.features = sequences.FEATURES
+    config.eval.split = "validation"
+    config.eval.flip_view = True
+    exp = classifier.Experiment(config, str(tmp_path / "run"))
+    assert len(exp.data.source("train")) == 18 and len(exp.data.source("validation")) == 6
+    results = exp.train_and_evaluate()
+    assert results["split"] == "validation" and results["num_examples"] == 6
+    assert results["eval_views"] == 2
+
+
+def test_a_missing_evaluation_split_fails_before_training(tmp_path):
+    config = jhmdb_memory.get_config("smoke")
+    config.data.train_path = synthetic_joint_split(tmp_path / "train.npz", 8, 0)
+    config.data.test_path = synthetic_joint_split(tmp_path / "test.npz", 2, 1)
+    config.eval.split = "validation"  # no data.validation_fraction: no such split
+    with pytest.raises(ValueError, match=r"eval.split='validation'.*data.validation_fraction"):
+        classifier.Experiment(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()

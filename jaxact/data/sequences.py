@@ -6,11 +6,13 @@ The "ragged sequence npz" format holds a whole split in three arrays:
   labels   str    [N]           class names
 Clips become records `{"video": f32 [T, ...], "label": i32}` that `SequenceTransform` samples,
 augments and turns into fixed-size `[num_frames, F]` inputs for the recurrent encoder.
+`validation_split` carves a class-stratified validation part out of a training split.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import zipfile
 
@@ -22,7 +24,20 @@ JHMDB_JOINTS = ("neck", "belly", "face", "right_shoulder", "left_shoulder", "rig
                 "right_ankle", "left_ankle")
 JOINT_ORDERS = {"jhmdb": JHMDB_JOINTS}
 
-FEATURES = ("coords", "distances", "motion")
+# JHMDB's skeleton: 14 bones (parent, child), a tree over its 15 joints rooted at the neck; the
+# list is its own mirror image (mirror_permutation maps every bone onto its left/right partner).
+JHMDB_BONES = (("neck", "face"), ("neck", "belly"),
+               ("neck", "right_shoulder"), ("right_shoulder", "right_elbow"),
+               ("right_elbow", "right_wrist"),
+               ("neck", "left_shoulder"), ("left_shoulder", "left_elbow"),
+               ("left_elbow", "left_wrist"),
+               ("belly", "right_hip"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+               ("belly", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"))
+BONES = {"jhmdb": JHMDB_BONES}  # same keys as JOINT_ORDERS
+
+# Output order of `joint_features` (whatever the order of `data.features`).
+FEATURES = ("coords", "distances", "motion", "motion2", "bones", "angles")
+SKELETON_FEATURES = ("bones", "angles")  # need the bones of data.joint_order and [J, 2] joints
 
 
 def mirror_permutation(joint_names) -> np.ndarray:
@@ -37,6 +52,37 @@ def mirror_permutation(joint_names) -> np.ndarray:
                     raise ValueError(f"joint {name!r} has no mirror partner {partner!r}")
                 perm[i] = index[partner]
     return perm
+
+
+def bone_indices(joint_order: str) -> np.ndarray:
+    """`[B, 2]` joint indices (parent, child) of the bones of `BONES[joint_order]`."""
+    index = {name: i for i, name in enumerate(JOINT_ORDERS[joint_order])}
+    return np.array([(index[a], index[b]) for a, b in BONES[joint_order]], np.int64).reshape(-1, 2)
+
+
+def angle_indices(joint_order: str) -> np.ndarray:
+    """`[A, 3]` joint indices (joint, a, b) of every angle of the skeleton: at each joint with 2+
+    bones (in joint order), every pair of its bones (in bone-list order), the bones going from the
+    joint to its neighbours a and b. JHMDB: 17 angles (6 at the neck, 3 at the belly, 1 at each
+    shoulder, elbow, hip and knee)."""
+    out = []
+    bones = bone_indices(joint_order)
+    for j in range(len(JOINT_ORDERS[joint_order])):
+        neighbours = [int(b if a == j else a) for a, b in bones if j in (a, b)]
+        out += [(j, a, b) for a, b in itertools.combinations(neighbours, 2)]
+    return np.array(out, np.int64).reshape(-1, 3)
+
+
+def mirror_joints(frames: np.ndarray, joint_order: str) -> np.ndarray:
+    """2-D joints `[T, J, 2]` mirrored left-right about the sequence's mean x, with every left
+    joint swapped with its right partner (`mirror_permutation`): the mirrored test view."""
+    if frames.ndim != 3 or frames.shape[-1] != 2 or \
+            frames.shape[1] != len(JOINT_ORDERS[joint_order]):
+        raise ValueError(f"mirroring needs 2-D joints [T, {len(JOINT_ORDERS[joint_order])}, 2] "
+                         f"(data.joint_order={joint_order!r}), got frames of shape {frames.shape}")
+    out = frames[:, mirror_permutation(JOINT_ORDERS[joint_order])].astype(np.float32)
+    out[..., 0] = 2 * frames[..., 0].mean() - out[..., 0]
+    return out
 
 
 # ----------------------------------------------------------------------------- reading
@@ -61,6 +107,12 @@ class RaggedSequences:
     def clip(self, i: int) -> np.ndarray:
         start = int(self.offsets[i])
         return self.frames[start:start + int(self.lengths[i])]
+
+    def subset(self, rows) -> RaggedSequences:
+        """The clips `rows` (int `[n]`, n >= 1), in that order, from the same file."""
+        rows = np.asarray(rows, np.int64)
+        frames = np.concatenate([self.clip(int(i)) for i in rows])
+        return RaggedSequences(self.path, frames, self.lengths[rows], self.labels[rows])
 
 
 def read_ragged_npz(path: str) -> RaggedSequences:
@@ -122,6 +174,10 @@ class SequenceSource:
     def __getitem__(self, i: int) -> dict:
         return {"video": self.sequences.clip(i), "label": np.int32(self.label_ids[i])}
 
+    def subset(self, rows) -> SequenceSource:
+        rows = np.asarray(rows, np.int64)
+        return SequenceSource(self.sequences.subset(rows), self.label_ids[rows])
+
 
 def load_splits(paths: dict[str, str], train_split: str = "train"):
     """Reads every split; class names are the sorted labels of `train_split`.
@@ -147,6 +203,38 @@ def load_splits(paths: dict[str, str], train_split: str = "train"):
     return class_names, sources
 
 
+def validation_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Bool `[N]`: the clips of a class-stratified random validation part.
+
+    Each class (in sorted order) of `n` clips gives `min(floor(fraction * n + 0.5), n - 1)` of
+    them, the first ones of `rng.permutation` of its rows (`rng = np.random.default_rng(seed)`,
+    one permutation per class): deterministic in the seed, and every class keeps >= 1 training
+    clip (a class of one clip gives none).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"data.validation_fraction must be in [0, 1), got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held_out = np.zeros(len(labels), bool)
+    for name in sorted(set(labels.tolist())):
+        rows = np.flatnonzero(labels == name)
+        count = min(int(np.floor(fraction * len(rows) + 0.5)), len(rows) - 1)
+        held_out[rng.permutation(rows)[:count]] = True
+    return held_out
+
+
+def validation_split(source: SequenceSource, fraction: float, seed: int):
+    """`(train, validation)` sources: the `validation_rows` of `source` and the rest, each in file
+    order. Fails naming `data.validation_fraction` when no class can spare a clip."""
+    held_out = validation_rows(source.sequences.labels, fraction, seed)
+    if not held_out.any():
+        most = int(np.unique(source.sequences.labels, return_counts=True)[1].max())
+        raise ValueError(f"data.validation_fraction={fraction}: leaves no validation clip in "
+                         f"{source.sequences.path} (at most {most} clips per class; every class "
+                         "keeps >= 1 training clip); raise it or set it to 0")
+    return source.subset(np.flatnonzero(~held_out)), source.subset(np.flatnonzero(held_out))
+
+
 # ----------------------------------------------------------------------------- features
 
 
@@ -160,11 +248,15 @@ def resample(frames: np.ndarray, num_frames: int, start: float, end: float) -> n
     return (1 - w) * frames[lo] + w * frames[hi]
 
 
-def check_frame_shape(frame_shape: tuple[int, ...], features, augment: bool, path: str) -> None:
-    """Fails, naming `data.features` (or the augmentations), the expected and found per-frame
-    shapes and the file `path`, unless frames of `frame_shape` suit them: joint features need
-    joints `[J, D]` (distances: J >= 2); scale / rotation / mirror need 2-D joints `[J, 2]`.
-    `features=()` takes any per-frame shape (each frame is flattened)."""
+def check_frame_shape(frame_shape: tuple[int, ...], features, augment: bool, path: str,
+                      joint_order: str = "", flip_view: bool = False) -> None:
+    """Fails, naming `data.features` (or the augmentations, or `eval.flip_view`), the expected and
+    found per-frame shapes and the file `path`, unless frames of `frame_shape` suit them: joint
+    features need joints `[J, D]` (distances: J >= 2); scale / rotation / mirror need 2-D joints
+    `[J, 2]`; the skeleton features (bones, angles) and the mirrored test view (`flip_view`)
+    need `joint_order` (a key of `JOINT_ORDERS`, fails naming `data.joint_order`) and 2-D joints
+    `[J, 2]` with J its number of joints. `features=()` takes any per-frame shape (each frame is
+    flattened)."""
     frame_shape = tuple(int(n) for n in frame_shape)
     if features and (len(frame_shape) != 2 or ("distances" in features and frame_shape[0] < 2)):
         raise ValueError(f"data.features={tuple(features)} needs joints per frame, [J, D]"
@@ -175,14 +267,39 @@ def check_frame_shape(frame_shape: tuple[int, ...], features, augment: bool, pat
         raise ValueError(f"data.scale_range / rotation_degrees / mirror_prob need 2-D joints "
                          f"[J, 2] per frame, but {path} has frames of shape {list(frame_shape)}; "
                          "set them to 0")
+    skeleton = [f for f in SKELETON_FEATURES if f in features]
+    users = ([f"data.features={tuple(features)} (with {', '.join(skeleton)})"] if skeleton
+             else []) + (["eval.flip_view=True"] if flip_view else [])
+    for user in users:
+        check_joint_order(joint_order, user)
+        joints = len(JOINT_ORDERS[joint_order])
+        if frame_shape != (joints, 2):
+            raise ValueError(f"{user} needs 2-D joints [{joints}, 2] per frame (data.joint_order="
+                             f"{joint_order!r}), but {path} has frames of shape "
+                             f"{list(frame_shape)}")
 
 
-def joint_features(joints: np.ndarray, features) -> np.ndarray:
-    """Per-frame features of a joint sequence `[T, J, D]` -> `[T, F]`.
+def check_joint_order(joint_order: str, user: str) -> None:
+    """Fails unless `joint_order` is a key of `JOINT_ORDERS`; `user` names what needs it."""
+    if joint_order not in JOINT_ORDERS:
+        raise ValueError(f"{user} needs the skeleton of data.joint_order, one of "
+                         f"{sorted(JOINT_ORDERS)}; got data.joint_order={joint_order!r}")
+
+
+def joint_features(joints: np.ndarray, features, joint_order: str = "") -> np.ndarray:
+    """Per-frame features of a joint sequence `[T, J, D]` -> `[T, F]`, in the order of `FEATURES`.
 
       coords     joints relative to the sequence's mean position (translation invariant)
       distances  all pairwise joint distances per frame (also rotation invariant)
-      motion     frame-to-frame displacement (zero for the first frame)
+      motion     frame-to-frame displacement `x[t] - x[t-1]` (zero for the first frame)
+      motion2    displacement over 2 frames `x[t] - x[max(t-2, 0)]`, the slow scale of DD-Net's
+                 multi-scale motion (index clamped at the first frame: zero for frame 0,
+                 `x[1] - x[0]` for frame 1)
+      bones      unit direction `(dx, dy)` of every bone (parent -> child) of
+                 `BONES[joint_order]`, per frame: `[T, 2B]` (zero for a zero-length bone)
+      angles     `(cos, sin)` of the signed angle from bone (j -> a) to bone (j -> b) for every
+                 angle (j, a, b) of `angle_indices(joint_order)`: `[T, 2A]`, the pair per angle
+    bones and angles need `joint_order` and 2-D joints `[T, J, 2]` of its J joints.
     """
     out = []
     if "coords" in features:
@@ -193,7 +310,28 @@ def joint_features(joints: np.ndarray, features) -> np.ndarray:
     if "motion" in features:
         motion = np.diff(joints, axis=0, prepend=joints[:1])
         out.append(motion.reshape(len(joints), -1))
+    if "motion2" in features:
+        before = joints[np.maximum(np.arange(len(joints)) - 2, 0)]
+        out.append((joints - before).reshape(len(joints), -1))
+    if any(f in features for f in SKELETON_FEATURES):
+        check_frame_shape(joints.shape[1:], features, False, "the clip", joint_order)
+    if "bones" in features:
+        bones = bone_indices(joint_order)
+        out.append(_unit(joints[:, bones[:, 1]] - joints[:, bones[:, 0]]).reshape(len(joints), -1))
+    if "angles" in features:
+        angles = angle_indices(joint_order)
+        u = _unit(joints[:, angles[:, 1]] - joints[:, angles[:, 0]])
+        v = _unit(joints[:, angles[:, 2]] - joints[:, angles[:, 0]])
+        cos = (u * v).sum(axis=-1)
+        sin = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+        out.append(np.stack([cos, sin], axis=-1).reshape(len(joints), -1))
     return np.concatenate(out, axis=-1).astype(np.float32)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """`vectors` `[..., D]` scaled to unit length (zero vectors stay zero)."""
+    norm = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norm, 1e-12)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +343,7 @@ class SequenceTransform:
     `[crop_min, 1]` portion of it. Joint sequences (`[T, J, 2]`, `joint_order` set) can be
     augmented (scale, rotation, mirror with left/right swap) and turned into `features`;
     `features=()` flattens each frame as it is. `mean`/`std` (`[F]`) standardise the output.
+    `mirror` mirrors every clip (`mirror_joints`, after resampling; the mirrored test view).
     """
 
     num_frames: int
@@ -219,6 +358,7 @@ class SequenceTransform:
     features: tuple = ()
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
+    mirror: bool = False  # mirror every clip (x and left/right joints): the mirrored test view
 
     def __post_init__(self):
         unknown = set(self.features) - set(FEATURES)
@@ -227,6 +367,12 @@ class SequenceTransform:
         if self.mirror_prob > 0 and self.joint_order not in JOINT_ORDERS:
             raise ValueError(f"data.mirror_prob > 0 needs data.joint_order in "
                              f"{sorted(JOINT_ORDERS)}, got {self.joint_order!r}")
+        skeleton = [f for f in SKELETON_FEATURES if f in self.features]
+        if skeleton:
+            check_joint_order(self.joint_order, f"data.features={tuple(self.features)} (with "
+                                                f"{', '.join(skeleton)})")
+        if self.mirror:
+            check_joint_order(self.joint_order, "the mirrored view (eval.flip_view=True)")
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict:
         frames = np.asarray(record["video"], np.float32)
@@ -240,9 +386,11 @@ class SequenceTransform:
             start = rng.uniform(0.0, last - span)
             end = start + span
         frames = resample(frames, self.num_frames, start, end)
+        if self.mirror:
+            frames = mirror_joints(frames, self.joint_order)
         if self.train:
             frames = self._augment(frames, rng)
-        video = (joint_features(frames, self.features) if self.features
+        video = (joint_features(frames, self.features, self.joint_order) if self.features
                  else frames.reshape(len(frames), -1))
         if self.mean is not None:
             video = (video - self.mean) / self.std

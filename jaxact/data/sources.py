@@ -101,7 +101,14 @@ class SyntheticVideos:
 
 
 class RaggedNpzSequences:
-    """Per-frame vectors from ragged-sequence npz files (`data.train_path`, `data.test_path`)."""
+    """Per-frame vectors from ragged-sequence npz files (`data.train_path`, `data.test_path`).
+
+    `data.validation_fraction` > 0 carves a class-stratified random part (`data.validation_seed`)
+    of the train file out as split 'validation' (`sequences.validation_split`: every class keeps
+    >= 1 training clip); 'train' is then the rest, and the standardisation statistics come from
+    it alone. Test views: the centre one, and its mirror image for 2-D joints (`eval.flip_view`;
+    needs `data.joint_order`).
+    """
 
     def __init__(self, config):
         self.config = config
@@ -110,8 +117,16 @@ class RaggedNpzSequences:
         train = self._sources["train"].sequences
         sequences.check_frame_shape(
             train.frames.shape[1:], tuple(config.features),
-            bool(config.scale_range or config.rotation_degrees or config.mirror_prob), train.path)
+            bool(config.scale_range or config.rotation_degrees or config.mirror_prob), train.path,
+            joint_order=config.joint_order)
         self.description = f"ragged_npz:{config.train_path}|{config.test_path}"
+        # .get: configs written before these fields existed have no validation part.
+        fraction = float(config.get("validation_fraction", 0.0))
+        seed = int(config.get("validation_seed", 0))
+        if fraction:
+            self._sources["train"], self._sources["validation"] = sequences.validation_split(
+                self._sources["train"], fraction, seed)
+            self.description += f" (validation: {fraction:g} of train, seed {seed})"
         self.mean = self.std = None
         if config.standardize:
             self.mean, self.std = sequences.feature_statistics(self._sources["train"],
@@ -119,7 +134,10 @@ class RaggedNpzSequences:
 
     def source(self, split: str):
         if split not in self._sources:
-            raise ValueError(f"split {split!r}: ragged npz data has only {sorted(self._sources)}")
+            hint = ("; set data.validation_fraction > 0 to carve split 'validation' out of "
+                    "data.train_path" if split == "validation" else "")
+            raise ValueError(f"split {split!r}: ragged npz data has only "
+                             f"{sorted(self._sources)}{hint}")
         return self._sources[split]
 
     @property
@@ -127,17 +145,21 @@ class RaggedNpzSequences:
         return np.arange(len(self.class_names))  # a mirrored joint sequence keeps its label
 
     def transform(self, train: bool, fraction: float = 1.0, view=pipeline.CENTRE_VIEW):
-        if view != pipeline.CENTRE_VIEW:
+        if view.offset != pipeline.CENTRE_VIEW.offset:
             raise ValueError(f"{view}: ragged npz sequences are resampled linearly, so they have "
-                             "only the default test view; set eval.temporal_views=1 and "
-                             "eval.flip_view=False")
+                             "only the centre temporal view; set eval.temporal_views=1 "
+                             "(eval.flip_view=True works for 2-D joints)")
         c = self.config
+        if view.flip:
+            train_file = self._sources["train"].sequences
+            sequences.check_frame_shape(train_file.frames.shape[1:], (), False, train_file.path,
+                                        joint_order=c.joint_order, flip_view=True)
         fraction, min_fraction = observed_fractions(c, train, fraction)
         return sequences.SequenceTransform(
             num_frames=c.num_frames, train=train, fraction=fraction, min_fraction=min_fraction,
             crop_min=c.crop_min, scale_range=c.scale_range, rotation_degrees=c.rotation_degrees,
             mirror_prob=c.mirror_prob, joint_order=c.joint_order, features=tuple(c.features),
-            mean=self.mean, std=self.std)
+            mean=self.mean, std=self.std, mirror=view.flip)
 
     def read_clip(self, path: str) -> dict:
         """A record of a user's sequence file: float32 `[T, ...]` shaped like the data's frames

@@ -252,6 +252,15 @@ class Experiment(experiment.ExperimentBase):
         for view in self.views:  # a source without such views fails now, not after training
             self.data.transform(False, view=view)
         c = self.config
+        # Splits that are read only after training must exist before it starts.
+        needed = {"eval.split": c.eval.split}
+        if c.train.eval_every:
+            needed["train.eval_split"] = c.train.eval_split
+        for field, split in needed.items():
+            try:
+                self.data.source(split)
+            except (ValueError, KeyError) as e:
+                raise ValueError(f"{field}={split!r}: {e}") from e
         aux = self.memory.aux_data
         if aux:
             held_out = {"eval.split": c.eval.split}
