@@ -80,7 +80,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.frame_encoder = "conv"  # 'conv' | 'resnet' | 'mlp'
     config.model.frame_encoder_kwargs = ml_collections.ConfigDict(
-        {"widths": (32, 64), "patch_size": 4, "embed_dim": 128})
+        {"widths": (32, 64), "patch_size": 4, "embed_dim": 128,
+         "pool": "flatten"})  # 'max' / 'flatten_max': channels' spatial max (small cues)
     config.model.cell = "lstm"  # 'lstm' | 'gru'
     config.model.hidden_size = 128  # RNN state size
     config.model.bidirectional = True  # every frame's feature sees the whole observed clip

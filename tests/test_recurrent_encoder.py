@@ -10,6 +10,7 @@ import pytest
 
 from jaxact.models.backbone import num_groups
 from jaxact.models.recurrent_encoder import (
+    ConvFrameEncoder,
     PatchConv,
     RecurrentEncoder,
     ResidualBlock,
@@ -133,3 +134,28 @@ def test_patch_conv_is_the_strided_valid_conv(height, width, channels, patch):
     for argnum in (1, 2):
         chex.assert_trees_all_close(jax.grad(loss, argnum)(matmul, variables, x),
                                     jax.grad(loss, argnum)(conv, variables, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("pool,extra", [("flatten", 0), ("flatten_max", 8), ("max", None)])
+def test_conv_pools_feed_the_embedding_what_they_name(pool, extra):
+    encoder = ConvFrameEncoder(widths=(4, 8), patch_size=4, embed_dim=6, pool=pool)
+    frames = jnp.zeros((1, 32, 32, 3))
+    params = encoder.init(jax.random.key(0), frames)
+    flat = 4 * 4 * 8  # [h, w, c] of the last map: 32 px / (patch 4 * stride 2)
+    fan_in = 8 if extra is None else flat + extra
+    assert params["params"]["embed"]["kernel"].shape == (fan_in, 6)
+
+
+def test_max_pool_sees_a_cue_anywhere_flatten_sees_where():
+    """A bright 8 x 8 blob moved by whole multiples of the encoder's stride (8 px), away from the
+    borders: the spatial max is unchanged, the flattened map is not."""
+    frames = np.zeros((2, 48, 48, 3), np.float32)
+    frames[0, 16:24, 16:24] = 1.0
+    frames[1, 24:32, 16:24] = 1.0
+    for pool, same in (("max", True), ("flatten", False)):
+        encoder = ConvFrameEncoder(widths=(4, 8), patch_size=4, embed_dim=6, pool=pool)
+        params = encoder.init(jax.random.key(1), frames)
+        out = encoder.apply(params, frames)
+        assert bool(jnp.allclose(out[0], out[1], atol=1e-6)) == same, pool
+    with pytest.raises(ValueError, match="frame_encoder_kwargs.pool='mean'"):
+        ConvFrameEncoder(pool="mean").init(jax.random.key(0), frames)

@@ -56,12 +56,22 @@ class PatchConv(nn.Module):
         return x.reshape(n, rows, cols, p * p * c) @ kernel.reshape(p * p * c, -1) + bias
 
 
+CONV_POOLS = ("flatten", "flatten_max", "max")
+
+
 class ConvFrameEncoder(nn.Module):
-    """`[N, H, W, C]` -> `[N, embed_dim]`."""
+    """`[N, H, W, C]` -> `[N, embed_dim]`.
+
+    `pool`: how the last feature map `[N, h, w, c]` reaches the embedding: "flatten" keeps every
+    position (where things are: trajectories); "max" takes each channel's maximum over space, a
+    position-free "is it anywhere" detector for small cues (a 2-pixel indicator lamp) that a
+    position-specific dense layer would have to learn at every position; "flatten_max" both.
+    """
 
     widths: Sequence[int] = (32, 64)
     patch_size: int = 4
     embed_dim: int = 128
+    pool: str = "flatten"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -72,8 +82,14 @@ class ConvFrameEncoder(nn.Module):
         x = nn.relu(x)
         for i, width in enumerate(self.widths[1:]):
             x = nn.relu(nn.Conv(width, (3, 3), strides=2, name=f"conv{i}", **dt)(x))
-        x = x.reshape(x.shape[0], -1)
-        return nn.relu(nn.Dense(self.embed_dim, name="embed", **dt)(x))
+        if self.pool not in CONV_POOLS:
+            raise ValueError(f"frame_encoder_kwargs.pool={self.pool!r}: expected one of "
+                             f"{CONV_POOLS}")
+        pooled = [x.reshape(x.shape[0], -1)] if self.pool.startswith("flatten") else []
+        if self.pool.endswith("max"):
+            pooled.append(jnp.max(x, axis=(1, 2)))
+        features = jnp.concatenate(pooled, axis=-1)
+        return nn.relu(nn.Dense(self.embed_dim, name="embed", **dt)(features))
 
 
 class ResidualBlock(nn.Module):
