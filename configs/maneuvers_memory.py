@@ -74,6 +74,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.flip_prob = 0.5  # horizontal flip (swaps left/right manoeuvres)
     config.data.min_fraction = 1.0  # < 1: train on random first-p% prefixes, p ~ U[min, 1]
     config.data.train_observation = 1.0  # < 1: train on exactly the first p% of every clip
+    # > 0: also a view zoomed on the target vehicle's box, this many pixels wide, as 3 more input
+    # channels (pipeline.target_zoom; the boxes come with the data: an oracle tracker)
+    config.data.target_crop = 0
     config.data.num_threads = 2  # loader threads
     config.data.prefetch = 4  # batches prefetched
 

@@ -1,5 +1,7 @@
 """Samplers, transforms and the loader: shapes, determinism, flips, sharding and resume."""
 
+import math
+
 import chex
 import numpy as np
 import pytest
@@ -278,3 +280,45 @@ def test_keyframe_transform_passes_owner_and_mirrors_it_with_the_boxes():
     with pytest.raises(ValueError, match="frame size"):
         kinds["plain"]({**record, "owner": np.zeros((32, 64), np.int16)},
                        np.random.default_rng(0))
+
+
+def _zoom_by_loops(frames, boxes, crop):
+    t, h, w = frames.shape[:3]
+    out = np.zeros_like(frames)
+    for k in range(t):
+        x0 = math.floor((boxes[k, 0] + boxes[k, 2]) / 2 * w - crop / 2)
+        y0 = math.floor((boxes[k, 1] + boxes[k, 3]) / 2 * h - crop / 2)
+        for i in range(h):
+            for j in range(w):
+                y, x = y0 + (i * crop) // h, x0 + (j * crop) // w
+                if 0 <= y < h and 0 <= x < w:
+                    out[k, i, j] = frames[k, y, x]
+    return out
+
+
+def test_target_zoom_matches_pixel_loops_and_pads_outside_with_zeros():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(1, 256, (3, 12, 16, 3), dtype=np.uint8)
+    boxes = np.array([[0.4, 0.4, 0.6, 0.6], [0.0, 0.0, 0.1, 0.1], [0.9, 0.8, 1.0, 1.0]])
+    for crop in (4, 6, 12):
+        out = pipeline.target_zoom(frames, boxes, crop)
+        assert out.dtype == np.uint8
+        np.testing.assert_array_equal(out, _zoom_by_loops(frames, boxes, crop))
+    corner = pipeline.target_zoom(frames, boxes, 6)[1]
+    assert not corner[:6].any() and corner[6:, 8:].all()  # the window hangs off the top left
+
+
+def test_target_crop_adds_the_zoom_as_channels_and_flips_with_the_clip():
+    rng = np.random.default_rng(1)
+    record = {"video": rng.integers(0, 256, (10, 16, 16, 3), dtype=np.uint8), "label": 1,
+              "boxes": np.tile([[0.25, 0.25, 0.5, 0.5]], (10, 1))}
+    plain = pipeline.ClipTransform(4, train=False, flip_prob=0.0)(record, None)
+    zoomed = pipeline.ClipTransform(4, train=False, flip_prob=0.0, target_crop=8)(record, None)
+    assert zoomed["video"].shape == (4, 16, 16, 6)
+    np.testing.assert_array_equal(zoomed["video"][..., :3], plain["video"])
+    mirrored = pipeline.ClipTransform(4, train=False, target_crop=8,
+                                      view=pipeline.View(0.5, True))(record, None)
+    np.testing.assert_array_equal(mirrored["video"], zoomed["video"][:, :, ::-1])
+    with pytest.raises(ValueError, match="data.target_crop"):
+        pipeline.ClipTransform(4, train=False, target_crop=8)(
+            {**record, "boxes": np.zeros((10, 4))}, None)

@@ -84,6 +84,26 @@ def normalize(video: np.ndarray) -> np.ndarray:
     return (video.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD
 
 
+def target_zoom(frames: np.ndarray, boxes: np.ndarray, crop: int) -> np.ndarray:
+    """A `crop` x `crop` pixel window centred on each frame's box, scaled up (nearest pixel) to the
+    frame size: `[T, H, W, C]` frames and `[T, 4]` normalized xyxy boxes -> `[T, H, W, C]`, the
+    same dtype. Pixels of the window outside the frame are zero. A fixed-size view of one target
+    in which its small parts (an indicator lamp) are `H / crop` times larger and always at the same
+    place relative to it."""
+    frames, boxes = np.asarray(frames), np.asarray(boxes, np.float64)
+    t, h, w = frames.shape[:3]
+    centre_x = (boxes[:, 0] + boxes[:, 2]) / 2 * w  # [T], pixels
+    centre_y = (boxes[:, 1] + boxes[:, 3]) / 2 * h
+    offsets_y = np.floor(np.arange(h) * crop / h).astype(np.int64)  # crop row of each output row
+    offsets_x = np.floor(np.arange(w) * crop / w).astype(np.int64)
+    rows = np.floor(centre_y - crop / 2).astype(np.int64)[:, None] + offsets_y  # [T, H]
+    cols = np.floor(centre_x - crop / 2).astype(np.int64)[:, None] + offsets_x  # [T, W]
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    out = frames[np.arange(t)[:, None, None], np.clip(rows, 0, h - 1)[:, :, None],
+                 np.clip(cols, 0, w - 1)[:, None, :]]
+    return np.where(inside[..., None], out, np.zeros((), frames.dtype))
+
+
 def flip_boxes(boxes):
     """Mirrors normalized `[..., 4]` boxes (x1, y1, x2, y2) horizontally: x1' = 1 - x2."""
     boxes = np.asarray(boxes)
@@ -105,6 +125,9 @@ class ClipTransform:
     (one draw per clip, made whatever `flip_prob`); in evaluation `view` picks the frames and
     whether they are mirrored. A mirrored clip gets label `flip_permutation[label]`, the class of
     its mirror image, which the dataset states (None: every class is its own mirror image).
+    `target_crop` > 0 appends `target_zoom(frames, boxes, target_crop)` as channels 3-5 (video
+    `[T, H, W, 6]`): a zoomed view of the boxed target (maneuvers: the marked vehicle), for cues
+    too small to learn from the whole frame; it needs real boxes.
     """
 
     num_frames: int
@@ -114,6 +137,7 @@ class ClipTransform:
     flip_prob: float = 0.5
     view: View = CENTRE_VIEW
     flip_permutation: tuple[int, ...] | None = None
+    target_crop: int = 0  # > 0: add `target_zoom` of the boxes as 3 more channels `[.., 6]`
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict:
         video = record["video"]
@@ -124,6 +148,11 @@ class ClipTransform:
         idx = first_fraction_indices(length, self.num_frames, fraction,
                                      rng if self.train else None, self.view.offset)
         frames, boxes, label = video[idx], record["boxes"][idx], int(record["label"])
+        if self.target_crop:  # before the flip, which then mirrors the zoom about its centre
+            if not np.any(boxes):
+                raise ValueError("data.target_crop needs the target's box in every frame; this "
+                                 "clip has none (set data.target_crop=0)")
+            frames = np.concatenate([frames, target_zoom(frames, boxes, self.target_crop)], -1)
         flip = rng.random() < self.flip_prob if self.train else self.view.flip
         if flip:
             frames = frames[:, :, ::-1]
