@@ -4,6 +4,9 @@
   python launch.py --config=configs/jhmdb_memory.py:split=2 --workdir=workdirs/jhmdb_split2
   python -m benchmarks.jhmdb          # all 3 splits, both methods, mean/std table
 
+Expected (2026-12-06, 2 CPU cores, about 100 s a split for both methods): mean test top-1 over
+the 3 splits, memory classifier 0.797 ± 0.030, softmax baseline 0.786 ± 0.024.
+
 Variants combine: `:split=3,tiny` (a short run: the `tiny` budget of configs/maneuvers_memory.py
 with a small model; not measured) or `:split=3,smoke` (seconds-long, for tests; does not learn).
 Any ragged-sequence npz (`frames [sum_T, ...]`, `lengths [N]`, `labels [N]`) is one override
@@ -54,10 +57,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.num_frames = 32  # each clip (15-40 frames) is linearly resampled to this length
     # Joint features need joints [J, D] per frame (distances: J >= 2); () flattens any frame, so
     # plain vectors (e.g. 24 sensor values per frame) need data.features=() and no augmentation.
-    # Also available (jaxact.data.sequences.joint_features): 'motion2' (displacement over 2
-    # frames), and for 2-D joints of data.joint_order 'bones' (unit bone directions) and
-    # 'angles' (cos, sin of the angles between bones at each joint).
-    config.data.features = ("coords", "distances", "motion")
+    # 'motion2' (displacement over 2 frames: two motion scales) and, for 2-D joints of
+    # data.joint_order, 'bones' (unit bone directions) and 'angles' (cos, sin between bones at
+    # each joint) were chosen on the validation parts (docs/results_jhmdb.md); the first three
+    # alone are the setup of the 2026-11-23 numbers.
+    config.data.features = ("coords", "distances", "motion", "motion2", "bones", "angles")
     config.data.standardize = True  # inputs standardised with train-split statistics
     config.data.min_fraction = 1.0  # < 1: train on random first-p% prefixes, p ~ U[min, 1]
     config.data.train_observation = 1.0  # < 1: train on exactly the first p% of every clip
@@ -80,8 +84,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.feature_dim = 64
     config.model.dropout_rate = 0.3
 
-    # The setup measured in docs/results_jhmdb.md (before the maneuvers default moved to
-    # unit-length features), kept so those numbers stay reproducible.
+    # The memory setup before the maneuvers default moved to unit-length features: on the
+    # validation parts it stays ahead of unit-length features (docs/results_jhmdb.md).
     config.model.normalize_features = False
     config.memory.distance = "euclidean"
     config.memory.temperature = 1.0

@@ -339,6 +339,7 @@ def test_memory_phase_learns_a_small_problem(tmp_path):
     config.data.test_path = synthetic_joint_split(tmp_path / "test.npz", 2, 1)
     for field in ("mirror_prob", "rotation_degrees", "scale_range"):
         config.data[field] = 0.0
+    config.data.features = ("coords", "distances", "motion")  # the setup the numbers were seen on
     config.model.dropout_rate = 0.0
     config.train.batch_size = 16
     config.train.learning_rate = 1e-2

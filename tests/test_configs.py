@@ -64,7 +64,8 @@ def _model_and_input(config):
         else:  # ragged_npz of 2-D joints: run the config's own transform on a dummy clip
             joints = len(sequences.JOINT_ORDERS[data.joint_order])
             transform = sequences.SequenceTransform(num_frames=data.num_frames, train=False,
-                                                    features=tuple(data.features))
+                                                    features=tuple(data.features),
+                                                    joint_order=data.joint_order)
             example = transform({"video": np.zeros((20, joints, 2), np.float32), "label": 0}, None)
             num_classes, shape = PLACEHOLDER_NUM_CLASSES, (1, *example["video"].shape)
         return classifier.build_model(config.model, num_classes), shape

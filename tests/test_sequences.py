@@ -199,8 +199,9 @@ def test_vectors_with_joint_features_fail_naming_the_field_and_file(tmp_path):
     config.data.train_path = write_npz(tmp_path / "vectors.npz", [5, 6], ["a", "b"],
                                        frame_shape=(24,))
     config.data.test_path = write_npz(tmp_path / "vectors_test.npz", [4], ["a"], frame_shape=(24,))
-    with pytest.raises(ValueError, match=r"data.features=\('coords', 'distances', 'motion'\) "
-                                         r"needs joints .*vectors.npz has frames of shape \[24\]"):
+    with pytest.raises(ValueError, match=r"data.features=\('coords', 'distances', 'motion', "
+                                         r"'motion2', 'bones', 'angles'\) needs joints "
+                                         r".*vectors.npz has frames of shape \[24\]"):
         sources.RaggedNpzSequences(config.data)
     config.data.features = ()
     config.data.mirror_prob = 0.5
