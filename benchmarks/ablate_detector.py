@@ -71,6 +71,13 @@ import numpy as np
 from absl import app, flags, logging
 
 from benchmarks.machine import cpu_cores, machine_description, now
+from benchmarks.runs import (  # noqa: F401 (run_dir, ConfigMismatch: this module's API too)
+    ConfigMismatch,
+    check_saved_config,
+    read_json,
+    read_results,
+    run_dir,
+)
 from configs import classroom_detector
 from jaxact.train import detector, get_experiment, loop
 
@@ -133,8 +140,6 @@ ROWS = (
 )
 ROW_NAMES = tuple(row.name for row in ROWS)
 SPREAD = "population std (ddof=0) over the finished seeds; None with fewer than 2"
-# Config fields that differ between machines, or only name the run, without changing it.
-_MACHINE_FIELDS = ("data.data_dir", "data.num_threads", "data.prefetch", "config_name")
 
 
 def get_row(row: str | Row) -> Row:
@@ -190,62 +195,15 @@ def setting_columns(config) -> dict:
             "flops_target": config.loss.get("flops_target", 0.0)}
 
 
-def _flat(tree: Mapping, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-class ConfigMismatch(ValueError):
-    """A workdir holds a run of another config than the one this command would train."""
-
-
-def check_saved_config(workdir: str, config) -> None:
-    """Fails naming the fields where `WORKDIR/config.json` (when there is one) differs from
-    `config`, so a run of another setting or budget is never read or resumed as this one."""
-    if not os.path.exists(os.path.join(workdir, "config.json")):
-        return
-    saved = _flat(loop.read_config(workdir).to_dict())
-    wanted = _flat(json.loads(config.to_json_best_effort()))
-    saved = json.loads(json.dumps(saved))  # tuples -> lists, as in `wanted`
-    diff = sorted(k for k in set(saved) | set(wanted)
-                  if k not in _MACHINE_FIELDS and saved.get(k, "<absent>") !=
-                  wanted.get(k, "<absent>"))
-    if diff:
-        shown = ", ".join(f"{k}: saved {saved.get(k, '<absent>')!r}, now "
-                          f"{wanted.get(k, '<absent>')!r}" for k in diff[:5])
-        raise ConfigMismatch(f"{workdir}/config.json is another run's config ({shown}"
-                         f"{', ...' if len(diff) > 5 else ''}); use another --workdir_root or "
-                         "the --variant it was trained with")
-
-
-# ----------------------------------------------------------------------------- machine
-
-
 # ----------------------------------------------------------------------------- reading runs
-
-
-def run_dir(workdir_root: str, row: str, seed: int) -> str:
-    return os.path.join(workdir_root, row, f"seed_{seed}")
-
-
-def _read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def read_run(workdir: str) -> dict | None:
     """`{"results", "meta"}` of a finished run (results.json present), else None."""
-    results = _read_json(os.path.join(workdir, "results.json"))
+    results = read_results(workdir)
     if results is None:
         return None
-    return {"results": results, "meta": _read_json(os.path.join(workdir, "bench_meta.json")) or {}}
+    return {"results": results, "meta": read_json(os.path.join(workdir, "bench_meta.json")) or {}}
 
 
 def _mean_std(values: Iterable) -> tuple[float | None, float | None]:
@@ -316,7 +274,7 @@ def build_table(workdir_root: str, rows: Sequence[str | Row] = ROW_NAMES,
             if run is not None:
                 check_saved_config(workdir, make_config(row, variant, seed))
                 runs[seed] = run
-        latency = _read_json(os.path.join(workdir_root, row.name, "latency.json"))
+        latency = read_json(os.path.join(workdir_root, row.name, "latency.json"))
         columns = setting_columns(make_config(row, variant, seeds[0] if seeds else 0))
         table_rows.append(aggregate_row(row, columns, runs, seeds, latency))
     return {"date": now(), "machine": machine_description(), "variant": variant,

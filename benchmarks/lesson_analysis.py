@@ -55,11 +55,8 @@ JSON: `{"date", "machine", "workdir", "config_name", "seeds", "seconds", "per_be
 
 from __future__ import annotations
 
-import datetime
-import json
 import math
 import os
-import platform
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -69,6 +66,8 @@ import numpy as np
 from absl import app, flags, logging
 from scipy.optimize import linear_sum_assignment
 
+from benchmarks.machine import machine_description, now
+from benchmarks.runs import read_json
 from jaxact.analysis import tracking
 
 _RUN = flags.DEFINE_string("run", None, "Workdir of a finished detector run.")
@@ -411,32 +410,6 @@ class Analyzer:
                 "seconds": out["seconds"]}
 
 
-def now() -> str:
-    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def machine() -> str:
-    """Host name, usable CPU cores, CPU model and accelerators, in one line."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    model = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f
-                          if line.startswith("model name")), model)
-    text = f"{platform.node()}: {cores} CPU cores ({model})"
-    devices = jax.devices()
-    if devices[0].platform != "cpu":
-        text += f", {len(devices)} x {devices[0].device_kind} ({devices[0].platform})"
-    return text
-
-
-def _read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def lesson_row(analyzer_factory, workdir: str, seed: int, seconds: float, lesson_dir: str) -> dict:
     """One lesson's metrics: its metrics.json when it holds this run and length, else the
     lesson is written (unless there) and analysed. `analyzer_factory()`: the `Analyzer`."""
@@ -444,19 +417,19 @@ def lesson_row(analyzer_factory, workdir: str, seed: int, seconds: float, lesson
     from jaxact.train import loop
 
     metrics_path = os.path.join(lesson_dir, "metrics.json")
-    done = _read_json(metrics_path)
+    done = read_json(metrics_path)
     if (done and done.get("workdir") == workdir and done.get("seconds") == seconds
             and "seat_counts" in done):  # rows from before seat_accuracy are analysed again
         return done
     video = os.path.join(lesson_dir, "lesson.mp4")
-    gt = _read_json(os.path.join(lesson_dir, "ground_truth.json"))
+    gt = read_json(os.path.join(lesson_dir, "ground_truth.json"))
     if not (os.path.exists(video) and gt and gt["seed"] == seed and gt["seconds"] == seconds):
         write_lesson(seed, LessonConfig(seconds=seconds), lesson_dir)
-        gt = _read_json(os.path.join(lesson_dir, "ground_truth.json"))
+        gt = read_json(os.path.join(lesson_dir, "ground_truth.json"))
     analyzer = analyzer_factory()
     out = analyzer.analyze(video, os.path.join(lesson_dir, "report"))
     row = {"seed": seed, "seconds": seconds, "workdir": workdir, "date": now(),
-           "machine": machine(), "analyze_seconds": out["seconds"],
+           "machine": machine_description(), "analyze_seconds": out["seconds"],
            "realtime_factor": seconds / out["seconds"],
            **evaluate_lesson(parse_ground_truth(gt), out["analysis"], out["tracks"],
                              out["keyframe_times"])}
@@ -511,7 +484,7 @@ def run_benchmark(workdir: str, seeds: Sequence[int], seconds: float, lessons_ro
         lessons.append(lesson_row(factory, workdir, seed, seconds,
                                   os.path.join(lessons_root, f"seed_{seed}")))
     names = list(lessons[0]["per_behaviour"])
-    table = {"date": now(), "machine": machine(), "workdir": workdir,
+    table = {"date": now(), "machine": machine_description(), "workdir": workdir,
              "config_name": config.get("config_name", ""), "seeds": list(seeds),
              "seconds": seconds, **aggregate(lessons, names), "rules": RULES,
              "lessons": lessons}

@@ -26,6 +26,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.machine import machine_description, now
+from benchmarks.runs import read_results, run_dir
 from configs import maneuvers_early
 from jaxact import files
 from jaxact.train import get_experiment
@@ -46,18 +47,6 @@ def make_config(mode: str, variant: str, seed: int):
     config = maneuvers_early.get_config(",".join(filter(None, (f"train={mode}", variant))))
     config.seed = seed
     return config
-
-
-def run_dir(root: str, mode: str, seed: int) -> str:
-    return os.path.join(root, mode, f"seed_{seed}")
-
-
-def read_results(workdir: str) -> dict | None:
-    path = os.path.join(workdir, "results.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def train_run(mode: str, variant: str, seed: int, root: str) -> dict:

@@ -47,6 +47,7 @@ from absl import app, flags
 
 from benchmarks import maneuvers_validation
 from benchmarks.machine import machine_description, now
+from benchmarks.runs import check_saved_config, read_results, run_dir
 from configs import maneuvers_memory
 from jaxact import files
 from jaxact.evaluation import classification
@@ -84,27 +85,13 @@ def make_config(row: str, variant: str, seed: int):
     return config
 
 
-def run_dir(root: str, row: str, seed: int) -> str:
-    return os.path.join(root, row, f"seed_{seed}")
-
-
-def read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def train_run(row: str, variant: str, seed: int, root: str) -> None:
     config, workdir = make_config(row, variant, seed), run_dir(root, row, seed)
-    saved = read_json(os.path.join(workdir, "config.json"))
-    wanted = json.loads(config.to_json_best_effort())
-    if saved is not None and saved != wanted:  # never mix another variant's run into a row
-        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        raise ValueError(f"{workdir}/config.json differs from row {row!r} in {changed}; "
-                         "move the workdir or pass its --parts_variant")
+    check_saved_config(workdir, config, "use another --parts_root or the --parts_variant it "
+                                        "was trained with")
     exp = get_experiment(config.experiment)(config, workdir)
-    files.write_json(os.path.join(workdir, "config.json"), wanted, indent=2)
+    files.write_json(os.path.join(workdir, "config.json"),
+                     json.loads(config.to_json_best_effort()), indent=2)  # as launch.py does
     print(f"\n== {row} seed {seed}: {config.config_name} -> {workdir}", flush=True)
     exp.train_and_evaluate()
 
@@ -137,7 +124,7 @@ def build_table(root: str, seeds: list[int], variant: str, first: int, count: in
     for row in ROWS:
         for s in seeds:
             path = os.path.join(run_dir(root, row, s), "parts_eval.npz")
-            results = read_json(os.path.join(run_dir(root, row, s), "results.json"))
+            results = read_results(run_dir(root, row, s))
             if results is None or not os.path.exists(path):
                 continue
             with np.load(path) as f:
@@ -203,7 +190,7 @@ def main(argv):
 
     def update() -> dict:
         finished = [run_dir(root, row, s) for row in ROWS for s in seeds
-                    if read_json(os.path.join(run_dir(root, row, s), "results.json"))]
+                    if read_results(run_dir(root, row, s)) is not None]
         score_runs(finished, first, count, maneuvers_validation.CHUNK.value)
         table = build_table(root, seeds, variant, first, count)
         if os.path.dirname(_OUTPUT.value):
@@ -215,7 +202,7 @@ def main(argv):
     if _TRAIN.value:
         for seed in seeds:  # seed-major: a sitting finishes seed 0 of every row first
             for row in _ROWS.value:
-                if read_json(os.path.join(run_dir(root, row, seed), "results.json")) is None:
+                if read_results(run_dir(root, row, seed)) is None:
                     train_run(row, variant, seed, root)
                     table = update()
     print("\n" + format_table(table))
