@@ -252,20 +252,18 @@ class Experiment(experiment.ExperimentBase):
         for view in self.views:  # a source without such views fails now, not after training
             self.data.transform(False, view=view)
         c = self.config
-        # Splits that are read only after training must exist before it starts.
-        needed = {"eval.split": c.eval.split}
+        # The splits evaluation reads (the validation curve's only when there is one): they
+        # must exist before training starts, and the auxiliary videos must not be among them.
+        held_out = {"eval.split": c.eval.split}
         if c.train.eval_every:
-            needed["train.eval_split"] = c.train.eval_split
-        for field, split in needed.items():
+            held_out["train.eval_split"] = c.train.eval_split
+        for field, split in held_out.items():
             try:
                 self.data.source(split)
             except (ValueError, KeyError) as e:
                 raise ValueError(f"{field}={split!r}: {e}") from e
         aux = self.memory.aux_data
         if aux:
-            held_out = {"eval.split": c.eval.split}
-            if c.train.eval_every:  # the validation curve
-                held_out["train.eval_split"] = c.train.eval_split
             for field, split in held_out.items():
                 if _same_examples(aux, split):
                     raise ValueError(f"memory.aux_data={aux!r} would train on {field}="
