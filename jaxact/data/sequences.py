@@ -12,6 +12,7 @@ augments and turns into fixed-size `[num_frames, F]` inputs for the recurrent en
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 import zipfile
@@ -54,12 +55,16 @@ def mirror_permutation(joint_names) -> np.ndarray:
     return perm
 
 
+@functools.cache  # joint_features asks for every clip; read-only, so one array serves all
 def bone_indices(joint_order: str) -> np.ndarray:
     """`[B, 2]` joint indices (parent, child) of the bones of `BONES[joint_order]`."""
     index = {name: i for i, name in enumerate(JOINT_ORDERS[joint_order])}
-    return np.array([(index[a], index[b]) for a, b in BONES[joint_order]], np.int64).reshape(-1, 2)
+    out = np.array([(index[a], index[b]) for a, b in BONES[joint_order]], np.int64).reshape(-1, 2)
+    out.setflags(write=False)
+    return out
 
 
+@functools.cache  # as bone_indices
 def angle_indices(joint_order: str) -> np.ndarray:
     """`[A, 3]` joint indices (joint, a, b) of every angle of the skeleton: at each joint with 2+
     bones (in joint order), every pair of its bones (in bone-list order), the bones going from the
@@ -70,7 +75,9 @@ def angle_indices(joint_order: str) -> np.ndarray:
     for j in range(len(JOINT_ORDERS[joint_order])):
         neighbours = [int(b if a == j else a) for a, b in bones if j in (a, b)]
         out += [(j, a, b) for a, b in itertools.combinations(neighbours, 2)]
-    return np.array(out, np.int64).reshape(-1, 3)
+    out = np.array(out, np.int64).reshape(-1, 3)
+    out.setflags(write=False)
+    return out
 
 
 def mirror_joints(frames: np.ndarray, joint_order: str) -> np.ndarray:
