@@ -77,6 +77,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # > 0: also a view zoomed on the target vehicle's box, this many pixels wide, as 3 more input
     # channels (pipeline.target_zoom; the boxes come with the data: an oracle tracker)
     config.data.target_crop = 0
+    # True: also the target's box track (pipeline.target_track: displacement, velocity, size per
+    # frame) as the recurrent network's input beside the frame embeddings
+    config.data.target_track = False
     config.data.num_threads = 2  # loader threads
     config.data.prefetch = 4  # batches prefetched
 

@@ -15,6 +15,7 @@ from test_sequences import synthetic_joint_split
 
 from configs import jhmdb_memory, maneuvers_memory
 from jaxact import settings
+from jaxact.data import pipeline
 from jaxact.models import memory as memlib
 from jaxact.train import classifier, loop, parallel
 
@@ -218,6 +219,28 @@ def test_memory_init_from_aux_checkpoint(tiny_run, tmp_path, check_results):
     assert "baseline_top1" not in results
     assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints", "aux"))  # no pre-training
     check_results(exp, results)
+
+
+def test_target_track_trains_end_to_end_and_needs_boxes_to_predict(tiny_run, tmp_path,
+                                                                     check_results):
+    config = maneuvers_memory.get_config("smoke")
+    config.data.data_dir = tiny_run[0].data.data_dir
+    config.data.target_track = True
+    config.baseline.enabled = False
+    config.eval.observation_ratios = (0.5, 1.0)
+    exp = classifier.Experiment(config, str(tmp_path))
+    results = exp.train_and_evaluate()
+    check_results(exp, results)  # the evaluation fed the track as training did
+    # The LSTM reads the frame embedding and the track: 4 gates' input kernels grow by the
+    # track's width, in each direction; nothing else changes.
+    frames_only = classifier.Experiment(tiny_run[0], tiny_run[1]).init_state().params
+    directions = 2 if config.model.bidirectional else 1
+    assert results["num_params"] - classifier.count_params(frames_only) == (
+        directions * 4 * config.model.hidden_size * pipeline.TRACK_FEATURES)
+    clip = str(tmp_path / "clip.npy")  # a user's clip file comes without boxes
+    np.save(clip, exp.data.source("test")[0]["video"])
+    with pytest.raises(ValueError, match="data.target_track"):
+        exp.predict_video(clip)
 
 
 def test_memory_init_from_missing_checkpoint_is_clear(tmp_path):

@@ -322,3 +322,51 @@ def test_target_crop_adds_the_zoom_as_channels_and_flips_with_the_clip():
     with pytest.raises(ValueError, match="data.target_crop"):
         pipeline.ClipTransform(4, train=False, target_crop=8)(
             {**record, "boxes": np.zeros((10, 4))}, None)
+
+
+def _track_by_loops(boxes, frames):
+    rows = []
+    for k, box in enumerate(boxes):
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        cx0, cy0 = (boxes[0][0] + boxes[0][2]) / 2, (boxes[0][1] + boxes[0][3]) / 2
+        j = max(k, 1)  # the first frame takes the second's velocity
+        prev, cur = boxes[j - 1], boxes[j]
+        gap = max(frames[j] - frames[j - 1], 1)
+        vx = ((cur[0] + cur[2]) - (prev[0] + prev[2])) / 2 / gap
+        vy = ((cur[1] + cur[3]) - (prev[1] + prev[3])) / 2 / gap
+        rows.append([(cx - cx0) * 10, (cy - cy0) * 10, vx * 100, vy * 100,
+                     (box[2] - box[0]) * 10, (box[3] - box[1]) * 10])
+    return np.array(rows, np.float32)
+
+
+def test_target_track_matches_a_per_frame_reference():
+    rng = np.random.default_rng(2)
+    low = rng.uniform(0.0, 0.5, (6, 2))
+    boxes = np.concatenate([low, low + rng.uniform(0.05, 0.4, (6, 2))], axis=1)
+    frames = np.array([0, 3, 3, 7, 8, 12])  # a repeated frame: gap 0 counts as 1
+    track = pipeline.target_track(boxes, frames)
+    assert track.shape == (6, pipeline.TRACK_FEATURES) and track.dtype == np.float32
+    np.testing.assert_allclose(track, _track_by_loops(boxes, frames), rtol=1e-5, atol=1e-6)
+    assert pipeline.target_track(boxes[:1], frames[:1])[0, 2:4].tolist() == [0.0, 0.0]
+
+
+def test_target_track_joins_the_example_and_mirrors_with_the_clip():
+    rng = np.random.default_rng(3)
+    t = np.arange(10, dtype=np.float64)[:, None]
+    boxes = np.concatenate([0.2 + 0.01 * t, 0.5 - 0.02 * t, 0.3 + 0.01 * t, 0.6 - 0.02 * t], 1)
+    record = {"video": rng.integers(0, 256, (10, 16, 16, 3), dtype=np.uint8), "label": 1,
+              "boxes": boxes}
+    plain = pipeline.ClipTransform(4, train=False, flip_prob=0.0)(record, None)
+    assert "track" not in plain
+    out = pipeline.ClipTransform(4, train=False, flip_prob=0.0, target_track=True)(record, None)
+    idx = pipeline.first_fraction_indices(10, 4, 1.0)
+    np.testing.assert_allclose(out["track"], pipeline.target_track(boxes[idx], idx), rtol=1e-6)
+    np.testing.assert_allclose(out["track"][:, 2:4], [[1.0, -2.0]] * 4, rtol=1e-5)  # per frame
+    mirrored = pipeline.ClipTransform(4, train=False, target_track=True,
+                                      view=pipeline.View(0.5, True))(record, None)
+    np.testing.assert_allclose(mirrored["track"][:, [0, 2]], -out["track"][:, [0, 2]], atol=1e-6)
+    np.testing.assert_allclose(mirrored["track"][:, [1, 3, 4, 5]], out["track"][:, [1, 3, 4, 5]],
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="data.target_track"):
+        pipeline.ClipTransform(4, train=False, target_track=True)(
+            {**record, "boxes": np.zeros((10, 4))}, None)

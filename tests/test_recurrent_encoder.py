@@ -159,3 +159,26 @@ def test_max_pool_sees_a_cue_anywhere_flatten_sees_where():
         assert bool(jnp.allclose(out[0], out[1], atol=1e-6)) == same, pool
     with pytest.raises(ValueError, match="frame_encoder_kwargs.pool='mean'"):
         ConvFrameEncoder(pool="mean").init(jax.random.key(0), frames)
+
+
+def test_track_joins_the_frame_embeddings_as_the_rnns_input():
+    encoder = dict(frame_encoder="mlp", frame_encoder_kwargs={"widths": (8,), "embed_dim": 8},
+                   hidden_size=8, feature_dim=6)
+    model = VideoClassifierNet(num_classes=3, encoder=encoder)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 5))
+    track = jax.random.normal(jax.random.key(1), (2, 4, 3))
+    params = model.init(jax.random.key(2), {"video": x, "track": track})
+    # The RNN reads embed_dim + 3 values per frame; the frame encoder is unchanged.
+    frames_only = model.init(jax.random.key(2), x)
+    chex.assert_trees_all_equal_shapes(params["params"]["encoder"]["frame_encoder"],
+                                       frames_only["params"]["encoder"]["frame_encoder"])
+    size = sum(p.size for p in jax.tree.leaves(params))
+    assert size - sum(p.size for p in jax.tree.leaves(frames_only)) == 3 * 4 * 8  # LSTM gates
+    feats, logits = model.apply(params, {"video": x, "track": track})
+    chex.assert_shape([feats, logits], [(2, 4, 6), (2, 4, 3)])
+    # A change of the track at frame 2 reaches frames 2-3 only (one-way RNN), through the RNN.
+    moved, _ = model.apply(params, {"video": x, "track": track.at[:, 2].add(1.0)})
+    np.testing.assert_array_equal(moved[:, :2], feats[:, :2])
+    assert not np.allclose(moved[:, 2:], feats[:, 2:])
+    with pytest.raises(AssertionError):  # one track row per frame
+        model.apply(params, {"video": x, "track": track[:, :3]})

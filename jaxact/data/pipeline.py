@@ -104,6 +104,28 @@ def target_zoom(frames: np.ndarray, boxes: np.ndarray, crop: int) -> np.ndarray:
     return np.where(inside[..., None], out, np.zeros((), frames.dtype))
 
 
+TRACK_FEATURES = 6
+
+
+def target_track(boxes: np.ndarray, frame_indices: np.ndarray) -> np.ndarray:
+    """The boxed target's motion, per observed frame: `[T, 4]` normalized xyxy boxes of the
+    frames `frame_indices` `[T]` of a clip -> float32 `[T, TRACK_FEATURES]`: the box centre's
+    displacement from the first observed frame (x10), its velocity in frame widths per clip frame
+    (x100; 1.56 is one pixel a frame at 64 px; the first frame takes the second's), and the box's
+    width and height (x10). Velocity is per clip frame, not per sampled frame, so one speed reads
+    alike whatever the clip's length and the observed fraction; a slowdown (braking) or a sideways
+    creep (drift) of a fraction of a pixel, which the frames alone show only coarsely, is plain.
+    Scales put each feature near unit size for the recurrent network's input."""
+    boxes = np.asarray(boxes, np.float64)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # [T, 2]
+    gaps = np.maximum(np.diff(np.asarray(frame_indices, np.float64)), 1.0)[:, None]  # repeats: 0
+    velocity = np.diff(centre, axis=0) / gaps
+    velocity = np.concatenate([velocity[:1], velocity]) if len(velocity) else np.zeros_like(centre)
+    size = boxes[:, 2:] - boxes[:, :2]
+    return np.concatenate([(centre - centre[:1]) * 10, velocity * 100, size * 10],
+                          axis=-1).astype(np.float32)
+
+
 def flip_boxes(boxes):
     """Mirrors normalized `[..., 4]` boxes (x1, y1, x2, y2) horizontally: x1' = 1 - x2."""
     boxes = np.asarray(boxes)
@@ -127,7 +149,10 @@ class ClipTransform:
     its mirror image, which the dataset states (None: every class is its own mirror image).
     `target_crop` > 0 appends `target_zoom(frames, boxes, target_crop)` as channels 3-5 (video
     `[T, H, W, 6]`): a zoomed view of the boxed target (maneuvers: the marked vehicle), for cues
-    too small to learn from the whole frame; it needs real boxes.
+    too small to learn from the whole frame; it needs real boxes. `target_track` adds
+    `"track"` f32 `[T, TRACK_FEATURES]`, the boxed target's motion (`target_track`; after the
+    flip, so a mirrored clip's track is mirrored too), which the classifier feeds to its
+    recurrent network beside the frames.
     """
 
     num_frames: int
@@ -138,6 +163,7 @@ class ClipTransform:
     view: View = CENTRE_VIEW
     flip_permutation: tuple[int, ...] | None = None
     target_crop: int = 0  # > 0: add `target_zoom` of the boxes as 3 more channels `[.., 6]`
+    target_track: bool = False  # add "track": `target_track` of the boxes
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict:
         video = record["video"]
@@ -148,10 +174,11 @@ class ClipTransform:
         idx = first_fraction_indices(length, self.num_frames, fraction,
                                      rng if self.train else None, self.view.offset)
         frames, boxes, label = video[idx], record["boxes"][idx], int(record["label"])
+        for field, used in (("target_crop", self.target_crop), ("target_track", self.target_track)):
+            if used and not np.any(boxes):
+                raise ValueError(f"data.{field} needs the target's box in every frame; this "
+                                 f"clip has none (set data.{field}={type(used)()!r})")
         if self.target_crop:  # before the flip, which then mirrors the zoom about its centre
-            if not np.any(boxes):
-                raise ValueError("data.target_crop needs the target's box in every frame; this "
-                                 "clip has none (set data.target_crop=0)")
             frames = np.concatenate([frames, target_zoom(frames, boxes, self.target_crop)], -1)
         flip = rng.random() < self.flip_prob if self.train else self.view.flip
         if flip:
@@ -159,8 +186,11 @@ class ClipTransform:
             boxes = flip_boxes(boxes)
             if self.flip_permutation is not None:
                 label = int(self.flip_permutation[label])
-        return {"video": normalize(frames), "label": np.int32(label),
-                "boxes": boxes.astype(np.float32)}
+        out = {"video": normalize(frames), "label": np.int32(label),
+               "boxes": boxes.astype(np.float32)}
+        if self.target_track:
+            out["track"] = target_track(boxes, idx)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -92,7 +92,8 @@ class SyntheticVideos:
         return pipeline.ClipTransform(num_frames=c.num_frames, train=train, fraction=fraction,
                                       min_fraction=min_fraction, flip_prob=c.flip_prob,
                                       view=view, flip_permutation=flip,
-                                      target_crop=c.get("target_crop", 0))
+                                      target_crop=c.get("target_crop", 0),
+                                      target_track=c.get("target_track", False))
 
     def read_clip(self, path: str) -> dict:
         """A record of a user's clip file: uint8 frames at the dataset's frame size (`read_frames`:

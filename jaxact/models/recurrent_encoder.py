@@ -13,7 +13,7 @@ default, and passes them to its layers, its frame encoder and its RNN cells.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import chex
@@ -185,14 +185,19 @@ class RecurrentEncoder(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, frames, train: bool = False):
-        """`frames` `[B, T, ...]` -> features `[B, T, D]`."""
+    def __call__(self, frames, train: bool = False, track=None):
+        """`frames` `[B, T, ...]` -> features `[B, T, D]`. `track` `[B, T, F]`, if given, are
+        per-frame features from outside the frames (a tracked target's motion) that join the
+        frame embeddings as the RNN's input."""
         dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
         b, t = frames.shape[:2]
         dt = _dtypes(self)
         encoder = FRAME_ENCODERS[self.frame_encoder](**(self.frame_encoder_kwargs or {}),
                                                      name="frame_encoder", **dt)
         x = encoder(frames.reshape(b * t, *frames.shape[2:])).reshape(b, t, -1)
+        if track is not None:
+            chex.assert_shape(track, (b, t, None))
+            x = jnp.concatenate([x, track.astype(x.dtype)], axis=-1)
         x = dropout(x)
 
         def cell():
@@ -230,12 +235,15 @@ class VideoClassifierNet(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, frames, train: bool = False):
-        """`frames` `[B, T, ...]` -> (features `[B, T, D]`, logits `[B, T, C]`), both float32
+    def __call__(self, inputs, train: bool = False):
+        """`inputs`: frames `[B, T, ...]`, or `{"video": frames, "track": [B, T, F]}` (see
+        `RecurrentEncoder`) -> (features `[B, T, D]`, logits `[B, T, C]`), both float32
         whatever `dtype` is: the losses' softmax and the memory bank's distances (differences of
         nearby unit vectors) need float32's mantissa, and the bank stores float32."""
         dt = _dtypes(self)
-        feats = RecurrentEncoder(**self.encoder, name="encoder", **dt)(frames, train)
+        frames, track = ((inputs["video"], inputs["track"]) if isinstance(inputs, Mapping)
+                         else (inputs, None))
+        feats = RecurrentEncoder(**self.encoder, name="encoder", **dt)(frames, train, track)
         logits = nn.Dense(self.num_classes, name="head", **dt)(nn.relu(feats))
         feats, logits = feats.astype(jnp.float32), logits.astype(jnp.float32)
         if self.normalize_features:

@@ -75,6 +75,14 @@ def write_rows(bank, feats, labels, mask, stride: int):
                         jnp.repeat(mask, t))
 
 
+def model_inputs(batch: dict):
+    """What the model reads of a batch: the clips `[B, T, ...]`, or with the target's track
+    (`data.target_track`) `{"video": clips, "track": [B, T, F]}`."""
+    if "track" in batch:
+        return {"video": batch["video"], "track": batch["track"]}
+    return batch["video"]
+
+
 def sum_and_count(values, mask):
     """A `(sum, count)` metric of `values` `[B]` over the rows where `mask` `[B]` is set."""
     weight = mask.astype(jnp.float32)
@@ -89,7 +97,7 @@ def make_softmax_step(model, frame_loss_weight: float):
         rng = parallel.device_rng(dropout_rng(state), axis_name)
 
         def loss_fn(params):
-            _, logits = model.apply({"params": params}, batch["video"], train=True,
+            _, logits = model.apply({"params": params}, model_inputs(batch), train=True,
                                     rngs={"dropout": rng})
             per_video, correct = softmax_loss(logits, batch["label"], frame_loss_weight)
             return parallel.masked_share(per_video, mask, axis_name), correct
@@ -114,7 +122,7 @@ def make_memory_step(model, memory: memlib.MemorySettings, frame_loss_weight: fl
         rng = parallel.device_rng(dropout_rng(state), axis_name)
 
         def loss_fn(params):
-            feats, logits = model.apply({"params": params}, batch["video"], train=True,
+            feats, logits = model.apply({"params": params}, model_inputs(batch), train=True,
                                         rngs={"dropout": rng})
             per_video, weight, pred = memory_loss(feats, labels, mask, state.references, memory)
             loss = parallel.masked_share(per_video, weight, axis_name)
@@ -171,7 +179,8 @@ class Programs:
     memory_step: Callable  # (state, batch) -> (state, metrics); donates the state
     refresh: Callable  # state -> state with references of its bank
     fill: Callable  # (params, bank, batch) -> bank with the batch's features; donates the bank
-    predict: Callable  # (params, references|None, data_parallel.batch(video)) -> this process's rows
+    predict: Callable  # (params, references|None, data_parallel.batch(model_inputs(batch)))
+    #                    -> this process's rows
     domain_threshold: Callable  # (bank, references) -> the bank's in-domain distance limit
 
 
@@ -180,7 +189,8 @@ def programs(model: VideoClassifierNet, memory: memlib.MemorySettings,
              train_config: ml_collections.FrozenConfigDict,
              data_parallel: parallel.DataParallel, input_shape: tuple[int, ...],
              num_classes: int, feature_dim: int) -> Programs:
-    """`Programs` for `model` on clips of `input_shape` `[1, T, ...]` (cached)."""
+    """`Programs` for `model` on clips of `input_shape` `[1, T, ...]`, or a mapping of shapes
+    shaped like `model_inputs` (cached)."""
     tx = make_optimizer(train_config)
     replicated = parallel.replicated(data_parallel.mesh)
 
@@ -201,7 +211,7 @@ def programs(model: VideoClassifierNet, memory: memlib.MemorySettings,
         return state.replace(references=refs)
 
     def fill(params, bank, batch):
-        feats, _ = model.apply({"params": params}, batch["video"])
+        feats, _ = model.apply({"params": params}, model_inputs(batch))
         return write_rows(bank, feats, batch["label"], batch["mask"], memory.write_stride)
 
     def domain_threshold(bank, references):
@@ -211,8 +221,8 @@ def programs(model: VideoClassifierNet, memory: memlib.MemorySettings,
         dist = frame_class_distances(bank.feats, references, memory).min(axis=-1)  # [C, K]
         return jnp.nanquantile(jnp.where(bank.valid, dist, jnp.nan), DOMAIN_QUANTILE)
 
-    def predict(params, references, video):
-        feats, logits = model.apply({"params": params}, video)
+    def predict(params, references, inputs):
+        feats, logits = model.apply({"params": params}, inputs)
         out = {"softmax_logp": jax.nn.log_softmax(logits[:, -1])}
         if references is not None:
             out["memory_dist"] = frame_class_distances(feats, references, memory)
@@ -272,10 +282,13 @@ class Experiment(experiment.ExperimentBase):
                 self.data.source(aux)
             except (ValueError, KeyError) as e:
                 raise ValueError(f"memory.aux_data={aux!r}: no such split ({e})") from e
-        example = self.data.transform(train=False)(self.data.source("train")[0], None)["video"]
+        example = self.data.transform(train=False)(self.data.source("train")[0], None)
+        input_shape = jax.tree.map(lambda x: (1, *x.shape), model_inputs(example))
+        if isinstance(input_shape, dict):  # hashable: programs are cached on it
+            input_shape = flax.core.freeze(input_shape)
         self.model = build_model(c.model, len(self.class_names))
         self.programs = programs(self.model, self.memory, ml_collections.FrozenConfigDict(c.train),
-                                 self.data_parallel, (1, *example.shape), len(self.class_names),
+                                 self.data_parallel, input_shape, len(self.class_names),
                                  c.model.feature_dim)
 
     # -- data
@@ -397,8 +410,8 @@ class Experiment(experiment.ExperimentBase):
     def predict_batch(self, models: dict, batch: dict) -> dict:
         """Every model's outputs on one loader batch, with its labels and mask, gathered from
         every process in one go."""
-        video = self.data_parallel.batch(batch["video"])
-        preds = {name: self.programs.predict(params, references, video)
+        inputs = self.data_parallel.batch(model_inputs(batch))
+        preds = {name: self.programs.predict(params, references, inputs)
                  for name, (params, references) in models.items()}
         return parallel.all_hosts({"label": batch["label"], "mask": batch["mask"],
                                    "models": preds})
@@ -462,11 +475,11 @@ class Experiment(experiment.ExperimentBase):
 
         def predict(path: str) -> tuple[dict, dict]:
             clip = self.data.read_clip(path)
-            video = np.stack([self.data.transform(False, view=v)(clip, None)["video"]
-                              for v in views])
+            examples = [self.data.transform(False, view=v)(clip, None) for v in views]
             rows = -(-len(views) // jax.local_device_count()) * jax.local_device_count()
-            video = np.concatenate([video, np.repeat(video[-1:], rows - len(views), axis=0)])
-            batch = self.data_parallel.batch(video)
+            examples += examples[-1:] * (rows - len(views))  # a whole row per device
+            batch = self.data_parallel.batch(model_inputs(
+                {key: np.stack([e[key] for e in examples]) for key in examples[0]}))
             outs = {}
             for name, (params, references) in models.items():
                 out = self.programs.predict(params, references, batch)

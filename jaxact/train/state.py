@@ -32,12 +32,15 @@ class MemoryTrainState(TrainState):
     references: memlib.References
 
 
-def make_init(model, tx: optax.GradientTransformation, input_shape: tuple[int, ...]):
-    """`rng -> TrainState` of `model` initialised on zeros of `input_shape` (to be jitted)."""
+def make_init(model, tx: optax.GradientTransformation, input_shape):
+    """`rng -> TrainState` of `model` initialised on zeros of `input_shape`, a shape tuple or a
+    mapping of them (a model with several inputs) (to be jitted)."""
 
     def init(rng) -> TrainState:
         params_rng, state_rng = jax.random.split(rng)
-        params = model.init(params_rng, jnp.zeros(input_shape, jnp.float32))["params"]
+        inputs = jax.tree.map(lambda shape: jnp.zeros(shape, jnp.float32), input_shape,
+                              is_leaf=lambda x: isinstance(x, tuple))
+        params = model.init(params_rng, inputs)["params"]
         return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=state_rng)
 
     return init
