@@ -331,8 +331,6 @@ def format_table(table: dict) -> str:
 
 
 def write_table(table: dict, output: str) -> None:
-    if os.path.dirname(output):
-        os.makedirs(os.path.dirname(output), exist_ok=True)
     loop.write_json(output, table)  # temp file + rename
 
 

@@ -778,8 +778,6 @@ def run(variant: str = "", batch_size: int = 0, steps=("memory", "softmax"), rou
            "ratios": ratios, "bars": bars,
            "detector": DETECTOR_NOTE}
     if output:
-        if os.path.dirname(output):
-            os.makedirs(os.path.dirname(output), exist_ok=True)
         files.write_json(output, out, indent=2)
     return out
 

@@ -22,8 +22,6 @@ JSON (`--gb_output`): `{"date", "machine", "note", "reference": {"row", "latency
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from absl import app, flags, logging
 
@@ -104,8 +102,6 @@ def main(argv):
     out = {"date": ab.now(), "machine": ab.machine_description(), "note": _NOTE.value,
            "reference": {"row": _REFERENCE.value, "latency_ms": ms[("reference", None)]},
            "rows": table}
-    if os.path.dirname(_OUTPUT.value):
-        os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
     files.write_json(_OUTPUT.value, out, indent=2)
     print(f"ungated {_REFERENCE.value}: {ms[('reference', None)]:.1f} ms per clip (CPU)")
     print(f"{'row':<22} | {'frame-mAP':>9} | {'masked ms':>9} | path: budget, exact, ms, frame-mAP")

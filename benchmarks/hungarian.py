@@ -39,7 +39,6 @@ every problem, with `jaxact_time_over_scipy_batched` the DETR-sized `detr_64x100
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 
 import jax
@@ -243,8 +242,6 @@ def main(argv):
            "settings": {"rounds": _ROUNDS.value, "calls": _CALLS.value, "seed": _SEED.value,
                         "bid_rounds": hungarian._BID_ROUNDS, "baseline": _BASELINE.value},
            "problems": problems, "ratios": ratios, "bar": bar}
-    if os.path.dirname(_OUTPUT.value):
-        os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
     files.write_json(_OUTPUT.value, out, indent=2)
 
     keys = list(dict.fromkeys(k for p in problems for k in p["ms"]))

@@ -488,8 +488,6 @@ def run_benchmark(workdir: str, seeds: Sequence[int], seconds: float, lessons_ro
              "config_name": config.get("config_name", ""), "seeds": list(seeds),
              "seconds": seconds, **aggregate(lessons, names), "rules": RULES,
              "lessons": lessons}
-    if os.path.dirname(output):
-        os.makedirs(os.path.dirname(output), exist_ok=True)
     loop.write_json(output, table)
     print("\n" + format_table(table))
     print(f"\nwritten: {output}")

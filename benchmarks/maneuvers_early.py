@@ -112,8 +112,6 @@ def main(argv):
 
     def update() -> dict:
         table = build_table(root, list(maneuvers_early.TRAIN_MODES), seeds, variant)
-        if os.path.dirname(_EARLY_OUTPUT.value):
-            os.makedirs(os.path.dirname(_EARLY_OUTPUT.value), exist_ok=True)
         files.write_json(_EARLY_OUTPUT.value, table, indent=2)
         return table
 

@@ -193,8 +193,6 @@ def main(argv):
                     if read_results(run_dir(root, row, s)) is not None]
         score_runs(finished, first, count, maneuvers_validation.CHUNK.value)
         table = build_table(root, seeds, variant, first, count)
-        if os.path.dirname(_OUTPUT.value):
-            os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
         files.write_json(_OUTPUT.value, table, indent=2)
         return table
 

@@ -529,8 +529,6 @@ def run(sizes, dim: int, num_queries: int, metrics, chunk: int, repeats: int,
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
            "search": rows, "kmeans": km, "ratios": ratios, "bars": bars}
     if output:
-        if os.path.dirname(output):
-            os.makedirs(os.path.dirname(output), exist_ok=True)
         files.write_json(output, out, indent=2)
     return out
 

@@ -14,7 +14,8 @@ from typing import IO, Any
 def write_atomic(path: str, write: Callable[[IO], Any], binary: bool = True) -> str:
     """Calls `write(file)` on a temporary file beside `path` (opened "wb", or "w" with
     `binary=False`), then renames it over `path`; the temporary file is removed if `write`
-    fails. Returns `path`."""
+    fails. Creates `path`'s folder if needed. Returns `path`."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"  # the pid keeps two writers of one folder apart
     try:
         with open(tmp, "wb" if binary else "w") as f:
