@@ -7,8 +7,10 @@
 Each (mode, seed) trains `configs/maneuvers_early.py:train=MODE` (plus `--early_variant`, e.g.
 `tiny`) in `EARLY_ROOT/MODE/seed_S` (config.json written as launch.py writes it), unless its
 results.json is there, which is then read: an interrupted sitting resumes (a run in progress
-resumes from its checkpoint). One run gives both methods (the memory classifier and the softmax
-baseline forked from the same pre-training). The table is rewritten after every finished run.
+resumes from its checkpoint); a workdir whose config.json is another setting's (an older
+config, another variant) stops the benchmark before anything is read. One run gives both
+methods (the memory classifier and the softmax baseline forked from the same pre-training). The
+table is rewritten after every finished run.
 
 JSON (`--early_output`, default benchmarks/results/maneuvers_early.json): `{"date", "machine",
 "variant", "bayes_limit": {ratio: acc}, "runs": [{"train_mode", "method", "seeds",
@@ -26,7 +28,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.machine import machine_description, now
-from benchmarks.runs import read_results, run_dir
+from benchmarks.runs import check_saved_config, read_results, run_dir
 from configs import maneuvers_early
 from jaxact import files
 from jaxact.train import get_experiment
@@ -47,6 +49,15 @@ def make_config(mode: str, variant: str, seed: int):
     config = maneuvers_early.get_config(",".join(filter(None, (f"train={mode}", variant))))
     config.seed = seed
     return config
+
+
+def check_runs(root: str, seeds: Sequence[int], variant: str) -> None:
+    """Fails (`runs.ConfigMismatch`) where a run of the table was trained with other settings."""
+    for seed in seeds:
+        for mode in maneuvers_early.TRAIN_MODES:
+            check_saved_config(run_dir(root, mode, seed), make_config(mode, variant, seed),
+                               "use another --early_root or the --early_variant it was "
+                               "trained with")
 
 
 def train_run(mode: str, variant: str, seed: int, root: str) -> dict:
@@ -115,6 +126,7 @@ def main(argv):
         files.write_json(_EARLY_OUTPUT.value, table, indent=2)
         return table
 
+    check_runs(root, seeds, variant)
     table = update()
     if _EARLY_TRAIN.value:
         for seed in seeds:  # seed-major: a sitting finishes seed 0 of every mode first

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from benchmarks import maneuvers_early as bench
+from benchmarks.runs import ConfigMismatch
 
 
 def test_modes_make_the_configs_they_name():
@@ -44,3 +45,17 @@ def test_table_averages_the_finished_seeds(tmp_path):
     assert rows[("first30", "baseline")]["full_clip_top1"] == pytest.approx(0.85)
     text = bench.format_table(table)
     assert "Bayes limit" in text and "0.430" in text and "0.300" in text
+
+
+def test_a_run_of_other_settings_stops_the_table(tmp_path):
+    workdir = bench.run_dir(str(tmp_path), "prefix", 1)
+    os.makedirs(workdir)
+    config = bench.make_config("prefix", "smoke", 1)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort())
+    bench.check_runs(str(tmp_path), [0, 1], "smoke")  # the same settings: read as they are
+    config.data.target_crop = 8  # an older or edited config
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort())
+    with pytest.raises(ConfigMismatch, match=r"prefix/seed_1.*data.target_crop.*--early_root"):
+        bench.check_runs(str(tmp_path), [0, 1], "smoke")
