@@ -80,6 +80,7 @@ from benchmarks.machine import cpu_cores, machine_description, now
 from configs import maneuvers_memory
 from jaxact import files, settings
 from jaxact.models import memory as memlib
+from jaxact.models.recurrent_encoder import Im2ColConv
 from jaxact.train import classifier, parallel
 from jaxact.train.state import count_params
 
@@ -498,8 +499,9 @@ def layer_timers(config, shape, batch_size: int) -> dict:
     """{layer: {framework: blocking call}}: forward + backward of the frame encoder's layers
     and of the biLSTM alone, at the step's sizes (B x T frames), in XLA and in PyTorch. Each
     gradient is the one training needs (the stem's kernel only: its input is data). `stem_mm`
-    is the stem written as reshape + matmul (the same kernel, reshaped): what the conv costs
-    over the matmul it is equivalent to."""
+    and `conv3x3_s2_mm` are the two convolutions as the model computes them, as matmuls
+    (`PatchConv`, `Im2ColConv`: the same kernels): what each conv costs over the matmul it
+    equals."""
     from flax import linen as fnn
 
     t, h, w, c = shape
@@ -530,6 +532,11 @@ def layer_timers(config, shape, batch_size: int) -> dict:
     def conv(k, x):
         return lax.conv_general_dilated(x, k, (2, 2), pads, dimension_numbers=dn)
 
+    im2col = Im2ColConv(widths[-1], 3, 2)
+
+    def conv_mm(k, x):
+        return im2col.apply({"params": {"kernel": k, "bias": jnp.zeros(k.shape[-1])}}, x)
+
     cell = fnn.OptimizedLSTMCell
     hid = config.model.hidden_size
     rnn = fnn.Bidirectional(fnn.RNN(cell(hid)), fnn.RNN(cell(hid)))
@@ -543,6 +550,7 @@ def layer_timers(config, shape, batch_size: int) -> dict:
         "stem": (grad(stem, 0), (k0, x0)),
         "stem_mm": (grad(stem_mm, 0), (k0, x0)),
         "conv3x3_s2": (grad(conv, (0, 1)), (k1, x1)),
+        "conv3x3_s2_mm": (grad(conv_mm, (0, 1)), (k1, x1)),
         "embed_dense": (grad(lambda k, x: x @ k, (0, 1)), (k2, x2)),
         "bilstm": (grad(lambda prm, x: rnn.apply(prm, x), (0, 1)), (rnn_params, x3)),
     }
@@ -622,10 +630,12 @@ def why_missed(step: dict, peak: dict, layers: dict | None = None) -> str:
                  layers.items() if any(k.startswith("torch") for k in e)]
         text += ("; forward + backward per layer at the step's sizes, XLA vs PyTorch's "
                  "faster thread count: " + ", ".join(parts))
-        if "stem_mm" in layers and "stem" in layers:
-            text += (f"; the patchify stem as reshape + matmul in XLA: "
-                     f"{layers['stem_mm']['xla_ms']:.0f} ms instead of "
-                     f"{layers['stem']['xla_ms']:.0f} ms as a conv")
+        for conv, what in (("stem", "the patchify stem as reshape + matmul"),
+                           ("conv3x3_s2", "the 3 x 3 stride-2 conv as im2col + matmul")):
+            if f"{conv}_mm" in layers and conv in layers:
+                text += (f"; {what} in XLA (as the model runs it): "
+                         f"{layers[f'{conv}_mm']['xla_ms']:.0f} ms instead of "
+                         f"{layers[conv]['xla_ms']:.0f} ms as a conv")
     return text
 
 

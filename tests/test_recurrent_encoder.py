@@ -11,6 +11,7 @@ import pytest
 from jaxact.models.backbone import num_groups
 from jaxact.models.recurrent_encoder import (
     ConvFrameEncoder,
+    Im2ColConv,
     PatchConv,
     RecurrentEncoder,
     ResidualBlock,
@@ -124,6 +125,26 @@ def test_patch_conv_is_the_strided_valid_conv(height, width, channels, patch):
     x = jax.random.normal(jax.random.key(1), (2, height, width, channels))
     conv = nn.Conv(5, (patch, patch), strides=patch, padding="VALID")
     matmul = PatchConv(5, patch)
+    variables = conv.init(jax.random.key(0), x)
+    chex.assert_trees_all_equal(variables, matmul.init(jax.random.key(0), x))
+
+    def loss(module, variables, x):
+        return jnp.sum(jnp.sin(module.apply(variables, x)))
+
+    np.testing.assert_allclose(matmul.apply(variables, x), conv.apply(variables, x), atol=1e-5)
+    for argnum in (1, 2):
+        chex.assert_trees_all_close(jax.grad(loss, argnum)(matmul, variables, x),
+                                    jax.grad(loss, argnum)(conv, variables, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("height,width,channels,kernel,stride",
+                         [(16, 16, 6, 3, 2), (15, 13, 3, 3, 2), (9, 9, 2, 3, 1), (10, 7, 4, 5, 3)])
+def test_im2col_conv_is_the_same_conv(height, width, channels, kernel, stride):
+    # Same parameters drawn alike (checkpoints of the nn.Conv layers load), same outputs and
+    # gradients, odd sizes included (SAME pads the odd pixel after, as lax does).
+    x = jax.random.normal(jax.random.key(1), (2, height, width, channels))
+    conv = nn.Conv(5, (kernel, kernel), strides=stride, padding="SAME")
+    matmul = Im2ColConv(5, kernel, stride)
     variables = conv.init(jax.random.key(0), x)
     chex.assert_trees_all_equal(variables, matmul.init(jax.random.key(0), x))
 

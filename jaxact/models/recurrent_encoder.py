@@ -2,8 +2,8 @@
 
 Frame encoders are picked by name from `FRAME_ENCODERS`:
   conv:   a patchify conv + strided 3x3 convs + flatten. Flattening (rather than global pooling)
-          keeps *where* things are, which is what trajectories are made of; the patchify stem
-          keeps most FLOPs in matmuls, the fast path on CPU.
+          keeps *where* things are, which is what trajectories are made of; both convs run as
+          matmuls (`PatchConv`, `Im2ColConv`), the fast path on CPU.
   resnet: a ResNet-style encoder (basic blocks, GroupNorm, global pooling) for real video.
   mlp:    flattens each frame (joints, sensor channels, precomputed features) and applies an MLP.
 
@@ -56,6 +56,40 @@ class PatchConv(nn.Module):
         return x.reshape(n, rows, cols, p * p * c) @ kernel.reshape(p * p * c, -1) + bias
 
 
+class Im2ColConv(nn.Module):
+    """A `k x k` SAME convolution with stride `s` computed as one matmul over the `k * k` shifted,
+    strided views of the input stacked on channels (im2col): `[N, H, W, C]` ->
+    `[N, ceil(H / s), ceil(W / s), features]`.
+
+    Its parameters are `nn.Conv`'s (`kernel` `[k, k, C, features]`, `bias`), drawn alike, and its
+    outputs equal `nn.Conv`'s. Why: XLA:CPU computes a strided convolution's kernel gradient by
+    transposing the activations to batch-minor and running a slow convolution; as a matmul, the
+    gradient is one large dot (benchmarks/compare_pytorch.py)."""
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 2
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        n, h, w, c = x.shape
+        k, s = self.kernel_size, self.strides
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, self.features),
+                            self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
+                          self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        rows, cols = -(-h // s), -(-w // s)
+        pad_h, pad_w = max((rows - 1) * s + k - h, 0), max((cols - 1) * s + k - w, 0)
+        x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
+                        (0, 0)))  # SAME: the odd pixel of padding goes after, as in lax.conv
+        views = [x[:, dy:dy + s * (rows - 1) + 1:s, dx:dx + s * (cols - 1) + 1:s]
+                 for dy in range(k) for dx in range(k)]  # kernel order: [dy, dx, C]
+        return jnp.concatenate(views, axis=-1) @ kernel.reshape(k * k * c, -1) + bias
+
+
 CONV_POOLS = ("flatten", "flatten_max", "max")
 
 
@@ -81,7 +115,7 @@ class ConvFrameEncoder(nn.Module):
         x = PatchConv(self.widths[0], self.patch_size, name="stem", **dt)(x)
         x = nn.relu(x)
         for i, width in enumerate(self.widths[1:]):
-            x = nn.relu(nn.Conv(width, (3, 3), strides=2, name=f"conv{i}", **dt)(x))
+            x = nn.relu(Im2ColConv(width, 3, 2, name=f"conv{i}", **dt)(x))
         if self.pool not in CONV_POOLS:
             raise ValueError(f"frame_encoder_kwargs.pool={self.pool!r}: expected one of "
                              f"{CONV_POOLS}")
