@@ -174,10 +174,11 @@ class ClipTransform:
         idx = first_fraction_indices(length, self.num_frames, fraction,
                                      rng if self.train else None, self.view.offset)
         frames, boxes, label = video[idx], record["boxes"][idx], int(record["label"])
-        for field, used in (("target_crop", self.target_crop), ("target_track", self.target_track)):
+        for field, used, off in (("target_crop", self.target_crop, 0),
+                                 ("target_track", self.target_track, False)):
             if used and not np.any(boxes):
                 raise ValueError(f"data.{field} needs the target's box in every frame; this "
-                                 f"clip has none (set data.{field}={type(used)()!r})")
+                                 f"clip has none (set data.{field}={off})")
         if self.target_crop:  # before the flip, which then mirrors the zoom about its centre
             frames = np.concatenate([frames, target_zoom(frames, boxes, self.target_crop)], -1)
         flip = rng.random() < self.flip_prob if self.train else self.view.flip
