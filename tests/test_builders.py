@@ -111,7 +111,21 @@ def test_classroom_version_bump_rebuilds_stale_data(tmp_path):
     assert str(builder.version) == "1.1.0" and "1.1.0" in builder.RELEASE_NOTES
     assert pathlib.Path(builder.data_dir).name == "1.1.0"
     assert builder.info.features["owner"].shape == (64, 64)
-    assert str(builders.Maneuvers.VERSION) == "1.0.0"  # maneuvers records are unchanged
+
+
+def test_maneuvers_version_bump_stores_raw_video(tmp_path):
+    """1.1.0 stores the video as raw bytes: a 1.0.0 (zlib) cache is never read as it; the clips
+    are the renderer's, byte for byte."""
+    builder = builders.make_builder("maneuvers", "tiny", str(tmp_path), num_train=2,
+                                    num_validation=1, num_test=1)
+    assert str(builder.version) == "1.1.0" and "1.1.0" in builder.RELEASE_NOTES
+    assert pathlib.Path(builder.data_dir).name == "1.1.0"
+    assert builder.info.features["video"].to_json_content().encoding == "bytes"
+    builder.download_and_prepare(file_format="array_record")
+    record = builder.as_data_source("train")[1]
+    clip = maneuvers.render_clip(builders.example_seed("train", 1), 1,
+                                 builder.builder_config.render)
+    np.testing.assert_array_equal(record["video"], clip["video"])
 
 
 @pytest.mark.parametrize("name", ["maneuvers", "classroom"])
