@@ -40,13 +40,10 @@ multiply-adds: forward, and backward's weight and input gradients, less the stem
 gradient) is given beside it and `percent_of_peak` uses the larger. The peak is the fastest
 matmul of the same rounds.
 
-Measured on 2 shared CPU cores (AMD EPYC, a training benchmark alongside; the JSON has the
-latest run): jaxact 117 clips/s, PyTorch 168 (0.70x) for both steps; under heavier load 0.51x.
-The step is all forward + backward (the optimizer and bank write are ~2%), 85% of it the frame
-encoder, and there XLA:CPU's convolutions lose: the 4x4/4 patchify stem (3 input channels)
-takes 57 ms forward + kernel gradient against PyTorch's 22 ms (as reshape + matmul in XLA:
-37 ms; the whole step 25% faster with that stem), the 3x3/2 conv is on par to 1.8x slower with
-load; the Dense layers and the matmul peak are on par.
+Results and where the time goes: docs/performance.md (the JSON has the latest run). The
+model's convolutions run as matmuls (`PatchConv`, `Im2ColConv`) because XLA:CPU's strided
+convolutions, above all their kernel gradients, lose to oneDNN's; `layer_timers` times both
+forms.
 
 The detector's train step has no PyTorch twin here: it holds a ResNet/FPN backbone, RoIAlign,
 Hungarian matching on the host and the decoupled fusion head, and a faithful twin with a
