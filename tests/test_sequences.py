@@ -596,3 +596,36 @@ def test_a_missing_evaluation_split_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"eval.split='validation'.*data.validation_fraction"):
         classifier.Experiment(config, str(tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_batched_features_equal_per_clip_features():
+    """joint_features over [B, T, J, 2] equals it clip by clip; the loader, which samples per
+    clip and computes features per batch, yields exactly the per-clip transform's batches."""
+    from jaxact.data import pipeline
+
+    rng = np.random.default_rng(3)
+    clips = [rng.normal(size=(int(n), 15, 2)).astype(np.float32) for n in rng.integers(6, 20, 10)]
+    feats = tuple(sequences.FEATURES)
+    batch = np.stack([sequences.resample(c, 8, 0.0, len(c) - 1.0) for c in clips])
+    np.testing.assert_array_equal(
+        sequences.joint_features(batch, feats, "jhmdb"),
+        np.stack([sequences.joint_features(b, feats, "jhmdb") for b in batch]))
+    source = [{"video": c, "label": i % 3} for i, c in enumerate(clips)]
+    for train in (True, False):
+        transform = sequences.SequenceTransform(
+            num_frames=8, train=train, min_fraction=0.5, crop_min=0.7, scale_range=0.2,
+            rotation_degrees=20, mirror_prob=0.5, joint_order="jhmdb", features=feats,
+            mean=np.full(1, 0.5, np.float32), std=np.full(1, 2.0, np.float32))
+        def per_clip(record, rng, transform=transform):  # the whole transform, clip by clip
+            return transform(record, rng)
+
+        loaders = [pipeline.make_loader(source, fn, global_batch_size=4, seed=1, train=train,
+                                        num_threads=0, process_index=0, process_count=1)
+                   for fn in (transform, per_clip)]
+        for _ in range(3):
+            a, b = (next(loader) for loader in loaders)
+            width = sequences.joint_features(batch[0], feats, "jhmdb").shape[-1]
+            assert a.keys() == b.keys() and a["video"].shape == (4, 8, width)
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+

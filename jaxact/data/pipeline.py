@@ -330,6 +330,9 @@ def make_loader(source, transform: Callable[[dict, np.random.Generator], dict], 
     Training loaders shuffle (re-shuffled every epoch), repeat forever and drop the remainder.
     Evaluation loaders visit every example once in order; the last batch is padded and every batch
     has `mask` `[B]` marking real rows. `global_batch_size` is split evenly across processes.
+    A `transform` with `sample` and `finish_batch` methods (`sequences.SequenceTransform`) is run
+    in two parts: `sample(record, rng)` per example, then `finish_batch` on the batch's "video";
+    together they must equal `transform(record, rng)`.
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -339,18 +342,24 @@ def make_loader(source, transform: Callable[[dict, np.random.Generator], dict], 
     batch_size = global_batch_size // process_count
     if len(source) == 0:
         raise ValueError("the data source is empty")
+    finish = getattr(transform, "finish_batch", None)
+    per_example = transform.sample if finish else transform
+
+    def finished(batch: dict) -> dict:
+        return {**batch, "video": finish(batch["video"])} if finish else batch
+
     if train:
         ds = grain.MapDataset.source(source)[process_index::process_count]
-        ds = ds.shuffle(seed=seed).repeat(None).random_map(transform, seed=seed)
-        ds = ds.batch(batch_size, drop_remainder=True)
+        ds = ds.shuffle(seed=seed).repeat(None).random_map(per_example, seed=seed)
+        ds = ds.batch(batch_size, drop_remainder=True).map(finished)
         num_batches = None
     else:
         ds = grain.MapDataset.source(_EvenShard(source, process_index, process_count))
-        ds = ds.random_map(lambda record, rng: {**transform(record, rng),
+        ds = ds.random_map(lambda record, rng: {**per_example(record, rng),
                                                 _FILLER: record[_FILLER]}, seed=seed)
         num_batches = math.ceil(len(ds) / batch_size)
         ds = ds.batch(batch_size, drop_remainder=False).map(
-            lambda b: _pad_batch(b, batch_size))
+            lambda b: _pad_batch(finished(b), batch_size))
     if train:
         ds = ds.map(lambda b: {**b, "mask": np.ones(batch_size, bool)})
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)

@@ -294,7 +294,8 @@ def check_joint_order(joint_order: str, user: str) -> None:
 
 
 def joint_features(joints: np.ndarray, features, joint_order: str = "") -> np.ndarray:
-    """Per-frame features of a joint sequence `[T, J, D]` -> `[T, F]`, in the order of `FEATURES`.
+    """Per-frame features of a joint sequence `[..., T, J, D]` -> `[..., T, F]` (any leading
+    batch axes: a batch at once costs the numpy calls of one clip), in the order of `FEATURES`.
 
       coords     joints relative to the sequence's mean position (translation invariant)
       distances  all pairwise joint distances per frame (also rotation invariant)
@@ -308,30 +309,36 @@ def joint_features(joints: np.ndarray, features, joint_order: str = "") -> np.nd
                  angle (j, a, b) of `angle_indices(joint_order)`: `[T, 2A]`, the pair per angle
     bones and angles need `joint_order` and 2-D joints `[T, J, 2]` of its J joints.
     """
+    lead = joints.shape[:-2]  # [..., T]
+
+    def flat(x):  # [..., T, K, L] -> [..., T, K * L]
+        return x.reshape(*lead, -1)
+
+    def gather(index):  # joints `index` of every frame: [..., T, len(index), D]
+        return joints[..., index, :]
+
     out = []
     if "coords" in features:
-        out.append((joints - joints.mean(axis=(0, 1), keepdims=True)).reshape(len(joints), -1))
+        out.append(flat(joints - joints.mean(axis=(-3, -2), keepdims=True)))
     if "distances" in features:
-        i, j = np.triu_indices(joints.shape[1], k=1)
-        out.append(np.linalg.norm(joints[:, i] - joints[:, j], axis=-1))
-    if "motion" in features:
-        motion = np.diff(joints, axis=0, prepend=joints[:1])
-        out.append(motion.reshape(len(joints), -1))
-    if "motion2" in features:
-        before = joints[np.maximum(np.arange(len(joints)) - 2, 0)]
-        out.append((joints - before).reshape(len(joints), -1))
+        i, j = np.triu_indices(joints.shape[-2], k=1)
+        out.append(np.linalg.norm(gather(i) - gather(j), axis=-1))
+    frames = np.arange(joints.shape[-3])
+    for name, step in (("motion", 1), ("motion2", 2)):
+        if name in features:  # the index clamps at the first frame
+            out.append(flat(joints - np.take(joints, np.maximum(frames - step, 0), axis=-3)))
     if any(f in features for f in SKELETON_FEATURES):
-        check_frame_shape(joints.shape[1:], features, False, "the clip", joint_order)
+        check_frame_shape(joints.shape[-2:], features, False, "the clip", joint_order)
     if "bones" in features:
         bones = bone_indices(joint_order)
-        out.append(_unit(joints[:, bones[:, 1]] - joints[:, bones[:, 0]]).reshape(len(joints), -1))
+        out.append(flat(_unit(gather(bones[:, 1]) - gather(bones[:, 0]))))
     if "angles" in features:
         angles = angle_indices(joint_order)
-        u = _unit(joints[:, angles[:, 1]] - joints[:, angles[:, 0]])
-        v = _unit(joints[:, angles[:, 2]] - joints[:, angles[:, 0]])
+        u = _unit(gather(angles[:, 1]) - gather(angles[:, 0]))
+        v = _unit(gather(angles[:, 2]) - gather(angles[:, 0]))
         cos = (u * v).sum(axis=-1)
         sin = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
-        out.append(np.stack([cos, sin], axis=-1).reshape(len(joints), -1))
+        out.append(flat(np.stack([cos, sin], axis=-1)))
     return np.concatenate(out, axis=-1).astype(np.float32)
 
 
@@ -382,6 +389,14 @@ class SequenceTransform:
             check_joint_order(self.joint_order, "the mirrored view (eval.flip_view=True)")
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict:
+        sampled = self.sample(record, rng)
+        return {**sampled, "video": self.finish_batch(sampled["video"][None])[0]}
+
+    def sample(self, record: dict, rng: np.random.Generator) -> dict:
+        """The per-clip part of `__call__`: `{"video": f32 [num_frames, ...] frames (resampled,
+        mirrored, augmented), "label"}`; `finish_batch` turns a batch of them into features. The
+        loader runs the two apart, so that the features cost numpy's per-call overhead once per
+        batch instead of once per clip."""
         frames = np.asarray(record["video"], np.float32)
         fraction = self.fraction
         if self.train and self.min_fraction < 1.0:
@@ -397,11 +412,16 @@ class SequenceTransform:
             frames = mirror_joints(frames, self.joint_order)
         if self.train:
             frames = self._augment(frames, rng)
+        return {"video": frames.astype(np.float32), "label": np.int32(record["label"])}
+
+    def finish_batch(self, frames: np.ndarray) -> np.ndarray:
+        """Frames `[B, num_frames, ...]` of `sample` -> standardised features
+        `[B, num_frames, F]`, f32."""
         video = (joint_features(frames, self.features, self.joint_order) if self.features
-                 else frames.reshape(len(frames), -1))
+                 else frames.reshape(*frames.shape[:2], -1))
         if self.mean is not None:
             video = (video - self.mean) / self.std
-        return {"video": video.astype(np.float32), "label": np.int32(record["label"])}
+        return video.astype(np.float32)
 
     def _augment(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not (self.scale_range or self.rotation_degrees or self.mirror_prob):
