@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import flax
 import jax
@@ -187,7 +187,8 @@ class Programs:
 @functools.cache
 def programs(model: VideoClassifierNet, memory: memlib.MemorySettings,
              train_config: ml_collections.FrozenConfigDict,
-             data_parallel: parallel.DataParallel, input_shape: tuple[int, ...],
+             data_parallel: parallel.DataParallel,
+             input_shape: tuple[int, ...] | Mapping[str, tuple[int, ...]],
              num_classes: int, feature_dim: int) -> Programs:
     """`Programs` for `model` on clips of `input_shape` `[1, T, ...]`, or a mapping of shapes
     shaped like `model_inputs` (cached)."""
