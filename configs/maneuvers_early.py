@@ -10,8 +10,13 @@ or `first30` exactly the first 30 % (`data.train_observation`). Evaluation sweep
 fraction 0.1-1.0 for both methods; `results.json["early_prediction"]["bayes_limit"]` is the
 data's ceiling at each fraction (0.43 / 0.68 / 0.82 at 0.2 / 0.3 / 0.4) and
 `early_prediction.png` plots the curves against it. Method, model and budget are
-`configs/maneuvers_memory.py`'s, except no mirroring: a mirrored U-turn would signal on the
-wrong side. `:tiny` / `:smoke` as in maneuvers_memory (smoke: `maneuvers/tiny`, no cues).
+`configs/maneuvers_memory.py`'s, except: no mirroring (a mirrored U-turn would signal on the
+wrong side), and two inputs from the target's box (the boxes come with the data: an oracle
+tracker) that carry the cues: a 16-pixel window zoomed on the target as 3 more channels
+(`data.target_crop`: the 2-pixel indicator lamps become 8 pixels) and its box track
+(`data.target_track`: braking and drift as numbers). Both were chosen on the validation split
+(docs/results_maneuvers.md). `:tiny` / `:smoke` as in maneuvers_memory (smoke:
+`maneuvers/tiny`, no cues).
 """
 
 import ml_collections
@@ -34,6 +39,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     for field, value in TRAIN_MODES[variant.train].items():
         config.data[field] = value
     config.data.flip_prob = 0.0
+    config.data.target_crop = 16
+    config.data.target_track = True
     config.eval.flip_view = False
     if not variant.smoke:
         config.eval.observation_ratios = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
