@@ -29,6 +29,18 @@ def _dtypes(module: nn.Module) -> dict:
     return {"dtype": module.dtype, "param_dtype": module.param_dtype}
 
 
+def _conv_parameters(module: nn.Module, x, kernel_size: int):
+    """`nn.Conv`'s parameters for `module` (`kernel` `[k, k, C, features]`, `bias`), drawn as
+    `nn.Conv` draws them, promoted with `x` `[N, H, W, C]` to `module.dtype`: the matmul forms
+    of a convolution below load the checkpoints of the `nn.Conv` they replace."""
+    k, c = kernel_size, x.shape[-1]
+    kernel = module.param("kernel", nn.initializers.lecun_normal(), (k, k, c, module.features),
+                          module.param_dtype)
+    bias = module.param("bias", nn.initializers.zeros_init(), (module.features,),
+                        module.param_dtype)
+    return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+
+
 class PatchConv(nn.Module):
     """A `p x p` stride-`p` VALID convolution computed as one matmul over non-overlapping
     patches: `[N, H, W, C]` -> `[N, H // p, W // p, features]`.
@@ -46,11 +58,7 @@ class PatchConv(nn.Module):
     def __call__(self, x):
         n, h, w, c = x.shape
         p = self.patch_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.features),
-                           self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
-                          self.param_dtype)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel, bias = _conv_parameters(self, x, p)
         rows, cols = h // p, w // p  # VALID: a partial patch at the edge is dropped
         x = x[:, :rows * p, :cols * p].reshape(n, rows, p, cols, p, c).transpose(0, 1, 3, 2, 4, 5)
         return x.reshape(n, rows, cols, p * p * c) @ kernel.reshape(p * p * c, -1) + bias
@@ -76,11 +84,7 @@ class Im2ColConv(nn.Module):
     def __call__(self, x):
         n, h, w, c = x.shape
         k, s = self.kernel_size, self.strides
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, self.features),
-                            self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
-                          self.param_dtype)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel, bias = _conv_parameters(self, x, k)
         rows, cols = -(-h // s), -(-w // s)
         pad_h, pad_w = max((rows - 1) * s + k - h, 0), max((cols - 1) * s + k - w, 0)
         x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
