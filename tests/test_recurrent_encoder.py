@@ -118,13 +118,9 @@ def test_mixed_precision(frame_encoder, kwargs, frame_shape):
     assert feats.dtype == logits.dtype == jnp.float32  # the losses and the bank read float32
 
 
-@pytest.mark.parametrize("height,width,channels,patch", [(16, 16, 3, 4), (18, 13, 2, 4), (9, 9, 1, 3)])
-def test_patch_conv_is_the_strided_valid_conv(height, width, channels, patch):
-    # Same parameters drawn alike (checkpoints of the nn.Conv stem load), same outputs and
-    # gradients, also when the frame is no multiple of the patch (VALID drops the edge).
-    x = jax.random.normal(jax.random.key(1), (2, height, width, channels))
-    conv = nn.Conv(5, (patch, patch), strides=patch, padding="VALID")
-    matmul = PatchConv(5, patch)
+def assert_same_conv(conv: nn.Conv, matmul: nn.Module, x):
+    """`matmul` draws `conv`'s parameters alike and gives its outputs and gradients (with
+    respect to the parameters and the input) on `x`."""
     variables = conv.init(jax.random.key(0), x)
     chex.assert_trees_all_equal(variables, matmul.init(jax.random.key(0), x))
 
@@ -135,6 +131,15 @@ def test_patch_conv_is_the_strided_valid_conv(height, width, channels, patch):
     for argnum in (1, 2):
         chex.assert_trees_all_close(jax.grad(loss, argnum)(matmul, variables, x),
                                     jax.grad(loss, argnum)(conv, variables, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("height,width,channels,patch", [(16, 16, 3, 4), (18, 13, 2, 4), (9, 9, 1, 3)])
+def test_patch_conv_is_the_strided_valid_conv(height, width, channels, patch):
+    # Same parameters drawn alike (checkpoints of the nn.Conv stem load), same outputs and
+    # gradients, also when the frame is no multiple of the patch (VALID drops the edge).
+    x = jax.random.normal(jax.random.key(1), (2, height, width, channels))
+    assert_same_conv(nn.Conv(5, (patch, patch), strides=patch, padding="VALID"),
+                     PatchConv(5, patch), x)
 
 
 @pytest.mark.parametrize("height,width,channels,kernel,stride",
@@ -143,18 +148,8 @@ def test_im2col_conv_is_the_same_conv(height, width, channels, kernel, stride):
     # Same parameters drawn alike (checkpoints of the nn.Conv layers load), same outputs and
     # gradients, odd sizes included (SAME pads the odd pixel after, as lax does).
     x = jax.random.normal(jax.random.key(1), (2, height, width, channels))
-    conv = nn.Conv(5, (kernel, kernel), strides=stride, padding="SAME")
-    matmul = Im2ColConv(5, kernel, stride)
-    variables = conv.init(jax.random.key(0), x)
-    chex.assert_trees_all_equal(variables, matmul.init(jax.random.key(0), x))
-
-    def loss(module, variables, x):
-        return jnp.sum(jnp.sin(module.apply(variables, x)))
-
-    np.testing.assert_allclose(matmul.apply(variables, x), conv.apply(variables, x), atol=1e-5)
-    for argnum in (1, 2):
-        chex.assert_trees_all_close(jax.grad(loss, argnum)(matmul, variables, x),
-                                    jax.grad(loss, argnum)(conv, variables, x), atol=1e-5)
+    assert_same_conv(nn.Conv(5, (kernel, kernel), strides=stride, padding="SAME"),
+                     Im2ColConv(5, kernel, stride), x)
 
 
 @pytest.mark.parametrize("pool,extra", [("flatten", 0), ("flatten_max", 8), ("max", None)])
