@@ -80,6 +80,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # True: also the target's box track (pipeline.target_track: displacement, velocity, size per
     # frame) as the recurrent network's input beside the frame embeddings
     config.data.target_track = False
+    # True: the track without the camera's shake, each frame's whole-pixel shift against the first
+    # (pipeline.camera_shift: phase correlation of the frames) taken off the boxes first
+    config.data.stabilize_track = False
     config.data.num_threads = 2  # loader threads
     config.data.prefetch = 4  # batches prefetched
 

@@ -370,3 +370,52 @@ def test_target_track_joins_the_example_and_mirrors_with_the_clip():
     with pytest.raises(ValueError, match="data.target_track"):
         pipeline.ClipTransform(4, train=False, target_track=True)(
             {**record, "boxes": np.zeros((10, 4))}, None)
+
+
+def test_camera_shift_recovers_whole_pixel_shifts_of_a_textured_scene():
+    rng = np.random.default_rng(4)
+    scene = rng.integers(0, 256, (40, 44, 3)).astype(np.float64)
+    shifts = np.array([[0, 0], [1, -1], [-2, 0], [3, 2], [0, -4], [-1, 1]])  # (dx, dy) per frame
+    origin = np.array([6, 5])  # (x, y) of the first frame's window in the scene
+    frames = []
+    for t, (dx, dy) in enumerate(shifts):
+        x, y = origin - (dx, dy)  # the scene moves by +shift in the image
+        frame = scene[y:y + 28, x:x + 32].copy()
+        frame[4 + t:10 + t, 3 + 2 * t:9 + 2 * t] = 255.0  # a moving object the shift ignores
+        frames.append(frame + rng.normal(0, 8, frame.shape))
+    frames = np.clip(np.stack(frames), 0, 255).astype(np.uint8)
+    found = pipeline.camera_shift(frames)
+    assert found.dtype == np.int64 and found.shape == (6, 2)
+    np.testing.assert_array_equal(found, shifts - shifts[0])
+    np.testing.assert_array_equal(pipeline.camera_shift(frames[2:], max_shift=5),
+                                  shifts[2:] - shifts[2])  # against frame 2: up to 5 px
+    assert not (pipeline.camera_shift(frames, max_shift=2) == shifts).all()  # 3 and -4 too far
+
+
+def _unclipped_cue_clip(config):
+    """A cue clip whose target box stays inside the frame (the renderer clips boxes at its
+    edges, where the shake would move a clipped box differently)."""
+    for seed in range(100):
+        clip = maneuvers.render_clip(seed, 3, config)
+        if (clip["boxes"] > 0.01).all() and (clip["boxes"] < 0.99).all():
+            return seed
+    raise AssertionError("no unclipped clip in 100 seeds")
+
+
+def test_stabilized_track_of_a_shaking_camera_is_the_still_cameras_track():
+    # jitter_px=0 keeps every draw of the clip but the shake, whose draw is still made.
+    shaking = maneuvers.ManeuverConfig(resolution=64, cues=True, min_frames=24, max_frames=40)
+    still = maneuvers.ManeuverConfig(resolution=64, cues=True, min_frames=24, max_frames=40,
+                                     jitter_px=0.0)
+    seed = _unclipped_cue_clip(shaking)
+    records = [maneuvers.render_clip(seed, 3, c) for c in (shaking, still)]
+    assert not np.array_equal(records[0]["boxes"], records[1]["boxes"])
+    for view in (pipeline.CENTRE_VIEW, pipeline.View(0.5, True)):
+        plain = pipeline.ClipTransform(12, train=False, view=view, target_track=True)
+        stable = pipeline.ClipTransform(12, train=False, view=view, target_track=True,
+                                        stabilize_track=True)
+        reference = plain(records[1], None)["track"]
+        np.testing.assert_allclose(stable(records[0], None)["track"], reference, atol=1e-5)
+        assert np.abs(plain(records[0], None)["track"] - reference).max() > 0.1
+    with pytest.raises(ValueError, match="data.stabilize_track=True needs data.target_track"):
+        pipeline.ClipTransform(12, train=False, stabilize_track=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import grain
 import jax
 import numpy as np
+import scipy.fft
 
 # Mean/std of uint8 pixels mapped to roughly zero-mean, unit-range inputs.
 PIXEL_MEAN = 127.5
@@ -126,6 +127,27 @@ def target_track(boxes: np.ndarray, frame_indices: np.ndarray) -> np.ndarray:
                           axis=-1).astype(np.float32)
 
 
+def camera_shift(frames: np.ndarray, max_shift: int = 4) -> np.ndarray:
+    """Whole-pixel translation of the scene in each frame against the first, by phase
+    correlation: `[T, H, W, C]` frames -> int64 `[T, 2]` (dx, dy), zero for the first frame: the
+    scene point at pixel p of frame 0 is at p + shift[t] in frame t. For a fixed camera that
+    shakes; the static background must fill most of the frame (moving objects are outvoted) and
+    carry some texture. Shifts are searched within `max_shift` pixels."""
+    frames = np.asarray(frames)
+    gray = frames @ np.ones(frames.shape[-1], np.float32)  # [T, H, W]; a matmul beats .mean
+    gray -= gray.mean((1, 2), keepdims=True)
+    spectra = scipy.fft.rfft2(gray)  # float32 throughout (numpy's fft is 4x slower here)
+    cross = spectra * np.conj(spectra[:1])
+    cross /= np.abs(cross) + 1e-6  # phase only: a sharp peak at the shift whatever the contrast
+    corr = scipy.fft.irfft2(cross, s=gray.shape[1:])  # [T, H, W], peak at (dy, dx) mod (H, W)
+    steps = np.arange(-max_shift, max_shift + 1)
+    dy, dx = np.meshgrid(steps, steps, indexing="ij")
+    dy, dx = dy.ravel(), dx.ravel()
+    best = corr[:, dy % gray.shape[1], dx % gray.shape[2]].argmax(1)  # [T]
+    shift = np.stack([dx[best], dy[best]], axis=1).astype(np.int64)
+    return shift - shift[:1]
+
+
 def flip_boxes(boxes):
     """Mirrors normalized `[..., 4]` boxes (x1, y1, x2, y2) horizontally: x1' = 1 - x2."""
     boxes = np.asarray(boxes)
@@ -152,7 +174,9 @@ class ClipTransform:
     too small to learn from the whole frame; it needs real boxes. `target_track` adds
     `"track"` f32 `[T, TRACK_FEATURES]`, the boxed target's motion (`target_track`; after the
     flip, so a mirrored clip's track is mirrored too), which the classifier feeds to its
-    recurrent network beside the frames.
+    recurrent network beside the frames. `stabilize_track` measures that track against the scene
+    rather than the image: each observed frame's camera shift (`camera_shift`) is taken off the
+    boxes first, so a shaking camera does not add its shake to the target's motion.
     """
 
     num_frames: int
@@ -164,6 +188,12 @@ class ClipTransform:
     flip_permutation: tuple[int, ...] | None = None
     target_crop: int = 0  # > 0: add `target_zoom` of the boxes as 3 more channels `[.., 6]`
     target_track: bool = False  # add "track": `target_track` of the boxes
+    stabilize_track: bool = False  # the track without the camera's shake (`camera_shift`)
+
+    def __post_init__(self):
+        if self.stabilize_track and not self.target_track:
+            raise ValueError("data.stabilize_track=True needs data.target_track=True: it only "
+                             "changes the track")
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict:
         video = record["video"]
@@ -179,18 +209,22 @@ class ClipTransform:
             if used and not np.any(boxes):
                 raise ValueError(f"data.{field} needs the target's box in every frame; this "
                                  f"clip has none (set data.{field}={off})")
+        track_boxes = boxes
+        if self.stabilize_track:
+            height, width = frames.shape[1:3]
+            track_boxes = boxes - np.tile(camera_shift(frames) / [width, height], 2)
         if self.target_crop:  # before the flip, which then mirrors the zoom about its centre
             frames = np.concatenate([frames, target_zoom(frames, boxes, self.target_crop)], -1)
         flip = rng.random() < self.flip_prob if self.train else self.view.flip
         if flip:
             frames = frames[:, :, ::-1]
-            boxes = flip_boxes(boxes)
+            boxes, track_boxes = flip_boxes(boxes), flip_boxes(track_boxes)
             if self.flip_permutation is not None:
                 label = int(self.flip_permutation[label])
         out = {"video": normalize(frames), "label": np.int32(label),
                "boxes": boxes.astype(np.float32)}
         if self.target_track:
-            out["track"] = target_track(boxes, idx)
+            out["track"] = target_track(track_boxes, idx)
         return out
 
 
