@@ -77,6 +77,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # > 0: also a view zoomed on the target vehicle's box, this many pixels wide, as 3 more input
     # channels (pipeline.target_zoom; the boxes come with the data: an oracle tracker)
     config.data.target_crop = 0
+    # True: the video is that window alone, unscaled (target_crop x target_crop, no frame)
+    config.data.target_only = False
     # True: also the target's box track (pipeline.target_track: displacement, velocity, size per
     # frame) as the recurrent network's input beside the frame embeddings
     config.data.target_track = False

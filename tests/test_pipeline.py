@@ -282,15 +282,16 @@ def test_keyframe_transform_passes_owner_and_mirrors_it_with_the_boxes():
                        np.random.default_rng(0))
 
 
-def _zoom_by_loops(frames, boxes, crop):
+def _zoom_by_loops(frames, boxes, crop, size=None):
     t, h, w = frames.shape[:3]
-    out = np.zeros_like(frames)
+    out_h, out_w = (h, w) if size is None else (size, size)
+    out = np.zeros((t, out_h, out_w, frames.shape[3]), frames.dtype)
     for k in range(t):
         x0 = math.floor((boxes[k, 0] + boxes[k, 2]) / 2 * w - crop / 2)
         y0 = math.floor((boxes[k, 1] + boxes[k, 3]) / 2 * h - crop / 2)
-        for i in range(h):
-            for j in range(w):
-                y, x = y0 + (i * crop) // h, x0 + (j * crop) // w
+        for i in range(out_h):
+            for j in range(out_w):
+                y, x = y0 + (i * crop) // out_h, x0 + (j * crop) // out_w
                 if 0 <= y < h and 0 <= x < w:
                     out[k, i, j] = frames[k, y, x]
     return out
@@ -304,6 +305,9 @@ def test_target_zoom_matches_pixel_loops_and_pads_outside_with_zeros():
         out = pipeline.target_zoom(frames, boxes, crop)
         assert out.dtype == np.uint8
         np.testing.assert_array_equal(out, _zoom_by_loops(frames, boxes, crop))
+        for size in (crop, 2 * crop):  # the window itself, and scaled by 2
+            np.testing.assert_array_equal(pipeline.target_zoom(frames, boxes, crop, size),
+                                          _zoom_by_loops(frames, boxes, crop, size))
     corner = pipeline.target_zoom(frames, boxes, 6)[1]
     assert not corner[:6].any() and corner[6:, 8:].all()  # the window hangs off the top left
 
@@ -322,6 +326,21 @@ def test_target_crop_adds_the_zoom_as_channels_and_flips_with_the_clip():
     with pytest.raises(ValueError, match="data.target_crop"):
         pipeline.ClipTransform(4, train=False, target_crop=8)(
             {**record, "boxes": np.zeros((10, 4))}, None)
+
+
+def test_target_only_makes_the_unscaled_window_the_whole_video():
+    rng = np.random.default_rng(5)
+    record = {"video": rng.integers(0, 256, (10, 16, 16, 3), dtype=np.uint8), "label": 1,
+              "boxes": np.tile([[0.25, 0.25, 0.5, 0.5]], (10, 1))}
+    out = pipeline.ClipTransform(4, train=False, target_crop=8, target_only=True)(record, None)
+    idx = pipeline.first_fraction_indices(10, 4, 1.0)
+    window = record["video"][idx][:, 2:10, 2:10]  # box centre (6, 6) minus half the crop
+    np.testing.assert_array_equal(out["video"], pipeline.normalize(window))
+    mirrored = pipeline.ClipTransform(4, train=False, target_crop=8, target_only=True,
+                                      view=pipeline.View(0.5, True))(record, None)
+    np.testing.assert_array_equal(mirrored["video"], out["video"][:, :, ::-1])
+    with pytest.raises(ValueError, match="data.target_only=True needs data.target_crop"):
+        pipeline.ClipTransform(4, train=False, target_only=True)
 
 
 def _track_by_loops(boxes, frames):

@@ -85,18 +85,21 @@ def normalize(video: np.ndarray) -> np.ndarray:
     return (video.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD
 
 
-def target_zoom(frames: np.ndarray, boxes: np.ndarray, crop: int) -> np.ndarray:
-    """A `crop` x `crop` pixel window centred on each frame's box, scaled up (nearest pixel) to the
-    frame size: `[T, H, W, C]` frames and `[T, 4]` normalized xyxy boxes -> `[T, H, W, C]`, the
-    same dtype. Pixels of the window outside the frame are zero. A fixed-size view of one target
-    in which its small parts (an indicator lamp) are `H / crop` times larger and always at the same
-    place relative to it."""
+def target_zoom(frames: np.ndarray, boxes: np.ndarray, crop: int,
+                size: int | None = None) -> np.ndarray:
+    """A `crop` x `crop` pixel window centred on each frame's box, scaled (nearest pixel) to
+    `size` x `size`, by default the frame size: `[T, H, W, C]` frames and `[T, 4]` normalized
+    xyxy boxes -> `[T, size or H, size or W, C]`, the same dtype. Pixels of the window outside the
+    frame are zero. A fixed-size view of one target in which its small parts (an indicator lamp)
+    are `H / crop` times larger and always at the same place relative to it; `size=crop` is the
+    window itself."""
     frames, boxes = np.asarray(frames), np.asarray(boxes, np.float64)
     t, h, w = frames.shape[:3]
     centre_x = (boxes[:, 0] + boxes[:, 2]) / 2 * w  # [T], pixels
     centre_y = (boxes[:, 1] + boxes[:, 3]) / 2 * h
-    offsets_y = np.floor(np.arange(h) * crop / h).astype(np.int64)  # crop row of each output row
-    offsets_x = np.floor(np.arange(w) * crop / w).astype(np.int64)
+    out_h, out_w = (h, w) if size is None else (size, size)
+    offsets_y = np.floor(np.arange(out_h) * crop / out_h).astype(np.int64)  # crop row per row
+    offsets_x = np.floor(np.arange(out_w) * crop / out_w).astype(np.int64)
     rows = np.floor(centre_y - crop / 2).astype(np.int64)[:, None] + offsets_y  # [T, H]
     cols = np.floor(centre_x - crop / 2).astype(np.int64)[:, None] + offsets_x  # [T, W]
     inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
@@ -171,7 +174,9 @@ class ClipTransform:
     its mirror image, which the dataset states (None: every class is its own mirror image).
     `target_crop` > 0 appends `target_zoom(frames, boxes, target_crop)` as channels 3-5 (video
     `[T, H, W, 6]`): a zoomed view of the boxed target (maneuvers: the marked vehicle), for cues
-    too small to learn from the whole frame; it needs real boxes. `target_track` adds
+    too small to learn from the whole frame; it needs real boxes. `target_only` makes the
+    unscaled `target_crop`-pixel window the whole video instead (`[T, crop, crop, 3]`, no frame:
+    the target's own appearance, `(H / crop)^2` times cheaper to encode). `target_track` adds
     `"track"` f32 `[T, TRACK_FEATURES]`, the boxed target's motion (`target_track`; after the
     flip, so a mirrored clip's track is mirrored too), which the classifier feeds to its
     recurrent network beside the frames. `stabilize_track` measures that track against the scene
@@ -189,8 +194,11 @@ class ClipTransform:
     target_crop: int = 0  # > 0: add `target_zoom` of the boxes as 3 more channels `[.., 6]`
     target_track: bool = False  # add "track": `target_track` of the boxes
     stabilize_track: bool = False  # the track without the camera's shake (`camera_shift`)
+    target_only: bool = False  # the video is the target's window `[T, crop, crop, 3]` alone
 
     def __post_init__(self):
+        if self.target_only and not self.target_crop:
+            raise ValueError("data.target_only=True needs data.target_crop > 0: the window's size")
         if self.stabilize_track and not self.target_track:
             raise ValueError("data.stabilize_track=True needs data.target_track=True: it only "
                              "changes the track")
@@ -213,7 +221,9 @@ class ClipTransform:
         if self.stabilize_track:
             height, width = frames.shape[1:3]
             track_boxes = boxes - np.tile(camera_shift(frames) / [width, height], 2)
-        if self.target_crop:  # before the flip, which then mirrors the zoom about its centre
+        if self.target_only:  # before the flip, which then mirrors the window about its centre
+            frames = target_zoom(frames, boxes, self.target_crop, size=self.target_crop)
+        elif self.target_crop:
             frames = np.concatenate([frames, target_zoom(frames, boxes, self.target_crop)], -1)
         flip = rng.random() < self.flip_prob if self.train else self.view.flip
         if flip:

@@ -94,7 +94,8 @@ class SyntheticVideos:
                                       view=view, flip_permutation=flip,
                                       target_crop=c.get("target_crop", 0),
                                       target_track=c.get("target_track", False),
-                                      stabilize_track=c.get("stabilize_track", False))
+                                      stabilize_track=c.get("stabilize_track", False),
+                                      target_only=c.get("target_only", False))
 
     def read_clip(self, path: str) -> dict:
         """A record of a user's clip file: uint8 frames at the dataset's frame size (`read_frames`:
