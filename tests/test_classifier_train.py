@@ -243,6 +243,18 @@ def test_target_track_trains_end_to_end_and_needs_boxes_to_predict(tiny_run, tmp
         exp.predict_video(clip)
 
 
+def test_target_window_alone_trains_end_to_end(tiny_run, tmp_path, check_results):
+    config = maneuvers_memory.get_config("smoke")
+    config.data.data_dir = tiny_run[0].data.data_dir
+    config.data.target_crop, config.data.target_only = 8, True
+    config.model.frame_encoder_kwargs.patch_size = 2
+    config.baseline.enabled = False
+    config.eval.observation_ratios = (1.0,)
+    exp = classifier.Experiment(config, str(tmp_path))
+    assert next(iter(exp.eval_loader("test")))["video"].shape[2:] == (8, 8, 3)
+    check_results(exp, exp.train_and_evaluate())
+
+
 def test_memory_init_from_missing_checkpoint_is_clear(tmp_path):
     config = maneuvers_memory.get_config("smoke")
     config.data.data_dir = os.environ.get("JAXACT_DATA_DIR", str(tmp_path / "tfds"))

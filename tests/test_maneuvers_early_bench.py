@@ -15,7 +15,10 @@ def test_modes_make_the_configs_they_name():
     assert (full.data.min_fraction, full.data.train_observation) == (1.0, 1.0)
     assert (prefix.data.min_fraction, prefix.data.train_observation) == (0.2, 1.0)
     assert (first.data.min_fraction, first.data.train_observation) == (1.0, 0.3)
-    assert bench.make_config("full", "", 0).data.builder_config == "cues"
+    measured = bench.make_config("full", "", 0)
+    assert measured.data.builder_config == "cues"
+    assert measured.data.target_only and measured.train.num_steps == 2400
+    assert bench.make_config("full", "tiny", 0).train.num_steps == 300  # tiny keeps its budget
     assert first.config_name == "maneuvers_early:train=first30,smoke"
     with pytest.raises(ValueError, match="train='fast'"):
         bench.make_config("fast", "", 0)
