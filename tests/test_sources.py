@@ -199,6 +199,11 @@ def test_maneuvers_state_their_mirror_permutation(data_dir):
         assert transform == pipeline.ClipTransform(
             num_frames=4, train=train, fraction=0.5, min_fraction=0.5, flip_prob=0.5,
             view=pipeline.View(0.25, flip=True), flip_permutation=(0, 2, 1, 4, 3, 5))
+    boxed = sources.make(_data_config("maneuvers", data_dir, target_crop=8, target_only=True,
+                                      target_track=True, stabilize_track=True))
+    assert boxed.transform(False) == pipeline.ClipTransform(
+        num_frames=4, train=False, flip_prob=0.5, flip_permutation=(0, 2, 1, 4, 3, 5),
+        target_crop=8, target_track=True, stabilize_track=True, target_only=True)
     source = data.source("train")
     record = next(source[i] for i in range(len(source)) if source[i]["label"] == 1)  # turn_left
     mirrored = data.transform(False, view=pipeline.View(flip=True))(record, None)
