@@ -91,8 +91,8 @@ def target_zoom(frames: np.ndarray, boxes: np.ndarray, crop: int,
     `size` x `size`, by default the frame size: `[T, H, W, C]` frames and `[T, 4]` normalized
     xyxy boxes -> `[T, size or H, size or W, C]`, the same dtype. Pixels of the window outside the
     frame are zero. A fixed-size view of one target in which its small parts (an indicator lamp)
-    are `H / crop` times larger and always at the same place relative to it; `size=crop` is the
-    window itself."""
+    are `(size or H) / crop` times larger and always at the same place relative to it;
+    `size=crop` is the window itself."""
     frames, boxes = np.asarray(frames), np.asarray(boxes, np.float64)
     t, h, w = frames.shape[:3]
     centre_x = (boxes[:, 0] + boxes[:, 2]) / 2 * w  # [T], pixels
