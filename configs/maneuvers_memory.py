@@ -85,6 +85,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # True: the track without the camera's shake, each frame's whole-pixel shift against the first
     # (pipeline.camera_shift: phase correlation of the frames) taken off the boxes first
     config.data.stabilize_track = False
+    # > 0: this many more clips of the train seed stream join split 'train', rendered into memory
+    # at start-up (about 0.8 MB a cue clip): more clips than a TFDS split holds without TF
+    config.data.extra_train_clips = 0
     config.data.num_threads = 2  # loader threads
     config.data.prefetch = 4  # batches prefetched
 

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxact.data import builders, classroom, pipeline, sources, video_io
+from jaxact.data import builders, classroom, maneuvers, pipeline, sources, video_io
 
 # Small splits of the tiny presets, so that the module renders a few clips only.
 SMALL = {"num_train": 4, "num_validation": 1, "num_test": 2}
@@ -208,3 +208,23 @@ def test_maneuvers_state_their_mirror_permutation(data_dir):
     record = next(source[i] for i in range(len(source)) if source[i]["label"] == 1)  # turn_left
     mirrored = data.transform(False, view=pipeline.View(flip=True))(record, None)
     assert mirrored["label"] == 2  # turn_right
+
+
+def test_extra_train_clips_continue_the_train_seed_stream(data_dir):
+    plain = sources.make(_data_config("maneuvers", data_dir))
+    more = sources.make(_data_config("maneuvers", data_dir, extra_train_clips=2))
+    stored, train = plain.source("train"), more.source("train")
+    assert len(train) == len(stored) + 2 and more.source("train") is train  # rendered once
+    np.testing.assert_array_equal(train[0]["video"], stored[0]["video"])
+    np.testing.assert_array_equal(train[-1]["video"], train[len(stored) + 1]["video"])
+    render = more.builder.builder_config.render
+    for index in (len(stored), len(stored) + 1):  # as a larger split would hold them
+        clip = maneuvers.render_clip(builders.example_seed("train", index), index % 6, render)
+        np.testing.assert_array_equal(train[index]["video"], clip["video"])
+        np.testing.assert_array_equal(train[index]["boxes"], clip["boxes"])
+        assert train[index]["label"] == clip["label"]
+    with pytest.raises(IndexError):
+        train[len(train)]
+    assert len(more.source("test")) == len(plain.source("test"))
+    with pytest.raises(ValueError, match="data.extra_train_clips must be >= 0"):
+        sources.make(_data_config("maneuvers", data_dir, extra_train_clips=-1))

@@ -52,12 +52,32 @@ def observed_fractions(config, train: bool, fraction: float) -> tuple[float, flo
     return fraction, config.min_fraction
 
 
+class _Concatenated:
+    """Random access over one sequence of records followed by another."""
+
+    def __init__(self, first, rest):
+        self._first, self._rest = first, rest
+
+    def __len__(self) -> int:
+        return len(self._first) + len(self._rest)
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"record {index} of {len(self)}")
+        index %= len(self)
+        first = len(self._first)
+        return self._first[index] if index < first else self._rest[index - first]
+
+
 class SyntheticVideos:
     """A built-in TFDS dataset of labelled clips (`data.name` a key of `builders.BUILDERS` whose
     records hold a `label`: maneuvers), uint8 `[T, H, W, 3]` with per-frame `boxes` `[T, 4]`.
 
     The builder class states the mirror image of each class (`FLIP_PERMUTATION`; None: every
     class is its own), which training flips and mirrored test views apply to the label.
+    `data.extra_train_clips` > 0 appends that many more clips of the train seed stream to split
+    'train' (the indices past the split's end), rendered once into memory when the split is
+    first read: more training clips than TFDS can write without TensorFlow (~1 GB a split).
     """
 
     def __init__(self, config):
@@ -66,9 +86,21 @@ class SyntheticVideos:
         self.class_names = list(self.builder.CLASS_NAMES)
         self.description = f"{config.name}/{config.builder_config}"
         self._label_flip = builders.BUILDERS[config.name].FLIP_PERMUTATION
+        self._extra_train_clips = int(config.get("extra_train_clips", 0))
+        if self._extra_train_clips < 0:
+            raise ValueError(f"data.extra_train_clips must be >= 0, got {self._extra_train_clips}")
+        self._train = None
 
     def source(self, split: str):
-        return self.builder.as_data_source(split)
+        stored = self.builder.as_data_source(split)
+        if split != "train" or not self._extra_train_clips:
+            return stored
+        if self._train is None:
+            first = len(stored)
+            extra = [record for _, record in self.builder.render_examples(
+                "train", range(first, first + self._extra_train_clips))]
+            self._train = _Concatenated(stored, extra)
+        return self._train
 
     def bayes_limit(self, ratios) -> dict[str, float] | None:
         """The Bayes-optimal top-1 from the first `ratio` of a clip, per ratio ("0.2": acc), where
