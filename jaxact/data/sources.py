@@ -92,13 +92,12 @@ class SyntheticVideos:
         self._train = None
 
     def source(self, split: str):
-        stored = self.builder.as_data_source(split)
         if split != "train" or not self._extra_train_clips:
-            return stored
+            return self.builder.as_data_source(split)
         if self._train is None:
-            first = len(stored)
+            stored = self.builder.as_data_source(split)
             extra = [record for _, record in self.builder.render_examples(
-                "train", range(first, first + self._extra_train_clips))]
+                "train", range(len(stored), len(stored) + self._extra_train_clips))]
             self._train = _Concatenated(stored, extra)
         return self._train
 
