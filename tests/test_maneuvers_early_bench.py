@@ -18,7 +18,9 @@ def test_modes_make_the_configs_they_name():
     measured = bench.make_config("full", "", 0)
     assert measured.data.builder_config == "cues"
     assert measured.data.target_only and measured.train.num_steps == 2400
-    assert bench.make_config("full", "tiny", 0).train.num_steps == 300  # tiny keeps its budget
+    assert measured.data.extra_train_clips == 4800
+    tiny = bench.make_config("full", "tiny", 0)
+    assert (tiny.train.num_steps, tiny.data.extra_train_clips) == (300, 0)  # tiny keeps its budget
     assert first.config_name == "maneuvers_early:train=first30,smoke"
     with pytest.raises(ValueError, match="train='fast'"):
         bench.make_config("fast", "", 0)
