@@ -77,7 +77,7 @@ from benchmarks.machine import cpu_cores, machine_description, now
 from configs import maneuvers_memory
 from jaxact import files, settings
 from jaxact.models import memory as memlib
-from jaxact.models.recurrent_encoder import Im2ColConv
+from jaxact.models.recurrent_encoder import Im2ColConv, PatchConv
 from jaxact.train import classifier, parallel
 from jaxact.train.state import count_params
 
@@ -522,9 +522,10 @@ def layer_timers(config, shape, batch_size: int) -> dict:
     def stem(k, x):
         return lax.conv_general_dilated(x, k, (p, p), "VALID", dimension_numbers=dn)
 
+    patch_conv = PatchConv(widths[0], p)
+
     def stem_mm(k, x):
-        y = x.reshape(n, hp, p, wp, p, c).transpose(0, 1, 3, 2, 4, 5)
-        return y.reshape(n, hp, wp, p * p * c) @ k.reshape(-1, k.shape[-1])
+        return patch_conv.apply({"params": {"kernel": k, "bias": jnp.zeros(k.shape[-1])}}, x)
 
     def conv(k, x):
         return lax.conv_general_dilated(x, k, (2, 2), pads, dimension_numbers=dn)
