@@ -16,8 +16,8 @@ that carry the cues: the 16-pixel window around the target instead of the frame
 (`data.target_crop`, `data.target_only`: the indicator lamps, the car's look) and its box track
 (`data.target_track`: braking and drift as numbers); 2,400 steps (450 pre-training), which
 the small input makes cheaper than 800 steps on whole frames; and 6,000 training clips (the
-stored 1,200 plus 4,800 rendered at start-up, `data.extra_train_clips`). All were chosen on the validation
-split (docs/results_maneuvers.md). `:tiny` / `:smoke` as in maneuvers_memory (smoke:
+stored 1,200 plus 4,800 rendered at start-up, `data.extra_train_clips`). All were chosen on
+the validation split (docs/results_maneuvers.md). `:tiny` / `:smoke` as in maneuvers_memory (smoke:
 `maneuvers/tiny`, no cues).
 
 Expected (test, centre view, mean of seeds 0-2, 2026-12-07; ~5 min a run on 2 CPU cores):
