@@ -42,6 +42,7 @@ def test_classifier_trains_in_bfloat16(data_dir, tmp_path, check_results):
     check_results(exp, results)  # restored bfloat16 models give the numbers results.json holds
 
 
+@pytest.mark.slow  # ~77 s of a worker; the classifier's bfloat16 run stays in the default suite
 def test_detector_trains_in_bfloat16(data_dir, tmp_path):
     config = classroom_detector.get_config("smoke")
     config.data.data_dir = data_dir
