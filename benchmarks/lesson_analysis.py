@@ -10,6 +10,8 @@ when a ground truth of the same seed and length is there. The detector's whole-l
 writes its report to LESSONS_ROOT/seed_S/report, and the lesson's metrics go to
 LESSONS_ROOT/seed_S/metrics.json; a metrics.json of the same run and length is read instead of
 analysing again, so an interrupted sitting resumes. Prints a table and writes `--lesson_json`.
+`--calibration=benchmarks/results/analysis_calibration.json` analyses with the per-behaviour
+thresholds chosen there (`benchmarks.analysis_calibration`) instead of the run's own.
 
 Everything is scored at the analysed keyframes (every `analyze.stride` frames), against the
 ground-truth frame of the keyframe; people hidden in a frame are not in it.
@@ -46,7 +48,8 @@ ground-truth frame of the keyframe; people hidden in a frame are not in it.
       lesson, outside the timing (the steady state of a long video).
       Pooled: summed lesson seconds over summed wall seconds.
 
-JSON: `{"date", "machine", "workdir", "config_name", "seeds", "seconds", "per_behaviour": {name:
+JSON: `{"date", "machine", "workdir", "config_name", "seeds", "seconds", "calibration",
+"per_behaviour_settings" (the analysis' per-behaviour overrides), "per_behaviour": {name:
 {"count_mae", "interval_f1", "tp", "fp", "fn"}}, "interval_f1_all", "per_student_accuracy",
 "seat_accuracy", "idf1", "mota", "id_switches", "realtime_factor", "rules", "lessons":
 [per-lesson rows]}`;
@@ -77,6 +80,9 @@ _LESSONS_ROOT = flags.DEFINE_string("lessons_root", "", "Lessons go to LESSONS_R
                                     "(default: RUN/lessons).")
 _LESSON_JSON = flags.DEFINE_string("lesson_json", "benchmarks/results/lesson_analysis.json",
                                    "Where the table's JSON goes.")
+_CALIBRATION = flags.DEFINE_string(
+    "calibration", "", "A benchmarks.analysis_calibration JSON: analyse with its per-behaviour "
+    "settings instead of the run's `analyze.per_behaviour`.")
 
 MOT_IOU = 0.5  # motmetrics' max distance is 1 - MOT_IOU
 INTERVAL_IOU = 0.5
@@ -303,19 +309,19 @@ def match_tracks(pairs: Mapping) -> dict:
 # ----------------------------------------------------------------------------- one lesson
 
 
-def evaluate_lesson(truth: Mapping, analysis: Mapping, tracks: Sequence[tracking.Track],
-                    keyframe_times: Sequence[float]) -> dict:
-    """Metrics of one lesson (module docstring). `truth`: `parse_ground_truth`; `analysis`:
-    `report.analyze`; `tracks`: the tracks behind it (per-keyframe boxes); `keyframe_times`:
-    every analysed keyframe, also those without a detection."""
-    names = list(analysis["meta"]["class_names"])
-    dt = float(analysis["meta"]["keyframe_spacing"])
-    fps, ids = truth["fps"], truth["ids"]
-    rows = [int(round(t * fps)) for t in keyframe_times]
+def keyframe_rows(truth: Mapping, keyframe_times: Sequence[float]) -> list[int]:
+    """Ground-truth frame row of each analysed keyframe time (they must coincide)."""
+    rows = [int(round(t * truth["fps"])) for t in keyframe_times]
     if any(r >= len(truth["times"]) or abs(truth["times"][r] - t) > 1e-6
            for r, t in zip(rows, keyframe_times, strict=True)):
         raise ValueError("keyframe times do not fall on ground-truth frames")
+    return rows
 
+
+def track_students(truth: Mapping, tracks: Sequence[tracking.Track], rows: Sequence[int]
+                   ) -> tuple[dict, dict]:
+    """(motmetrics counts, student id -> track id) of the `tracks` at the keyframe `rows`."""
+    fps, ids = truth["fps"], truth["ids"]
     at = {}  # frame row -> (track ids, boxes) of the tracks detected there
     for track in tracks:
         for t, box in zip(track.times, track.boxes, strict=True):
@@ -327,30 +333,52 @@ def evaluate_lesson(truth: Mapping, analysis: Mapping, tracks: Sequence[tracking
         frames.append(([ids[c] for c in seen], truth["boxes"][r, seen],
                        [h for h, _ in hyp], np.array([b for _, b in hyp]).reshape(-1, 4)))
     acc = mot_accumulator(frames)
-    counts = mot_counts(acc)
-    assignment = match_tracks(mot_pairs(acc))
+    return mot_counts(acc), match_tracks(mot_pairs(acc))
 
-    predicted = {tr["id"]: {n: [(iv["start"], iv["end"]) for iv in tr["behaviours"][n]]
-                            for n in names} for tr in analysis["tracks"]}
+
+def predicted_intervals(analysis: Mapping) -> dict:
+    """track id -> {behaviour: [(start, end)]} of a report."""
+    names = analysis["meta"]["class_names"]
+    return {tr["id"]: {n: [(iv["start"], iv["end"]) for iv in tr["behaviours"][n]]
+                       for n in names} for tr in analysis["tracks"]}
+
+
+def behaviour_metrics(truth: Mapping, analysis: Mapping, assignment: Mapping) -> dict:
+    """{behaviour: {"count_mae", "abs_error", "num_seconds", "tp", "fp", "fn",
+    "interval_f1"}} of a report against the truth, tracks paired with students by
+    `assignment` (`track_students`)."""
+    names = list(analysis["meta"]["class_names"])
+    dt = float(analysis["meta"]["keyframe_spacing"])
     true = {pid: {n: true_intervals(truth["on"][n][:, c], truth["visible"][:, c], truth["times"])
-                  for n in names if n in truth["on"]} for c, pid in enumerate(ids)}
-    per_behaviour = {}
-    for name, c in interval_counts(predicted, true, assignment, names, dt).items():
+                  for n in names if n in truth["on"]} for c, pid in enumerate(truth["ids"])}
+    out = {}
+    for name, c in interval_counts(predicted_intervals(analysis), true, assignment, names,
+                                   dt).items():
         pred = analysis["per_behaviour"][name]["count_per_second"]
         on = truth["on"].get(name, np.zeros_like(truth["visible"]))
         real = true_counts_per_second(on, truth["visible"], truth["times"], truth["duration"])
-        per_behaviour[name] = {"count_mae": count_mae(pred, real),
-                               "abs_error": int(np.abs(np.asarray(pred) - real).sum()),
-                               "num_seconds": len(real), **c,
-                               "interval_f1": f1_score(c["tp"], c["fp"], c["fn"])}
-    correct, total = student_accuracy(truth, rows, predicted, assignment)
+        out[name] = {"count_mae": count_mae(pred, real),
+                     "abs_error": int(np.abs(np.asarray(pred) - real).sum()),
+                     "num_seconds": len(real), **c, "interval_f1": f1_score(c["tp"], c["fp"], c["fn"])}
+    return out
+
+
+def evaluate_lesson(truth: Mapping, analysis: Mapping, tracks: Sequence[tracking.Track],
+                    keyframe_times: Sequence[float]) -> dict:
+    """Metrics of one lesson (module docstring). `truth`: `parse_ground_truth`; `analysis`:
+    `report.analyze`; `tracks`: the tracks behind it (per-keyframe boxes); `keyframe_times`:
+    every analysed keyframe, also those without a detection."""
+    dt = float(analysis["meta"]["keyframe_spacing"])
+    rows = keyframe_rows(truth, keyframe_times)
+    counts, assignment = track_students(truth, tracks, rows)
+    correct, total = student_accuracy(truth, rows, predicted_intervals(analysis), assignment)
     seat_of = {tr["id"]: tuple(tr["seat"]) for tr in analysis["tracks"]}
     seats_right = sum(seat_of[track] == truth["seats"][student]
                       for student, track in assignment.items())
-    return {"num_students": len(ids), "num_tracks": len(analysis["tracks"]),
+    return {"num_students": len(truth["ids"]), "num_tracks": len(analysis["tracks"]),
             "matched_students": len(assignment), "num_keyframes": len(rows),
             "keyframe_spacing": dt, **mot_scores(counts), "mot": counts,
-            "per_behaviour": per_behaviour,
+            "per_behaviour": behaviour_metrics(truth, analysis, assignment),
             "per_student_accuracy": correct / total if total else None,
             "accuracy_counts": {"correct": correct, "total": total},
             "seat_accuracy": seats_right / len(assignment) if assignment else None,
@@ -389,10 +417,12 @@ class Analyzer:
     `Experiment.analyze` does (its `LessonAnalyzer`), keeping the keyframe detections and the
     tracks that the report is made of."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, per_behaviour: Mapping | None = None):
         from jaxact.train import get_experiment, loop
 
         self.config = loop.read_config(workdir)
+        if per_behaviour is not None:
+            self.config.analyze.per_behaviour = dict(per_behaviour)
         exp = get_experiment(self.config.experiment)(self.config, workdir)
         start = time.perf_counter()
         self.runner = exp.analyzer()
@@ -410,31 +440,53 @@ class Analyzer:
                 "seconds": out["seconds"]}
 
 
-def lesson_row(analyzer_factory, workdir: str, seed: int, seconds: float, lesson_dir: str) -> dict:
-    """One lesson's metrics: its metrics.json when it holds this run and length, else the
-    lesson is written (unless there) and analysed. `analyzer_factory()`: the `Analyzer`."""
+def ensure_lesson(seed: int, seconds: float, lesson_dir: str) -> tuple[str, dict]:
+    """(lesson.mp4 path, ground_truth.json) of lesson `seed`, written unless already there."""
     from jaxact.data.lessons import LessonConfig, write_lesson
-    from jaxact.train import loop
 
-    metrics_path = os.path.join(lesson_dir, "metrics.json")
-    done = read_json(metrics_path)
-    if (done and done.get("workdir") == workdir and done.get("seconds") == seconds
-            and "seat_counts" in done):  # rows from before seat_accuracy are analysed again
-        return done
     video = os.path.join(lesson_dir, "lesson.mp4")
     gt = read_json(os.path.join(lesson_dir, "ground_truth.json"))
     if not (os.path.exists(video) and gt and gt["seed"] == seed and gt["seconds"] == seconds):
         write_lesson(seed, LessonConfig(seconds=seconds), lesson_dir)
         gt = read_json(os.path.join(lesson_dir, "ground_truth.json"))
+    return video, gt
+
+
+def lesson_row(analyzer_factory, workdir: str, seed: int, seconds: float, lesson_dir: str,
+               per_behaviour: Mapping | None = None) -> dict:
+    """One lesson's metrics: its metrics.json when it holds this run, length and
+    `per_behaviour` override, else the lesson is written (unless there) and analysed.
+    `analyzer_factory()`: the `Analyzer`."""
+    from jaxact.train import loop
+
+    metrics_path = os.path.join(lesson_dir, "metrics.json")
+    done = read_json(metrics_path)
+    if (done and done.get("workdir") == workdir and done.get("seconds") == seconds
+            and done.get("per_behaviour_override") == per_behaviour
+            and "seat_counts" in done):  # rows from before seat_accuracy are analysed again
+        return done
+    video, gt = ensure_lesson(seed, seconds, lesson_dir)
     analyzer = analyzer_factory()
     out = analyzer.analyze(video, os.path.join(lesson_dir, "report"))
-    row = {"seed": seed, "seconds": seconds, "workdir": workdir, "date": now(),
+    row = {"seed": seed, "seconds": seconds, "workdir": workdir,
+           "per_behaviour_override": per_behaviour, "date": now(),
            "machine": machine_description(), "analyze_seconds": out["seconds"],
            "realtime_factor": seconds / out["seconds"],
            **evaluate_lesson(parse_ground_truth(gt), out["analysis"], out["tracks"],
                              out["keyframe_times"])}
     loop.write_json(metrics_path, row)
     return row
+
+
+def read_calibration(path: str) -> dict:
+    """The chosen `per_behaviour` settings of a `benchmarks.analysis_calibration` JSON."""
+    got = read_json(path)
+    if got is None:
+        raise FileNotFoundError(f"--calibration={path}: no such file")
+    if not isinstance(got.get("per_behaviour_settings"), Mapping):
+        raise ValueError(f"--calibration={path}: no 'per_behaviour_settings' object; is it "
+                         "a benchmarks.analysis_calibration JSON?")
+    return got["per_behaviour_settings"]
 
 
 def _num(v, fmt=".3f") -> str:
@@ -467,26 +519,32 @@ def format_table(table: Mapping) -> str:
 
 
 def run_benchmark(workdir: str, seeds: Sequence[int], seconds: float, lessons_root: str,
-                  output: str) -> dict:
+                  output: str, calibration: str = "") -> dict:
     from jaxact.train import loop
 
     config = loop.read_config(workdir)
+    per_behaviour = None
+    if calibration:
+        per_behaviour = read_calibration(calibration)
     analyzer = []  # built on the first lesson that needs it: resumed sittings skip the model
 
     def factory():
         if not analyzer:
-            analyzer.append(Analyzer(workdir))
+            analyzer.append(Analyzer(workdir, per_behaviour))
         return analyzer[0]
 
     lessons = []
     for seed in seeds:
         print(f"lesson seed {seed} ({seconds:g} s)", flush=True)
         lessons.append(lesson_row(factory, workdir, seed, seconds,
-                                  os.path.join(lessons_root, f"seed_{seed}")))
+                                  os.path.join(lessons_root, f"seed_{seed}"), per_behaviour))
     names = list(lessons[0]["per_behaviour"])
     table = {"date": now(), "machine": machine_description(), "workdir": workdir,
              "config_name": config.get("config_name", ""), "seeds": list(seeds),
-             "seconds": seconds, **aggregate(lessons, names), "rules": RULES,
+             "seconds": seconds, "calibration": calibration or None,
+             "per_behaviour_settings": (config.analyze.per_behaviour.to_dict()
+                                        if per_behaviour is None else per_behaviour),
+             **aggregate(lessons, names), "rules": RULES,
              "lessons": lessons}
     loop.write_json(output, table)
     print("\n" + format_table(table))
@@ -502,7 +560,8 @@ def main(argv):
         raise app.UsageError("--lesson_seeds: need at least one seed")
     logging.set_verbosity(logging.WARNING)
     run_benchmark(_RUN.value, [int(s) for s in _LESSON_SEEDS.value], _LESSON_SECONDS.value,
-                  _LESSONS_ROOT.value or os.path.join(_RUN.value, "lessons"), _LESSON_JSON.value)
+                  _LESSONS_ROOT.value or os.path.join(_RUN.value, "lessons"), _LESSON_JSON.value,
+                  _CALIBRATION.value)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Model, loss, train, eval and analyze sections: those of the classroom detector.
     config = classroom_detector.get_config(f"{size},fusion={variant.fusion}")
     config.config_name = "ava_detector" + (f":{arg}" if arg else "")
+    # The classroom's per-behaviour thresholds name its behaviours; AVA's are others.
+    config.analyze.per_behaviour = ml_collections.ConfigDict()
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "ava_format"  # jaxact.data.ava_format.AvaFormat

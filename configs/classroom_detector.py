@@ -6,9 +6,11 @@
   python launch.py --config=configs/classroom_detector.py --workdir=DIR --mode=predict --video=clip.npy
 
 Expected on the `classroom/default` test split (400 clips), 2 CPU cores: frame-mAP@0.5 about
-0.76 and person AP@0.5 about 0.965 after about 15 minutes of training (1,000 steps at batch 8;
-the Gram-fusion head with corner L1, mean of 2 seeds in the head ablation); measured numbers:
-docs/results_classroom.md.
+0.88 and person AP@0.5 about 0.98 after about 40 minutes of training (2,000 steps at batch 8;
+the Gram-fusion head with corner L1; 0.882 +- 0.007 over 2 seeds, 2026-12-07). On the held-out
+generated lessons (`benchmarks/lesson_analysis.py`) its `--mode=analyze` report reaches IDF1
+about 0.95 and raised-hand interval F1 about 0.62 at over 4x real time. Measured numbers and
+how the step count and `analyze.per_behaviour` were chosen: docs/results_classroom.md.
 
 `:tiny` trains a small detector for 250 steps on `classroom/small` (300 train clips at 64 px,
 32 test; generated on first use). Measured with the default (Gram) head on 2 CPU cores shared
@@ -42,6 +44,15 @@ GATES = ("off", "head", "backbone", "both")
 # mean frame-mAP over 2 seeds among the settings with frame-mAP >= 0.70, person AP50 >= 0.90
 # and <= 20 min of training on 2 CPU cores.
 DEFAULT_FUSION = "gram"
+# benchmarks/results/analysis_calibration.json "per_behaviour_settings" (2026-12-07: the default
+# detector, 2 seeds, validation lessons 200-203).
+CALIBRATED_THRESHOLDS = {
+    "sit": {"smooth_seconds": 1.0, "on": 0.3, "off": 0.2, "min_duration": 0.5},
+    "raise_hand": {"smooth_seconds": 1.0, "on": 0.2, "off": 0.1, "min_duration": 0.5},
+    "stand": {"smooth_seconds": 0.0, "on": 0.7, "off": 0.4667, "min_duration": 1.0},
+    "write": {"smooth_seconds": 0.0, "on": 0.3, "off": 0.15, "min_duration": 1.0},
+    "turn_to_neighbour": {"smooth_seconds": 0.0, "on": 0.4, "off": 0.32, "min_duration": 1.0},
+}
 DEFAULT_L1_COORDS = "xyxy"
 
 
@@ -131,7 +142,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.loss.reuse_cost = 0.0  # cost of a reused channel in that count (0: not recomputed)
     config.loss.relation = 0.1  # weight of the grouping-similarity reward (relation only)
 
-    config.train.num_steps = 1000  # about 7 epochs of the 1,100 training clips
+    # About 15 epochs of the 1,100 training clips; 1,000 steps (the ablation's budget) left
+    # raised hands and turns under-trained (docs/results_classroom.md).
+    config.train.num_steps = 2000
     config.train.batch_size = 8  # global batch, split over all devices and hosts
     config.train.learning_rate = 1e-3  # peak AdamW learning rate (small model, trained from scratch)
     config.train.warmup_steps = 100  # linear warmup: set losses are noisy while matching settles
@@ -159,6 +172,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.analyze.map_size = 64  # maps.npz: behaviour maps per keyframe at this size (0: none)
     config.analyze.video = True  # write annotated.mp4 (a second decoding pass)
     config.analyze.merge_iou = 0.5  # broken tracks whose mean boxes overlap this much join
+    # Behaviour name -> its own smooth_seconds / on / off / min_duration (AnalysisSettings),
+    # replacing the shared values above. These were picked for the default detector on
+    # validation lessons by `python -m benchmarks.analysis_calibration` (its JSON in
+    # benchmarks/results/); the detector is less sure of raised hands and turns than of sitting.
+    config.analyze.per_behaviour = ml_collections.ConfigDict(CALIBRATED_THRESHOLDS)
 
     config.eval.batch_size = 16  # global eval batch (the last one is padded and masked)
     config.eval.split = "test"  # split reported in results.json

@@ -243,6 +243,7 @@ def test_target_track_trains_end_to_end_and_needs_boxes_to_predict(tiny_run, tmp
         exp.predict_video(clip)
 
 
+@pytest.mark.slow  # ~40 s of a worker; the window itself is tested in test_pipeline.py
 def test_target_window_alone_trains_end_to_end(tiny_run, tmp_path, check_results):
     config = maneuvers_memory.get_config("smoke")
     config.data.data_dir = tiny_run[0].data.data_dir

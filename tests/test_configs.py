@@ -210,3 +210,19 @@ def test_detector_adaptive_variants():
                        ("fusion=sum,gate=all", "gate='all'")):
         with pytest.raises(ValueError, match=match):
             classroom_detector.get_config(bad)
+
+
+def test_classroom_analysis_thresholds_are_the_calibrated_ones():
+    import json
+
+    from configs import ava_detector, classroom_detector
+    from jaxact.analysis import report
+
+    path = CONFIG_DIR.parent / "benchmarks" / "results" / "analysis_calibration.json"
+    calibrated = json.loads(path.read_text())["per_behaviour_settings"]
+    per_behaviour = classroom_detector.get_config().analyze.per_behaviour.to_dict()
+    assert per_behaviour == calibrated
+    settings = report.AnalysisSettings(per_behaviour=per_behaviour)
+    settings.check_behaviours(builders.BUILDERS["classroom"].CLASS_NAMES)
+    # AVA's behaviours are others: the classroom's thresholds must not follow it there.
+    assert ava_detector.get_config("smoke").analyze.per_behaviour.to_dict() == {}

@@ -279,6 +279,24 @@ def test_gate_and_relations_train_end_to_end_in_one_trace(tmp_path):
             "temperature"} <= logged, sorted(logged)
 
 
+def test_analysis_settings_per_behaviour(tiny_run):
+    import ml_collections
+
+    config, workdir, _ = tiny_run
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.analyze.per_behaviour = ml_collections.ConfigDict(
+        {"raise_hand": {"on": 0.5, "off": 0.2}})
+    settings = detector.Experiment(config, workdir).analysis_settings()
+    assert settings.for_behaviour("raise_hand") == {
+        "smooth_seconds": config.analyze.smooth_seconds, "on": 0.5, "off": 0.2,
+        "min_duration": config.analyze.min_duration}
+    assert settings.for_behaviour("stand")["on"] == config.analyze.on
+    # A misspelt behaviour fails before the checkpoint is restored, naming it.
+    config.analyze.per_behaviour = ml_collections.ConfigDict({"raise_hands": {"on": 0.5}})
+    with pytest.raises(ValueError, match="unknown behaviour\\(s\\) raise_hands"):
+        detector.Experiment(config, workdir).analyzer()
+
+
 def test_analyze_command_writes_the_lesson_report(tiny_run, tmp_path):
     """`launch.py --mode=analyze --video=lesson.mp4` on a trained workdir streams the lesson
     through the detector and writes the report (format only: the smoke model finds nobody)."""

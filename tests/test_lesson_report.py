@@ -158,6 +158,45 @@ def test_min_duration_and_max_gap():
     assert _spans(right, "raise_hand") == [(4.0, 5.0), (7.0, 8.5)]
 
 
+def test_per_behaviour_settings_change_only_their_behaviour():
+    # The flicker (one keyframe at 1.0, smoothed to 0.4) opens a raised hand once raise_hand's
+    # own `on` is 0.4; other behaviours keep the shared thresholds.
+    own = report.AnalysisSettings(per_behaviour={"raise_hand": {"on": 0.4, "off": 0.3}})
+    left = report.analyze(_lesson(), NAMES, DURATION, own)["tracks"][0]
+    assert _spans(left, "raise_hand") == [(14.5, 15.5)]
+    shared = report.analyze(_lesson(), NAMES, DURATION)["tracks"][0]
+    for name in NAMES:
+        if name != "raise_hand":
+            assert left["behaviours"][name] == shared["behaviours"][name]
+    # The same thresholds shared by every behaviour open the same raised hand.
+    everyone = report.AnalysisSettings(on=0.4, off=0.3)
+    assert _spans(report.analyze(_lesson(), NAMES, DURATION, everyone)["tracks"][0],
+                  "raise_hand") == [(14.5, 15.5)]
+    assert own.for_behaviour("stand") == {"smooth_seconds": 1.0, "on": 0.6, "off": 0.4,
+                                          "min_duration": 0.5}
+    assert own.for_behaviour("raise_hand")["on"] == 0.4
+    assert report.AnalysisSettings.from_dict(json.loads(json.dumps(
+        report.analyze(_lesson(), NAMES, DURATION, own)["meta"]["settings"]))) == own
+
+
+@pytest.mark.parametrize("per_behaviour, match", [
+    ({"raise_hand": {"onn": 0.5}}, r"per_behaviour\.raise_hand: unknown field\(s\) onn"),
+    ({"raise_hand": {"on": -0.1}}, r"per_behaviour\.raise_hand\.on must be"),
+    ({"raise_hand": {"off": 0.7}}, r"per_behaviour\.raise_hand: off \(0\.7\) must be <= on"),
+    ({"raise_hand": 0.5}, r"per_behaviour\.raise_hand must be a mapping"),
+    ([("raise_hand", {})], r"per_behaviour must map")])
+def test_bad_per_behaviour_settings_name_the_field(per_behaviour, match):
+    with pytest.raises(ValueError, match=match):
+        report.AnalysisSettings(per_behaviour=per_behaviour)
+
+
+def test_per_behaviour_names_an_unknown_behaviour():
+    settings = report.AnalysisSettings(per_behaviour={"raise_hands": {"on": 0.5}})
+    with pytest.raises(ValueError, match="unknown behaviour\\(s\\) raise_hands; the detector's "
+                                         "are sit, raise_hand"):
+        report.analyze(_lesson(), NAMES, DURATION, settings)
+
+
 def _files(folder):
     return sorted(os.listdir(folder))
 

@@ -34,13 +34,32 @@ from jaxact.evaluation.behaviour_maps import behaviour_colours
 _SLACK = 1e-9  # keeps an interval of exactly min_duration despite rounding of times
 
 
+# Fields of AnalysisSettings that `AnalysisSettings.per_behaviour` may set per behaviour.
+BEHAVIOUR_FIELDS = ("smooth_seconds", "on", "off", "min_duration")
+
+
+def _is_number(v) -> bool:
+    # bool is a number too, but a flag here is always a mistake.
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _non_negative(where: str, v) -> float:
+    if not (_is_number(v) and v >= 0):
+        raise ValueError(f"{where} must be a finite number >= 0, got {v!r}")
+    return float(v)  # numpy scalars would not go into JSON
+
+
 @dataclasses.dataclass(frozen=True)
 class AnalysisSettings:
     """``smooth_seconds``: moving-average window of the behaviour scores; ``on`` / ``off``:
     hysteresis thresholds; ``min_duration``: shortest interval kept (seconds, module docstring);
     ``max_gap``: an interval closes across a detection gap longer than this (None: never);
     ``merge_iou``: tracks broken by a long gap join when their mean boxes overlap this much
-    (`tracking.merge_fragments`; above 1: never)."""
+    (`tracking.merge_fragments`; above 1: never). ``per_behaviour``: behaviour name -> some of
+    `BEHAVIOUR_FIELDS` that replace the shared values for that behaviour, e.g.
+    ``{"turn_to_neighbour": {"on": 0.4, "off": 0.3}}``: a detector's scores are not equally
+    confident for every behaviour, so one pair of thresholds misses the weaker ones (calibrate
+    on labelled lessons: `benchmarks/analysis_calibration.py`)."""
 
     tracker: tracking.TrackerSettings = dataclasses.field(default_factory=tracking.TrackerSettings)
     smooth_seconds: float = 1.0
@@ -49,6 +68,7 @@ class AnalysisSettings:
     min_duration: float = 0.5
     max_gap: float | None = 2.0
     merge_iou: float = 0.5
+    per_behaviour: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.tracker, tracking.TrackerSettings):
@@ -57,14 +77,44 @@ class AnalysisSettings:
             v = getattr(self, name)
             if name == "max_gap" and v is None:
                 continue
-            # bool is a number too, but a flag here is always a mistake.
-            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-            if not (ok and v >= 0 and (name != "max_gap" or v > 0)):
-                raise ValueError(f"AnalysisSettings.{name} must be a finite number "
-                                 f"{'> 0' if name == 'max_gap' else '>= 0'}, got {v!r}")
-            object.__setattr__(self, name, float(v))  # numpy scalars would not go into JSON
+            if name == "max_gap" and not (_is_number(v) and v > 0):
+                raise ValueError(f"AnalysisSettings.max_gap must be a finite number > 0, "
+                                 f"got {v!r}")
+            object.__setattr__(self, name, _non_negative(f"AnalysisSettings.{name}", v))
         if self.off > self.on:
             raise ValueError(f"AnalysisSettings.off ({self.off}) must be <= on ({self.on})")
+        if not isinstance(self.per_behaviour, Mapping):
+            raise ValueError(f"AnalysisSettings.per_behaviour must map behaviour names to "
+                             f"settings, got {self.per_behaviour!r}")
+        clean = {}
+        for name, fields in self.per_behaviour.items():
+            where = f"AnalysisSettings.per_behaviour.{name}"
+            if not isinstance(fields, Mapping):
+                raise ValueError(f"{where} must be a mapping of {BEHAVIOUR_FIELDS}, got {fields!r}")
+            unknown = sorted(set(fields) - set(BEHAVIOUR_FIELDS))
+            if unknown:
+                raise ValueError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}; "
+                                 f"known: {', '.join(BEHAVIOUR_FIELDS)}")
+            clean[str(name)] = {k: _non_negative(f"{where}.{k}", v) for k, v in fields.items()}
+            on, off = (clean[str(name)].get(k, getattr(self, k)) for k in ("on", "off"))
+            if off > on:
+                raise ValueError(f"{where}: off ({off}) must be <= on ({on})")
+        object.__setattr__(self, "per_behaviour", clean)
+
+    def __hash__(self):  # per_behaviour is a dict
+        return hash(json.dumps(dataclasses.asdict(self), sort_keys=True))
+
+    def for_behaviour(self, name: str) -> dict[str, float]:
+        """``{field: value}`` of `BEHAVIOUR_FIELDS` that apply to behaviour ``name``."""
+        return {k: self.per_behaviour.get(name, {}).get(k, getattr(self, k))
+                for k in BEHAVIOUR_FIELDS}
+
+    def check_behaviours(self, class_names: Sequence[str]) -> None:
+        """Raises naming ``per_behaviour`` entries that are not among ``class_names``."""
+        unknown = sorted(set(self.per_behaviour) - set(class_names))
+        if unknown:
+            raise ValueError(f"AnalysisSettings.per_behaviour: unknown behaviour(s) "
+                             f"{', '.join(unknown)}; the detector's are {', '.join(class_names)}")
 
     @classmethod
     def from_dict(cls, d: Mapping) -> AnalysisSettings:
@@ -119,6 +169,7 @@ def analyze(keyframes: Iterable[Mapping], class_names: Sequence[str], duration: 
     names = [str(n) for n in class_names]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"class_names must be non-empty and unique: {names}")
+    settings.check_behaviours(names)
     duration = float(duration)
     if not (math.isfinite(duration) and duration >= 0):
         raise ValueError(f"duration must be a finite number >= 0, got {duration}")
@@ -139,12 +190,13 @@ def analyze(keyframes: Iterable[Mapping], class_names: Sequence[str], duration: 
     out_tracks = []
     for (row, col), t in sorted(zip(rc.tolist(), tracks, strict=True),
                                 key=lambda p: (*p[0], p[1].id)):
-        smoothed = intervals.smooth(t.behaviour_scores, t.times, settings.smooth_seconds)
         behaviours = {}
         for a, name in enumerate(names):
+            b = settings.for_behaviour(name)
+            smoothed = intervals.smooth(t.behaviour_scores[:, a], t.times, b["smooth_seconds"])
             found = intervals.hysteresis_intervals(
-                smoothed[:, a], t.times, settings.on, settings.off,
-                min_duration=settings.min_duration - dt - _SLACK, max_gap=settings.max_gap)
+                smoothed, t.times, b["on"], b["off"],
+                min_duration=b["min_duration"] - dt - _SLACK, max_gap=settings.max_gap)
             behaviours[name] = [{"start": iv.start, "end": iv.end, "seconds": iv.end - iv.start + dt,
                                  "mean_score": iv.mean_score} for iv in found]
         out_tracks.append({"id": int(t.id), "seat": [row, col], "seat_name": seats.seat_name(row, col),

@@ -438,7 +438,8 @@ class Experiment(experiment.ExperimentBase):
                                              max_missed=a.max_missed, min_score=a.min_score,
                                              min_hits=a.min_hits),
             smooth_seconds=a.smooth_seconds, on=a.on, off=a.off, min_duration=a.min_duration,
-            max_gap=a.max_gap, merge_iou=a.merge_iou)
+            max_gap=a.max_gap, merge_iou=a.merge_iou,
+            per_behaviour=a.get("per_behaviour", ml_collections.ConfigDict()).to_dict())
 
     def analyzer(self):
         """A `lesson.LessonAnalyzer` of the final parameters, settings from the `analyze` and
@@ -447,6 +448,7 @@ class Experiment(experiment.ExperimentBase):
 
         c = self.config
         settings = self.analysis_settings()  # bad settings fail before anything is restored
+        settings.check_behaviours(self.class_names)
         map_size = c.analyze.map_size
         if map_size < 0:
             raise ValueError(f"analyze.map_size must be >= 0 (0: no maps), got {map_size}")
