@@ -183,6 +183,7 @@ def test_gated_temporal_mixing_keeps_reuses_and_drops_per_norm_group():
                                   mix.apply(params, x)[1].decisions)
 
 
+@pytest.mark.slow  # ~37 s of a worker (compiles both paths of a gated backbone)
 def test_gated_backbone_compact_path_equals_the_masked_one():
     model = VideoResNet(**TINY, gate=True)
     x = _video((2, 4, 32, 32, 3))

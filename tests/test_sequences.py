@@ -571,6 +571,7 @@ def test_flip_view_mirrors_joints_and_keeps_the_label(tmp_path):
         sources.RaggedNpzSequences(config.data).transform(False, view=views[1])
 
 
+@pytest.mark.slow  # ~33 s of a worker; the mirrored view and the split have unit tests here
 def test_memory_classifier_on_a_validation_part_with_the_mirrored_view(tmp_path):
     """Smoke run: trained on 3/4 of the train file, reported on the held-out rest under the
     centre and mirrored views, with every joint feature."""
