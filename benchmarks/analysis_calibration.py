@@ -141,15 +141,8 @@ def score(lessons: Sequence[Lesson], per_behaviour: Mapping | None) -> dict:
             settings = dataclasses.replace(settings, per_behaviour=dict(per_behaviour))
         analysis = report.analyze(lesson.keyframes, lesson.class_names,
                                   lesson.truth["duration"], settings, lesson.tracks)
-        rows.append({"per_behaviour": la.behaviour_metrics(lesson.truth, analysis,
-                                                           lesson.assignment)})
-    out = {}
-    for name in lessons[0].class_names:
-        tp, fp, fn, err, secs = (sum(r["per_behaviour"][name][k] for r in rows)
-                                 for k in ("tp", "fp", "fn", "abs_error", "num_seconds"))
-        out[name] = {"interval_f1": la.f1_score(tp, fp, fn),
-                     "count_mae": err / secs if secs else None, "tp": tp, "fp": fp, "fn": fn}
-    return out
+        rows.append(la.behaviour_metrics(lesson.truth, analysis, lesson.assignment))
+    return {name: la.pool_behaviour([r[name] for r in rows]) for name in lessons[0].class_names}
 
 
 def choose(candidates: Sequence[dict], scores: Sequence[Mapping], own: dict) -> int:
@@ -249,11 +242,12 @@ def run_calibration(workdirs: Sequence[str], seeds: Sequence[int], seconds: floa
 
         config = loop.read_config(workdir)
         exp = get_experiment(config.experiment)(config, workdir)
+        settings = exp.analysis_settings()
         for seed in seeds:
             print(f"{workdir}: lesson seed {seed} ({seconds:g} s)", flush=True)
             keyframes, gt = lesson_keyframes(factory, workdir, seed, seconds,
                                              os.path.join(workdir, "lessons", f"seed_{seed}"))
-            lessons.append(prepare(keyframes, gt, exp.class_names, exp.analysis_settings()))
+            lessons.append(prepare(keyframes, gt, exp.class_names, settings))
     chosen, validation = calibrate(lessons)
     out = {"date": now(), "machine": machine_description(), "runs": list(workdirs),
            "lesson_seeds": list(seeds), "seconds": seconds, "grid": GRID, "rule": RULE,

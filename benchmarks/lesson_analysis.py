@@ -385,16 +385,19 @@ def evaluate_lesson(truth: Mapping, analysis: Mapping, tracks: Sequence[tracking
             "seat_counts": {"correct": int(seats_right), "total": len(assignment)}}
 
 
+def pool_behaviour(rows: Sequence[Mapping]) -> dict:
+    """One behaviour's `behaviour_metrics` of several lessons -> {"count_mae" (summed errors
+    over summed seconds), "interval_f1" (of the summed counts), "tp", "fp", "fn"}."""
+    tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
+    seconds = sum(r["num_seconds"] for r in rows)
+    return {"count_mae": sum(r["abs_error"] for r in rows) / seconds if seconds else None,
+            "interval_f1": f1_score(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn}
+
+
 def aggregate(lessons: Sequence[Mapping], names: Sequence[str]) -> dict:
     """Pooled metrics of per-lesson rows (module docstring)."""
-    per_behaviour = {}
-    for name in names:
-        rows = [r["per_behaviour"][name] for r in lessons]
-        tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
-        seconds = sum(r["num_seconds"] for r in rows)
-        per_behaviour[name] = {"count_mae": sum(r["abs_error"] for r in rows) / seconds
-                               if seconds else None,
-                               "interval_f1": f1_score(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn}
+    per_behaviour = {name: pool_behaviour([r["per_behaviour"][name] for r in lessons])
+                     for name in names}
     correct = sum(r["accuracy_counts"]["correct"] for r in lessons)
     total = sum(r["accuracy_counts"]["total"] for r in lessons)
     wall = sum(r["analyze_seconds"] for r in lessons)
