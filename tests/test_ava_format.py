@@ -375,6 +375,7 @@ def test_spec_reads_annotations_only(exported, tmp_path):
 # ----------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow  # ~40 s of a worker; loading the converted data is tested above
 def test_tiny_detector_trains_on_ava_format_data_end_to_end(exported, tmp_path, monkeypatch):
     import jax
 

@@ -221,6 +221,7 @@ def test_memory_init_from_aux_checkpoint(tiny_run, tmp_path, check_results):
     check_results(exp, results)
 
 
+@pytest.mark.slow  # ~40 s of a worker; the box-track input is tested in test_pipeline.py
 def test_target_track_trains_end_to_end_and_needs_boxes_to_predict(tiny_run, tmp_path,
                                                                      check_results):
     config = maneuvers_memory.get_config("smoke")
