@@ -19,6 +19,11 @@ with a training job (seed 0, 2026-12-06): frame-mAP@0.5 0.069, person AP@0.5 0.1
 default run, but clearly learning. `:smoke`
 is seconds-long, for tests; it does not learn (6 steps on `classroom/tiny`).
 
+`:lessons` fine-tunes a trained detector on `classroom/lessons`, 2 s clips cut from generated
+lessons (keyframes mid-movement, students half hidden, as `--mode=analyze` meets them): 500 steps
+at a lower learning rate, starting from `--config.train.init_from=RUN` (a finished run of the
+same model; without it, 500 steps from scratch).
+
 Variants combine (`:tiny` or `:smoke`, `:resnet50`, `:fusion=gram`, `:gate=both`, `:relation`);
 `fusion=pooled|sum|concat|gram` picks the action head (default `DEFAULT_FUSION`: the decoupled
 head with Gram-matrix channel attention; `pooled` is the reference that pools time and space)
@@ -62,7 +67,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     `FUSIONS`; default `DEFAULT_FUSION`), `gate=WHERE` (one of `GATES`; default 'off') and
     `relation`."""
     variant = common.parse_variant(arg, tiny=False, smoke=False, resnet50=False,
-                                   fusion=DEFAULT_FUSION, gate="off", relation=False)
+                                   fusion=DEFAULT_FUSION, gate="off", relation=False,
+                                   lessons=False)
     if variant.tiny and variant.smoke:
         raise ValueError(f"config variants tiny and smoke exclude each other: {arg!r}")
     if variant.fusion not in FUSIONS:
@@ -78,7 +84,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "classroom"  # builder in jaxact.data.builders.BUILDERS (detection: classroom)
-    config.data.builder_config = "default"  # 'tiny' | 'small' (64 px, 8 frames) | 'default' (128 px)
+    config.data.builder_config = "default"  # 'tiny' | 'small' (64 px, 8 frames) | 'default' | 'lessons'
     config.data.data_dir = common.data_dir()  # TFDS cache directory
     config.data.num_frames = 8  # frames per clip, centred on the keyframe (at num_frames // 2)
     config.data.frame_stride = 1  # gap between sampled frames; the window is clamped to the clip
@@ -155,6 +161,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.temperature_start = 5.0  # Gumbel-softmax temperature of the gate and grouping,
     config.train.temperature_end = 0.5  # annealed exponentially from start to end over training
     config.train.fast_compile = False  # XLA backend opt. level 0: ~2.5x faster compiles, slower steps
+    config.train.init_from = ""  # workdir of a finished run (same model): start from its params
 
     # --mode=analyze: a whole lesson video (jaxact.analysis.report.AnalysisSettings).
     config.analyze = ml_collections.ConfigDict()
@@ -244,6 +251,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.train.fast_compile = True  # compiling, not stepping, is what a smoke run waits for
         config.eval.batch_size = 8
         config.eval.plot_num_clips = 4
+    if variant.lessons:  # fine-tuning on clips cut from lessons (set train.init_from)
+        config.data.builder_config = "lessons"
+        config.train.num_steps = 500
+        config.train.learning_rate = 3e-4
+        config.train.warmup_steps = 50
     if variant.resnet50:  # the ResNet-50-sized preset; needs an accelerator
         config.model.update(PRESETS["resnet50"])
         config.train.batch_size = 16

@@ -21,7 +21,7 @@ from jaxact.train import EXPERIMENTS, classifier, experiment, get_experiment
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
 # Variants beyond '', 'tiny' and 'smoke'.
-EXTRA_VARIANTS = {"classroom_detector": ("resnet50", "fusion=concat", "gate=backbone",
+EXTRA_VARIANTS = {"classroom_detector": ("resnet50", "fusion=concat", "gate=backbone", "lessons",
                                           "fusion=gram,gate=both,relation"),
                   "jhmdb_memory": ("split=2", "split=3,tiny", "split=2,smoke"),
                   "ava_detector": ("fusion=pooled", "smoke,fusion=sum")}

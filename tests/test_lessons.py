@@ -175,3 +175,45 @@ def test_script(tmp_path, entry):
     assert video_io.read_video(str(tmp_path / "lesson.mp4")).shape == (16, 64, 64, 3)
     with open(tmp_path / "ground_truth.json") as f:
         assert json.load(f)["num_frames"] == 16
+
+
+def test_training_clip_is_the_lesson_at_its_keyframe():
+    config = lessons.LessonConfig(seconds=2.0, resolution=96)
+    clip = lessons.render_clip(3, config)
+    truth = lessons.render_lesson(3, config)
+    reference = classroom.render_clip(3, classroom.ClassroomConfig(resolution=96))
+    assert clip.keys() == reference.keys()
+    for key in clip:
+        assert np.asarray(clip[key]).dtype == np.asarray(reference[key]).dtype, key
+    key = clip["keyframe"]
+    assert key == 8 and clip["video"].shape == (16, 96, 96, 3)
+    np.testing.assert_array_equal(clip["video"], truth["video"])
+    seen = np.flatnonzero(truth["visible"][key])
+    assert clip["num_people"] == len(seen) and clip["person_ids"].tolist() == list(range(len(seen)))
+    np.testing.assert_array_equal(clip["boxes"], truth["boxes"][key, seen])
+    np.testing.assert_array_equal(clip["actions"], truth["actions"][key, seen])
+    # owner == p covers exactly the box of row p, as in classroom clips.
+    for p in range(clip["num_people"]):
+        ys, xs = np.nonzero(clip["owner"] == p)
+        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == (clip["boxes"][p] * 96).tolist()
+    assert clip["owner"].min() >= -1 and clip["owner"].max() == clip["num_people"] - 1
+    track = clip["track_boxes"]
+    assert track.shape == (16, len(seen), 4) and not np.isnan(track).any()
+    shown = truth["visible"][:, seen]
+    np.testing.assert_array_equal(track[shown], truth["boxes"][:, seen][shown])
+    _equal(lessons.render_clip(3, config), clip)
+
+
+def test_lessons_builder_config_renders_lesson_clips():
+    from jaxact.data import builders
+
+    preset = builders.Classroom.preset("lessons")
+    assert builders.Classroom.frame_shape("lessons") == (128, 128, 3)
+    assert builders.Classroom.max_people("lessons") == preset.render.max_people == 12
+    assert preset.render.num_frames == 16
+    key, example = builders._render_classroom(("train", 5, preset.render))
+    clip = lessons.render_clip(builders.example_seed("train", 5), preset.render)
+    assert key == "train_000005"
+    np.testing.assert_array_equal(example["video"], clip["video"])
+    np.testing.assert_array_equal(example["actions"], clip["actions"])
+    assert example["owner"].dtype == np.int16 and example["person_ids"].dtype == np.int64

@@ -25,7 +25,7 @@ import filelock
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxact.data import classroom, maneuvers
+from jaxact.data import classroom, lessons, maneuvers
 
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 
@@ -75,7 +75,9 @@ def _render_maneuver(args):
 
 def _render_classroom(args):
     split, index, render_config = args
-    clip = classroom.render_clip(example_seed(split, index), render_config)
+    render = (lessons.render_clip if isinstance(render_config, lessons.LessonConfig)
+              else classroom.render_clip)
+    clip = render(example_seed(split, index), render_config)
     return f"{split}_{index:06d}", {
         "video": clip["video"],
         "keyframe": clip["keyframe"],
@@ -179,7 +181,8 @@ class Maneuvers(_SyntheticBuilder):
 
 
 class Classroom(_SyntheticBuilder):
-    """Classrooms of 2-12 students with per-person multi-label behaviours at a keyframe."""
+    """Classrooms of 2-12 students with per-person multi-label behaviours at a keyframe
+    (`lessons`: 6-12 students, clips cut from whole lessons)."""
 
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {
@@ -197,6 +200,10 @@ class Classroom(_SyntheticBuilder):
                         render=classroom.ClassroomConfig(resolution=64, num_frames=8)),
         SyntheticConfig(name="default", num_train=1100, num_validation=200, num_test=400,
                         render=classroom.ClassroomConfig()),
+        # 2 s clips cut from generated lessons (`lessons.render_clip`): keyframes mid-way through
+        # a movement and students half hidden, as `--mode=analyze` meets them (`:lessons` runs).
+        SyntheticConfig(name="lessons", num_train=1100, num_validation=200, num_test=400,
+                        render=lessons.LessonConfig(seconds=2.0)),
     ]
 
     @classmethod

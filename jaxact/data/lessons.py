@@ -300,3 +300,31 @@ def write_lesson(seed: int, config: LessonConfig, out_dir: str) -> dict:
     files.write_json(truth_path, _ground_truth_json(lesson, config, seed), separators=(",", ":"))
     return {"video": video_path, "ground_truth": truth_path, "num_people": lesson["num_people"],
             "num_frames": config.num_frames}
+
+
+def render_clip(seed: int, config: LessonConfig = LessonConfig(seconds=2.0)) -> dict:
+    """A detector training clip cut from a lesson: the `config.num_frames` frames of lesson `seed`
+    (after its burn-in) with the keyframe at T // 2, in the format of `classroom.render_clip`
+    (video, keyframe, person_ids, num_people, boxes, track_boxes, actions, owner).
+
+    Unlike `classroom.render_clip`, nothing is held still around the keyframe and nobody is
+    re-drawn to be seen: the keyframe may fall mid-way through a hand going up, and the people are
+    those the lesson's ground truth lists there (any visible pixel), labelled as it labels them.
+    So a detector trained on these clips sees what `--mode=analyze` shows it. A person hidden in
+    another frame of the clip keeps their keyframe box in `track_boxes`.
+    """
+    lesson, noise_rng = _build(seed, config)
+    t_len, key, res = config.num_frames, config.num_frames // 2, config.resolution
+    video = np.empty((t_len, res, res, 3), np.uint8)
+    boxes = np.empty((t_len, len(lesson.sprites), 4), np.float32)
+    for t, (frame, frame_boxes, _) in enumerate(_iter(lesson, config, noise_rng, video=True)):
+        video[t], boxes[t] = frame, frame_boxes
+    keep = np.flatnonzero(~np.isnan(boxes[key, :, 0]))
+    _, ids = _composite(lesson.room, lesson.sprites, lesson.poses[key : key + 1], video=False)
+    row_of = np.full(len(lesson.sprites) + 1, -1, np.int16)  # person -> row of `keep`; -1 -> -1
+    row_of[keep] = np.arange(len(keep))
+    track = boxes[:, keep]
+    track = np.where(np.isnan(track), track[key][None], track)
+    return {"video": video, "keyframe": key, "person_ids": np.arange(len(keep), dtype=np.int32),
+            "num_people": len(keep), "boxes": track[key].copy(), "track_boxes": track,
+            "actions": lesson.actions[key, keep], "owner": row_of[ids[0]]}

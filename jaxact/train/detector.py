@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 import time
 from collections.abc import Callable
 
@@ -18,6 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
+from flax import traverse_util
 
 from jaxact import console, detection_losses, settings, viz
 from jaxact.data import behaviour_labels, builders, pipeline, sources, video_io
@@ -31,7 +35,7 @@ from jaxact.models.detector import (
     gflops_per_clip,
 )
 from jaxact.ops.boxes import clip_boxes, cxcywh_to_xyxy
-from jaxact.train import experiment, loop, parallel
+from jaxact.train import checkpoint, experiment, loop, parallel
 from jaxact.train import state as train_state
 from jaxact.train.state import TrainState
 
@@ -197,6 +201,26 @@ def model_gflops(model: ActionDetector, input_shape: tuple[int, ...]) -> float:
     return gflops_per_clip(model, variables, input_shape)
 
 
+def check_init_from(workdir: str, model_config) -> None:
+    """Fails naming `train.init_from` unless `workdir` is a finished detector run whose
+    `model` section equals `model_config` (so its parameters fit this model)."""
+    source = loop.read_config(workdir, "train.init_from")
+    if source.get("experiment") != "action_detector":
+        raise ValueError(f"train.init_from={workdir!r}: a {source.get('experiment')!r} run, not "
+                         "an action_detector one")
+    def flat(section):  # JSON round trip: config.json holds lists where configs hold tuples
+        return {".".join(map(str, k)): v for k, v in traverse_util.flatten_dict(
+            json.loads(json.dumps(section.to_dict()))).items()}
+
+    theirs, ours = flat(source.model), flat(model_config)
+    if theirs != ours:
+        differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+        raise ValueError(f"train.init_from={workdir!r}: its model differs in "
+                         f"{', '.join('model.' + k for k in differ)}")
+    if not checkpoint.has_checkpoint(os.path.join(workdir, "checkpoints", PHASE)):
+        raise FileNotFoundError(f"train.init_from={workdir!r}: no '{PHASE}' checkpoint")
+
+
 # ----------------------------------------------------------------------------- the experiment
 
 
@@ -222,6 +246,8 @@ class Experiment(experiment.ExperimentBase):
                              f"data.max_people={c.data.max_people} (one box per person at least)")
         if not 0.0 <= c.data.flip_prob <= 1.0:
             raise ValueError(f"data.flip_prob={c.data.flip_prob} must be in [0, 1]")
+        if self.starts_from_init():
+            check_init_from(c.train.init_from, c.model)
         check_model_fields(c.model)
         self.weights = detection_losses.as_weights(c.loss)
         settings.check_choice(c.eval.split, SPLITS, "eval.split")
@@ -259,13 +285,40 @@ class Experiment(experiment.ExperimentBase):
     def init_state(self) -> TrainState:
         return self.programs.init(jax.random.key(self.config.seed))
 
+    def starts_from_init(self) -> bool:
+        """Whether training starts from `train.init_from`: it is set and this run has no
+        checkpoint of its own yet (a resume, eval or analysis never reads the source run)."""
+        return bool(self.config.train.init_from) and not checkpoint.has_checkpoint(
+            os.path.join(self.workdir, "checkpoints", PHASE))
+
+    def initial_state(self) -> TrainState:
+        """Where training starts: a fresh state, or (`starts_from_init`) the final parameters
+        of the run `train.init_from` (fine-tuning; the optimizer state and step start afresh)."""
+        state = self.init_state()
+        if not self.starts_from_init():
+            return state
+        source = self.config.train.init_from
+        mgr = checkpoint.manager(os.path.join(source, "checkpoints", PHASE))
+        names_path = os.path.join(source, "class_names.json")
+        names = None
+        if os.path.exists(names_path):
+            with open(names_path) as f:
+                names = json.load(f)
+        if names is not None and names != list(self.class_names):
+            raise ValueError(f"train.init_from={source!r}: trained on classes {names}, this "
+                             f"run has {list(self.class_names)}")
+        restored = checkpoint.restore(mgr, {"params": state.params})
+        logging.info("parameters from %s (step %d)", source, mgr.latest_step())
+        return state.replace(params=restored[0]["params"])
+
     def train(self) -> tuple[dict, dict]:
-        """Trains to `train.num_steps`, resuming if a checkpoint exists."""
+        """Trains to `train.num_steps`, resuming if a checkpoint exists (else from
+        `initial_state`)."""
         c = self.config
         resumed_from = self.checkpoint_manager(PHASE).latest_step() or 0
         start = time.time()
         loader = self.make_loader("train", self.data.transform(train=True), train=True)
-        state = self.run_phase(PHASE, self.init_state(), self.programs.train_step, loader,
+        state = self.run_phase(PHASE, self.initial_state(), self.programs.train_step, loader,
                                c.train.num_steps)
         train_seconds = round(time.time() - start, 1)
         if resumed_from >= c.train.num_steps:  # nothing left to train: keep the time

@@ -60,6 +60,7 @@ _ADDED_FIELDS = {
     },
     "action_detector": {
         "train.optimizer": "adamw",
+        "train.init_from": "",
         "loss.map": 0.0,
         "loss.l1_coords": "cxcywh",
         "eval.map_score_threshold": 0.5,
