@@ -27,7 +27,7 @@ Writes `--calibration_json`: `{"date", "machine", "runs", "lesson_seeds", "secon
 "rule", "per_behaviour_settings": {name: {"smooth_seconds", "on", "off", "min_duration"}},
 "validation": {name: {"run_settings": metrics, "chosen": metrics}}, "cross_validation":
 {"folds", "per_behaviour": {name: {"run_settings", "chosen"}}, "all_behaviours"}}` with metrics
-`{"interval_f1", "count_mae", "tp", "fp", "fn"}` (cross-validation: interval F1 and counts).
+`{"interval_f1", "count_mae", "tp", "fp", "fn", "abs_error", "num_seconds"}`.
 Paste `per_behaviour_settings` into a config's `analyze.per_behaviour`, or pass the file to
 `benchmarks.lesson_analysis --calibration`.
 """
@@ -131,7 +131,7 @@ def prepare(keyframes: Sequence[Mapping], gt: Mapping, class_names: Sequence[str
 
 
 def score(lessons: Sequence[Lesson], per_behaviour: Mapping | None) -> dict:
-    """{behaviour: {"interval_f1", "count_mae", "tp", "fp", "fn"}} pooled over `lessons`, each
+    """{behaviour: `lesson_analysis.pool_behaviour` metrics} pooled over `lessons`, each
     analysed with `per_behaviour` (name -> settings, as `AnalysisSettings.per_behaviour`, for
     every behaviour; None: the run's settings)."""
     rows = []
@@ -171,17 +171,14 @@ def calibrate(lessons: Sequence[Lesson]) -> tuple[dict, dict]:
     return chosen, validation
 
 
-def _pooled(metrics: Sequence[Mapping]) -> dict:
-    tp, fp, fn = (sum(m[k] for m in metrics) for k in ("tp", "fp", "fn"))
-    return {"interval_f1": la.f1_score(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn}
 
 
 def cross_validate(lessons: Sequence[Lesson], folds: int) -> dict:
     """Does calibrating generalise to other lessons? The lesson seeds are cut into `folds`
     contiguous groups; each group is scored with the thresholds `calibrate` picks on the
     others and with the run's own. Returns {"folds": [[seed, ...]], "per_behaviour": {name:
-    {"run_settings", "chosen"}}, "all_behaviours": {"run_settings", "chosen"}}: interval F1
-    and TP / FP / FN summed over the held-out groups."""
+    {"run_settings", "chosen"}}, "all_behaviours": {"run_settings", "chosen"}}: interval F1,
+    count MAE and TP / FP / FN pooled over the held-out groups (`pool_behaviour`)."""
     seeds = sorted({lesson.seed for lesson in lessons})
     if not 2 <= folds <= len(seeds):
         raise ValueError(f"--calibration_folds={folds}: need 2 to {len(seeds)} (the lesson seeds) folds")
@@ -196,8 +193,9 @@ def cross_validate(lessons: Sequence[Lesson], folds: int) -> dict:
             for name, metrics in score(test, per_behaviour).items():
                 held[key][name].append(metrics)
     return {"folds": [[int(s) for s in g] for g in groups],
-            "per_behaviour": {n: {k: _pooled(held[k][n]) for k in held} for n in names},
-            "all_behaviours": {k: _pooled([m for n in names for m in held[k][n]])
+            "per_behaviour": {n: {k: la.pool_behaviour(held[k][n]) for k in held}
+                              for n in names},
+            "all_behaviours": {k: la.pool_behaviour([m for n in names for m in held[k][n]])
                                for k in held}}
 
 
@@ -218,12 +216,13 @@ def format_table(validation: Mapping, chosen: Mapping) -> str:
 
 
 def format_cross_validation(cv: Mapping) -> str:
-    lines = [f"held-out interval F1, {len(cv['folds'])}-fold over lesson seeds {cv['folds']}: "
-             "run's settings -> calibrated on the other folds"]
+    lines = [f"held-out interval F1 (count MAE), {len(cv['folds'])}-fold over lesson seeds "
+             f"{cv['folds']}: run's settings -> calibrated on the other folds"]
     rows = {**cv["per_behaviour"], "all behaviours": cv["all_behaviours"]}
     for name, v in rows.items():
-        lines.append(f"  {name:<18} {la._num(v['run_settings']['interval_f1'])} -> "
-                     f"{la._num(v['chosen']['interval_f1'])}")
+        run, new = v["run_settings"], v["chosen"]
+        lines.append(f"  {name:<18} {la._num(run['interval_f1'])} ({la._num(run['count_mae'])}) "
+                     f"-> {la._num(new['interval_f1'])} ({la._num(new['count_mae'])})")
     return "\n".join(lines)
 
 

@@ -386,12 +386,14 @@ def evaluate_lesson(truth: Mapping, analysis: Mapping, tracks: Sequence[tracking
 
 
 def pool_behaviour(rows: Sequence[Mapping]) -> dict:
-    """One behaviour's `behaviour_metrics` of several lessons -> {"count_mae" (summed errors
-    over summed seconds), "interval_f1" (of the summed counts), "tp", "fp", "fn"}."""
-    tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
-    seconds = sum(r["num_seconds"] for r in rows)
-    return {"count_mae": sum(r["abs_error"] for r in rows) / seconds if seconds else None,
-            "interval_f1": f1_score(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn}
+    """One behaviour's `behaviour_metrics` (or `pool_behaviour`s) of several lessons ->
+    {"count_mae" (summed errors over summed seconds), "interval_f1" (of the summed counts),
+    "tp", "fp", "fn", "abs_error", "num_seconds"}: pooling pooled rows pools their lessons."""
+    tp, fp, fn, error, seconds = (sum(r[k] for r in rows) for k in (
+        "tp", "fp", "fn", "abs_error", "num_seconds"))
+    return {"count_mae": error / seconds if seconds else None,
+            "interval_f1": f1_score(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn,
+            "abs_error": error, "num_seconds": seconds}
 
 
 def aggregate(lessons: Sequence[Mapping], names: Sequence[str]) -> dict:

@@ -62,8 +62,12 @@ def test_cross_validation_scores_each_fold_with_the_others_thresholds():
     cv = ac.cross_validate(lessons, 2)
     assert cv["folds"] == [[7, 8], [9]]
     turn = cv["per_behaviour"]["turn_to_neighbour"]
-    assert turn["run_settings"] == {"interval_f1": 0.0, "tp": 0, "fp": 0, "fn": 6}
-    assert turn["chosen"] == {"interval_f1": 1.0, "tp": 6, "fp": 0, "fn": 0}
+    # Held-out: all 3 lessons (60 s), each with 4 seconds of turning that the shared
+    # thresholds miss and the calibrated ones find.
+    assert turn["run_settings"] == {"interval_f1": 0.0, "tp": 0, "fp": 0, "fn": 6,
+                                    "abs_error": 12, "num_seconds": 60, "count_mae": 0.2}
+    assert turn["chosen"] == {"interval_f1": 1.0, "tp": 6, "fp": 0, "fn": 0,
+                              "abs_error": 0, "num_seconds": 60, "count_mae": 0.0}
     everything = cv["all_behaviours"]["chosen"]
     assert everything["tp"] == 6 + cv["per_behaviour"]["sit"]["chosen"]["tp"]
     with pytest.raises(ValueError, match="--calibration_folds=4: need 2 to 3"):

@@ -167,7 +167,8 @@ def test_evaluate_lesson_and_aggregate_end_to_end():
     table = la.aggregate([row, other], ["sit", "raise_hand"])
     assert table["per_behaviour"]["raise_hand"] == {"count_mae": pytest.approx(0.25),
                                                     "interval_f1": pytest.approx(2 / 3),
-                                                    "tp": 2, "fp": 2, "fn": 0}
+                                                    "tp": 2, "fp": 2, "fn": 0,
+                                                    "abs_error": 2, "num_seconds": 8}
     assert table["realtime_factor"] == pytest.approx(1.0)  # 8 lesson s / 8 wall s
     assert table["idf1"] == 1.0 and table["id_switches"] == 0
     assert table["per_student_accuracy"] == pytest.approx(7 / 8)
