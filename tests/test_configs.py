@@ -224,5 +224,9 @@ def test_classroom_analysis_thresholds_are_the_calibrated_ones():
     assert per_behaviour == calibrated
     settings = report.AnalysisSettings(per_behaviour=per_behaviour)
     settings.check_behaviours(builders.BUILDERS["classroom"].CLASS_NAMES)
+    # Detectors fine-tuned on lesson clips have their own calibration.
+    path = path.with_name("analysis_calibration_lessons.json")
+    calibrated = json.loads(path.read_text())["per_behaviour_settings"]
+    assert classroom_detector.get_config("lessons").analyze.per_behaviour.to_dict() == calibrated
     # AVA's behaviours are others: the classroom's thresholds must not follow it there.
     assert ava_detector.get_config("smoke").analyze.per_behaviour.to_dict() == {}
