@@ -89,18 +89,20 @@ def _from_json(keyframes: Sequence[Mapping]) -> list[dict]:
 def lesson_keyframes(analyzer_factory, workdir: str, seed: int, seconds: float,
                      lesson_dir: str) -> tuple[list[dict], dict]:
     """(keyframe detections, ground_truth.json) of lesson `seed` by the run's detector; the
-    detections come from lesson_dir/keyframes.json when it holds this run and lesson."""
+    detections come from lesson_dir/keyframes.json when it holds this run, lesson and the
+    run's current `analyze.stride` (the keyframes it detects)."""
     from jaxact.train import loop
 
     cache = os.path.join(lesson_dir, "keyframes.json")
     done = read_json(cache)
     video, gt = la.ensure_lesson(seed, seconds, lesson_dir)
-    if done and done["workdir"] == workdir and done["seed"] == seed and done["seconds"] == seconds:
+    key = {"workdir": workdir, "seed": seed, "seconds": seconds,
+           "stride": int(loop.read_config(workdir).analyze.stride)}
+    if done and all(done.get(k) == v for k, v in key.items()):
         return _from_json(done["keyframes"]), gt
     runner = dataclasses.replace(analyzer_factory().runner, video=False, map_size=None)
     keyframes = runner.run(video, None)["keyframes"]
-    loop.write_json(cache, {"workdir": workdir, "seed": seed, "seconds": seconds,
-                            "keyframes": _to_json(keyframes)})
+    loop.write_json(cache, {**key, "keyframes": _to_json(keyframes)})
     return keyframes, gt
 
 

@@ -8,8 +8,9 @@ LESSONS_ROOT/seed_S (lesson.mp4 + ground_truth.json; default LESSONS_ROOT: RUN/l
 when a ground truth of the same seed and length is there. The detector's whole-lesson analysis
 (`Experiment.analyzer`, the runner of `--mode=analyze`, with the run's `analyze` settings)
 writes its report to LESSONS_ROOT/seed_S/report, and the lesson's metrics go to
-LESSONS_ROOT/seed_S/metrics.json; a metrics.json of the same run and length is read instead of
-analysing again, so an interrupted sitting resumes. Prints a table and writes `--lesson_json`.
+LESSONS_ROOT/seed_S/metrics.json; a metrics.json of the same run, length and `analyze`
+settings is read instead of analysing again, so an interrupted sitting resumes. Prints a table
+and writes `--lesson_json`.
 `--calibration=benchmarks/results/analysis_calibration.json` analyses with the per-behaviour
 thresholds chosen there (`benchmarks.analysis_calibration`) instead of the run's own.
 
@@ -58,6 +59,7 @@ JSON: `{"date", "machine", "workdir", "config_name", "seeds", "seconds", "calibr
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -459,22 +461,23 @@ def ensure_lesson(seed: int, seconds: float, lesson_dir: str) -> tuple[str, dict
 
 def lesson_row(analyzer_factory, workdir: str, seed: int, seconds: float, lesson_dir: str,
                per_behaviour: Mapping | None = None) -> dict:
-    """One lesson's metrics: its metrics.json when it holds this run, length and
-    `per_behaviour` override, else the lesson is written (unless there) and analysed.
-    `analyzer_factory()`: the `Analyzer`."""
+    """One lesson's metrics: its metrics.json when it holds this run, length, `per_behaviour`
+    override and the run's current `analyze` section, else the lesson is written (unless
+    there) and analysed. `analyzer_factory()`: the `Analyzer`."""
     from jaxact.train import loop
 
     metrics_path = os.path.join(lesson_dir, "metrics.json")
     done = read_json(metrics_path)
+    analyze = json.loads(json.dumps(loop.read_config(workdir).analyze.to_dict()))
     if (done and done.get("workdir") == workdir and done.get("seconds") == seconds
             and done.get("per_behaviour_override") == per_behaviour
-            and "seat_counts" in done):  # rows from before seat_accuracy are analysed again
+            and done.get("analyze") == analyze):
         return done
     video, gt = ensure_lesson(seed, seconds, lesson_dir)
     analyzer = analyzer_factory()
     out = analyzer.analyze(video, os.path.join(lesson_dir, "report"))
     row = {"seed": seed, "seconds": seconds, "workdir": workdir,
-           "per_behaviour_override": per_behaviour, "date": now(),
+           "per_behaviour_override": per_behaviour, "analyze": analyze, "date": now(),
            "machine": machine_description(), "analyze_seconds": out["seconds"],
            "realtime_factor": seconds / out["seconds"],
            **evaluate_lesson(parse_ground_truth(gt), out["analysis"], out["tracks"],

@@ -1,6 +1,10 @@
 """benchmarks/analysis_calibration.py on a hand-built lesson, no model: a behaviour the detector
 scores weakly is missed by the shared thresholds and found by its own."""
 
+import dataclasses
+import os
+import types
+
 import numpy as np
 import pytest
 
@@ -108,3 +112,41 @@ def test_lesson_analysis_reads_the_chosen_settings(tmp_path):
         la.read_calibration(path)
     with pytest.raises(FileNotFoundError, match="missing.json"):
         la.read_calibration(str(tmp_path / "missing.json"))
+
+
+@dataclasses.dataclass
+class _CountingRunner:
+    """Stands in for the lesson runner: one made-up keyframe per call, calls counted."""
+
+    video: bool = True
+    map_size: int | None = 64
+    calls: list = dataclasses.field(default_factory=list)
+
+    def run(self, path, output_dir):
+        self.calls.append(path)
+        return {"keyframes": [{"frame": 0, "time": 0.0, "boxes": np.zeros((1, 4)),
+                               "scores": np.ones(1), "behaviour_scores": np.zeros((1, 5))}]}
+
+
+def test_cached_detections_follow_the_runs_stride(tmp_path):
+    from configs import classroom_detector
+
+    workdir, lesson_dir = str(tmp_path / "run"), str(tmp_path / "lesson")
+    config = classroom_detector.get_config("smoke")
+
+    def save_config(stride):
+        config.analyze.stride = stride
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort())
+
+    runner = _CountingRunner()
+    factory = lambda: types.SimpleNamespace(runner=runner)  # noqa: E731
+    save_config(4)
+    first, gt = ac.lesson_keyframes(factory, workdir, 5, 2.0, lesson_dir)
+    again, _ = ac.lesson_keyframes(factory, workdir, 5, 2.0, lesson_dir)
+    assert len(runner.calls) == 1 and gt["seed"] == 5 and gt["seconds"] == 2.0
+    np.testing.assert_array_equal(again[0]["scores"], first[0]["scores"])
+    save_config(2)  # other keyframes: detected again
+    ac.lesson_keyframes(factory, workdir, 5, 2.0, lesson_dir)
+    assert len(runner.calls) == 2
