@@ -186,7 +186,7 @@ def test_detections_from_outputs_by_hand():
     ("data.builder_config", "huge", "data.builder_config='huge'"),
     ("model.num_queries", 8, "model.num_queries=8 must be >= data.max_people=12"),
     ("model.widthz", (8, 16), r"model.widthz"),
-    ("model.head.pool", "sum", "model.head.pool='sum'"),
+    ("model.head.fusion", "max", "model.head.fusion='max'"),
     ("model.head.name", "fusion", "model.head.name='fusion'"),
     ("loss.persn", 1.0, "unknown field\\(s\\) \\['loss.persn'\\]"),
     ("loss.cost_type", "l2", "loss.cost_type='l2'"),
@@ -235,9 +235,12 @@ def test_predict_command_writes_annotated_png_and_mp4(tiny_run, tmp_path):
                            "--config.eval.plot_score_threshold=0.0"],
                           capture_output=True, text=True, timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(os.listdir(out)) == ["clip.json", "clip.mp4", "clip.png"]
+    # The default head predicts behaviour maps: the keyframe with its map overlaid, too.
+    assert sorted(os.listdir(out)) == ["clip.json", "clip.mp4", "clip.png", "clip_map.png"]
     answer = json.loads((out / "clip.json").read_text())
     assert len(answer["frames"]) == len(frames) and answer["detections"]
+    assert set(answer["behaviour_shares"]) == {"none", *CLASS_NAMES}
+    assert sum(answer["behaviour_shares"].values()) == pytest.approx(1.0, abs=1e-3)
     image = matplotlib.image.imread(out / "clip.png")
     assert image.shape[:2] == native.shape[1:3]
     annotated = video_io.read_video(str(out / "clip.mp4"))
