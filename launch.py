@@ -3,8 +3,7 @@
 Every config field can be overridden, e.g. `--config.train.num_steps=100`. `--mode=eval` and
 `--mode=predict` (and `--mode=analyze`, a whole video into a report) read the run's own
 `WORKDIR/config.json` and need no --config; overrides given
-then (`--config=... --config.eval.split=test`) change the saved config, with a note of what
-changed.
+then (`--config.eval.split=test`) change the saved config, with a note of what changed.
 
 The console shows what runs, progress bars with ETA, a line per phase and where the outputs went;
 the full log, library messages included, is `WORKDIR/launch.INFO`. Mistakes in the command (a
@@ -87,9 +86,30 @@ def _message(error: BaseException) -> str:
     return " ".join(lines)
 
 
+def with_run_config(argv: list[str]) -> list[str]:
+    """`argv`, plus `--config=` the run's own config file when it overrides fields
+    (`--config.X=Y`) without naming one: eval, predict and analyze apply only the overrides to
+    the run's config.json, but absl knows `--config.X` flags only from a config file. The
+    file comes from config.json's `config_name` (e.g. `classroom_detector:lessons`)."""
+    names = [a.split("=", 1)[0] for a in argv[1:]]
+    workdirs = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--workdir=")]
+    if "--config" in names or not workdirs or not any(n.startswith("--config.") for n in names):
+        return argv
+    try:
+        with open(os.path.join(workdirs[-1], "config.json")) as f:
+            name, *variant = json.load(f)["config_name"].split(":", 1)
+    except (OSError, ValueError, KeyError, AttributeError):
+        return argv  # no run there: run_config says so
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", f"{name}.py")
+    if not os.path.isfile(path):
+        return argv
+    return [argv[0], f"--config={':'.join([path, *variant])}", *argv[1:]]
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with the config's mistakes (a file that does not exist, a field that
     does not exist, a bad value or variant) reported in one line."""
+    argv = with_run_config(argv)
     for arg in argv[1:]:
         if arg.startswith("--config="):
             path = arg.split("=", 1)[1].split(":", 1)[0]

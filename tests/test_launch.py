@@ -130,8 +130,8 @@ def test_eval_needs_no_data_flags_and_notes_overrides(interrupted_run):
     with open(os.path.join(workdir, "results.json")) as f:
         again = json.load(f)
     assert again["top1"] == trained["top1"] and again["num_examples"] == 6
-    out = launch(f"--workdir={workdir}", "--mode=eval",
-                 "--config=configs/video_files_memory.py:smoke", "--config.eval.flip_view=False")
+    # Overrides need no --config: the run's own config file defines the flags.
+    out = launch(f"--workdir={workdir}", "--mode=eval", "--config.eval.flip_view=False")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "override: eval.flip_view: True -> False" in out.stderr
     with open(os.path.join(workdir, "results.json")) as f:
@@ -173,3 +173,29 @@ def test_predict_inputs_that_hold_no_clip_fail_in_one_line(interrupted_run, tmp_
         assert out.returncode == 1 and lines[-1].startswith("error: "), out.stderr[-3000:]
         assert str(video) in lines[-1] and message in lines[-1]
         assert not (tmp_path / "answers").exists()
+
+
+def test_overrides_without_config_use_the_runs_config_file(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config_name": "classroom_detector:lessons"}))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"config_name": "no_such_config"}))
+    cases = [[f"--workdir={run}", "--mode=eval", "--config.eval.split=validation"],
+             [f"--workdir={run}", "--mode=eval"],
+             [f"--workdir={run}", "--config=configs/x.py", "--config.eval.split=validation"],
+             [f"--workdir={other}", "--config.eval.split=validation"],
+             [f"--workdir={tmp_path}", "--config.eval.split=validation"]]
+    code = ("import json, sys, launch; "
+            "print(json.dumps([launch.with_run_config(['launch.py', *a]) for a in json.loads("
+            "sys.argv[1])]))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], capture_output=True,
+                          text=True, timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    config = os.path.join(root, "configs", "classroom_detector.py")
+    assert got[0] == ["launch.py", f"--config={config}:lessons", *cases[0]]
+    for case, argv in zip(cases[1:], got[1:], strict=True):
+        assert argv == ["launch.py", *case]  # nothing to add, or nothing it could add
