@@ -203,14 +203,16 @@ def model_gflops(model: ActionDetector, input_shape: tuple[int, ...]) -> float:
 
 def check_init_from(workdir: str, model_config) -> None:
     """Fails naming `train.init_from` unless `workdir` is a finished detector run whose
-    `model` section equals `model_config` (so its parameters fit this model)."""
+    `model` section equals `model_config` (so its parameters fit this model; the compute
+    `model.dtype` may differ)."""
     source = loop.read_config(workdir, "train.init_from")
     if source.get("experiment") != "action_detector":
         raise ValueError(f"train.init_from={workdir!r}: a {source.get('experiment')!r} run, not "
                          "an action_detector one")
+
     def flat(section):  # JSON round trip: config.json holds lists where configs hold tuples
         return {".".join(map(str, k)): v for k, v in traverse_util.flatten_dict(
-            json.loads(json.dumps(section.to_dict()))).items()}
+            json.loads(json.dumps(section.to_dict()))).items() if k != ("dtype",)}
 
     theirs, ours = flat(source.model), flat(model_config)
     if theirs != ours:
