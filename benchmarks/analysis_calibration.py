@@ -173,8 +173,6 @@ def calibrate(lessons: Sequence[Lesson]) -> tuple[dict, dict]:
     return chosen, validation
 
 
-
-
 def cross_validate(lessons: Sequence[Lesson], folds: int) -> dict:
     """Does calibrating generalise to other lessons? The lesson seeds are cut into `folds`
     contiguous groups; each group is scored with the thresholds `calibrate` picks on the

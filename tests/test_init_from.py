@@ -90,3 +90,15 @@ def test_training_starts_from_the_source_parameters(tmp_path, data_dir):
     shutil.rmtree(src)
     resumed = detector.Experiment(_config(data_dir, init_from=src), dst)
     jax.tree.map(np.testing.assert_array_equal, resumed.initial_state().params, fresh.params)
+
+
+def test_class_names_are_recorded_once_and_then_checked(tmp_path):
+    from jaxact.train import loop
+
+    assert loop.recorded_class_names(str(tmp_path)) is None
+    loop.check_class_names(str(tmp_path), ["sit", "stand"])
+    assert loop.recorded_class_names(str(tmp_path)) == ["sit", "stand"]
+    loop.check_class_names(str(tmp_path), ["sit", "stand"])  # the same: fine
+    with pytest.raises(ValueError, match=r"trained on classes \['sit', 'stand'\], but the data "
+                                         r"now has \['stand', 'sit'\]"):
+        loop.check_class_names(str(tmp_path), ["stand", "sit"])

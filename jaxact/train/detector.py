@@ -301,11 +301,7 @@ class Experiment(experiment.ExperimentBase):
             return state
         source = self.config.train.init_from
         mgr = checkpoint.manager(os.path.join(source, "checkpoints", PHASE))
-        names_path = os.path.join(source, "class_names.json")
-        names = None
-        if os.path.exists(names_path):
-            with open(names_path) as f:
-                names = json.load(f)
+        names = loop.recorded_class_names(source)
         if names is not None and names != list(self.class_names):
             raise ValueError(f"train.init_from={source!r}: trained on classes {names}, this "
                              f"run has {list(self.class_names)}")

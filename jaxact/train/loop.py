@@ -18,13 +18,21 @@ from jaxact.train import checkpoint, parallel
 from jaxact.train.state import learning_rate_schedule
 
 
+def recorded_class_names(workdir: str) -> list[str] | None:
+    """The class names a run recorded in `WORKDIR/class_names.json`, or None."""
+    path = os.path.join(workdir, "class_names.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def check_class_names(workdir: str, class_names: list[str]) -> None:
     """Records a run's class names (index order = label ids) in `WORKDIR/class_names.json`, or
     checks that the data still has the recorded ones, so ids never silently change meaning."""
     path = os.path.join(workdir, "class_names.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            recorded = json.load(f)
+    recorded = recorded_class_names(workdir)
+    if recorded is not None:
         if recorded != class_names:
             raise ValueError(f"{path}: this run was trained on classes {recorded}, but the data "
                              f"now has {class_names}")
