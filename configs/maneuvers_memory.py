@@ -96,9 +96,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.frame_encoder_kwargs = ml_collections.ConfigDict(
         {"widths": (32, 64), "patch_size": 4, "embed_dim": 128,
          "pool": "flatten"})  # 'max' / 'flatten_max': channels' spatial max (small cues)
-    config.model.cell = "lstm"  # 'lstm' | 'gru'
-    config.model.hidden_size = 128  # RNN state size
+    # Temporal model: 'lstm' | 'gru' (an RNN) | 'conv' (residual dilated 1-D convolutions over
+    # time, temporal_kernel taps, one block per temporal_dilations entry; sees both ways).
+    config.model.cell = "lstm"
+    config.model.hidden_size = 128  # RNN state size, or the temporal convolutions' width
     config.model.bidirectional = True  # every frame's feature sees the whole observed clip
+    config.model.temporal_kernel = 3
+    config.model.temporal_dilations = (1, 2, 4, 8)
     config.model.feature_dim = 64  # per-frame feature size D stored in the memory
     config.model.dropout_rate = 0.0  # on frame embeddings and RNN outputs, training only
     # Unit-length memory features (the head reads the raw ones): with sqeuclidean distance and

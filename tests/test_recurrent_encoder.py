@@ -1,5 +1,6 @@
-"""Recurrent encoder: shapes for every frame encoder and cell, causality of the one-way RNN, any
-ResNet width, mixed precision, the matmul stem against the convolution it replaces."""
+"""Recurrent encoder: shapes for every frame encoder and temporal model, causality of the one-way
+RNN, the temporal conv against `nn.Conv` and its receptive field, any ResNet width, mixed
+precision, the matmul stem against the convolution it replaces."""
 
 import chex
 import flax.linen as nn
@@ -16,6 +17,7 @@ from jaxact.models.recurrent_encoder import (
     RecurrentEncoder,
     ResidualBlock,
     ResNetFrameEncoder,
+    TemporalConv,
     VideoClassifierNet,
 )
 
@@ -28,8 +30,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("frame_encoder,kwargs,frame_shape", CASES)
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cell,bidirectional", [
+    ("lstm", False), ("lstm", True), ("gru", False), ("gru", True),
+    ("conv", False)])  # the temporal conv sees both ways: `bidirectional` does not apply
 def test_shapes(frame_encoder, kwargs, frame_shape, cell, bidirectional):
     model = VideoClassifierNet(num_classes=5, encoder=dict(
         frame_encoder=frame_encoder, frame_encoder_kwargs=kwargs, cell=cell, hidden_size=8,
@@ -198,3 +201,47 @@ def test_track_joins_the_frame_embeddings_as_the_rnns_input():
     assert not np.allclose(moved[:, 2:], feats[:, 2:])
     with pytest.raises(AssertionError):  # one track row per frame
         model.apply(params, {"video": x, "track": track[:, :3]})
+
+
+def _reference_temporal_conv(params, x, kernel_size, dilations):
+    """TemporalConv by `nn.Conv` with `kernel_dilation` and 'SAME' padding (its kernel is the
+    matmul's `[k * C, C']` reshaped to `[k, C, C']`)."""
+    p = params["params"]
+    x = nn.Dense(p["input"]["kernel"].shape[1]).apply({"params": p["input"]}, x)
+    for i, dilation in enumerate(dilations):
+        y = nn.relu(nn.LayerNorm().apply({"params": p[f"norm{i}"]}, x))
+        kernel = p[f"conv{i}"]["kernel"].reshape(kernel_size, x.shape[-1], -1)
+        conv = nn.Conv(kernel.shape[-1], (kernel_size,), kernel_dilation=(dilation,),
+                       padding="SAME")
+        x = x + conv.apply({"params": {"kernel": kernel, "bias": p[f"conv{i}"]["bias"]}}, y)
+    return nn.relu(nn.LayerNorm().apply({"params": p["out_norm"]}, x))
+
+
+@pytest.mark.parametrize("kernel_size,dilations", [(3, (1, 2, 4, 8)), (5, (1, 2)), (1, (1,))])
+def test_temporal_conv_is_the_dilated_same_conv(kernel_size, dilations):
+    x = jax.random.normal(jax.random.key(0), (2, 11, 5))
+    model = TemporalConv(6, kernel_size, dilations)
+    params = model.init(jax.random.key(1), x)
+    np.testing.assert_allclose(model.apply(params, x),
+                               _reference_temporal_conv(params, x, kernel_size, dilations),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_temporal_conv_sees_its_receptive_field_and_no_further():
+    model = RecurrentEncoder(frame_encoder="mlp",
+                             frame_encoder_kwargs={"widths": (), "embed_dim": 4}, cell="conv",
+                             hidden_size=4, feature_dim=3, temporal_kernel=3,
+                             temporal_dilations=(1, 2))  # sees 7 frames: 3 each way
+    x = jax.random.normal(jax.random.key(0), (1, 12, 2))
+    params = model.init(jax.random.key(1), x)
+    moved = model.apply(params, x.at[:, 6].add(1.0)) - model.apply(params, x)
+    changed = np.abs(np.asarray(moved[0])).max(axis=-1) > 1e-6
+    np.testing.assert_array_equal(changed, np.abs(np.arange(12) - 6) <= 3)
+
+
+def test_unknown_temporal_model_is_named():
+    model = RecurrentEncoder(frame_encoder="mlp", cell="transformer")
+    with pytest.raises(ValueError, match="model.cell='transformer'"):
+        model.init(jax.random.key(0), jnp.ones((1, 3, 4)))
+    with pytest.raises(ValueError, match="odd"):
+        TemporalConv(4, kernel_size=2).init(jax.random.key(0), jnp.ones((1, 3, 4)))

@@ -1,4 +1,4 @@
-"""Recurrent video encoder: a per-frame encoder followed by an RNN over time.
+"""Recurrent video encoder: a per-frame encoder followed by an RNN (or a temporal conv) over time.
 
 Frame encoders are picked by name from `FRAME_ENCODERS`:
   conv:   a patchify conv + strided 3x3 convs + flatten. Flattening (rather than global pooling)
@@ -6,6 +6,10 @@ Frame encoders are picked by name from `FRAME_ENCODERS`:
           matmuls (`PatchConv`, `Im2ColConv`), the fast path on CPU.
   resnet: a ResNet-style encoder (basic blocks, GroupNorm, global pooling) for real video.
   mlp:    flattens each frame (joints, sensor channels, precomputed features) and applies an MLP.
+
+The temporal model is picked by `cell`: 'lstm' or 'gru' (an RNN, optionally bidirectional), or
+'conv' (`TemporalConv`: residual dilated 1-D convolutions, the temporal-CNN design of skeleton
+action models such as DD-Net).
 
 Every module takes `dtype` (the computation's) and `param_dtype` (the parameters'), both float32 by
 default, and passes them to its layers, its frame encoder and its RNN cells.
@@ -193,6 +197,45 @@ class MLPFrameEncoder(nn.Module):
 
 FRAME_ENCODERS = {"conv": ConvFrameEncoder, "resnet": ResNetFrameEncoder, "mlp": MLPFrameEncoder}
 RNN_CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
+TEMPORAL_MODELS = (*RNN_CELLS, "conv")
+
+
+class TemporalConv(nn.Module):
+    """`[B, T, F]` -> `[B, T, width]`: residual pre-norm blocks of dilated 1-D convolutions over
+    time, zero-padded at both ends ('SAME'), so each output frame sees
+    `(kernel_size - 1) * sum(dilations) + 1` frames around it, past and future (as a
+    bidirectional RNN sees the whole observed clip). Each convolution runs as one matmul over
+    `kernel_size` shifted copies of the sequence, the fast path on CPU.
+
+    Attributes:
+      width: channels of every block and of the output.
+      kernel_size: taps of each convolution (odd, so 'SAME' is centred).
+      dilations: one block per entry, its convolution's dilation.
+      dropout_rate: dropout on each block's output when `train=True` (needs a 'dropout' rng).
+    """
+
+    width: int
+    kernel_size: int = 3
+    dilations: Sequence[int] = (1, 2, 4, 8)
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"temporal kernel_size={self.kernel_size}: expected an odd number")
+        dt = _dtypes(self)
+        t = x.shape[1]
+        x = nn.Dense(self.width, name="input", **dt)(x)
+        for i, dilation in enumerate(self.dilations):
+            y = nn.relu(nn.LayerNorm(name=f"norm{i}", **dt)(x))
+            half = (self.kernel_size - 1) // 2 * dilation
+            padded = jnp.pad(y, ((0, 0), (half, half), (0, 0)))
+            taps = [padded[:, k * dilation:k * dilation + t] for k in range(self.kernel_size)]
+            y = nn.Dense(self.width, name=f"conv{i}", **dt)(jnp.concatenate(taps, axis=-1))
+            x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        return nn.relu(nn.LayerNorm(name="out_norm", **dt)(x))
 
 
 class RecurrentEncoder(nn.Module):
@@ -201,8 +244,12 @@ class RecurrentEncoder(nn.Module):
     Attributes:
       frame_encoder: a key of `FRAME_ENCODERS`.
       frame_encoder_kwargs: its constructor arguments (widths, embed_dim, ...).
-      cell: a key of `RNN_CELLS`.
-      hidden_size: RNN state size.
+      cell: the temporal model, one of `TEMPORAL_MODELS`: a key of `RNN_CELLS`, or 'conv'
+        (`TemporalConv` of width `hidden_size`; `bidirectional` does not apply: it sees both
+        ways).
+      hidden_size: RNN state size, or the temporal convolutions' width.
+      temporal_kernel: taps of each temporal convolution (cell 'conv').
+      temporal_dilations: one temporal-conv block per entry, its dilation (cell 'conv').
       feature_dim: size D of the output features.
       bidirectional: also run the RNN backwards over the observed frames, so every frame's feature
         sees the whole observed clip (frames before a decisive moment then vote informed).
@@ -218,6 +265,8 @@ class RecurrentEncoder(nn.Module):
     hidden_size: int = 128
     feature_dim: int = 64
     bidirectional: bool = False
+    temporal_kernel: int = 3
+    temporal_dilations: Sequence[int] = (1, 2, 4, 8)
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -241,7 +290,13 @@ class RecurrentEncoder(nn.Module):
         def cell():
             return RNN_CELLS[self.cell](self.hidden_size, **dt)
 
-        if self.bidirectional:
+        if self.cell not in TEMPORAL_MODELS:
+            raise ValueError(f"model.cell={self.cell!r}: expected one of {TEMPORAL_MODELS}")
+        if self.cell == "conv":
+            x = TemporalConv(self.hidden_size, self.temporal_kernel,
+                             tuple(self.temporal_dilations), self.dropout_rate, name="tcn",
+                             **dt)(x, train)
+        elif self.bidirectional:
             x = nn.Bidirectional(nn.RNN(cell()), nn.RNN(cell()), name="birnn")(x)
         else:
             x = nn.RNN(cell(), name="rnn")(x)

@@ -58,6 +58,8 @@ _ADDED_FIELDS = {
         "memory.aux_data": "",
         "memory.cluster_threshold": 0.5,
         "model.normalize_features": False,
+        "model.temporal_kernel": 3,
+        "model.temporal_dilations": [1, 2, 4, 8],
         "model.dtype": "float32",
         "model.param_dtype": "float32",
         "eval.temporal_views": 1,
