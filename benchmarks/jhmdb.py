@@ -5,11 +5,17 @@ Run from the repository root:
   python -m benchmarks.jhmdb                        # configs/jhmdb_memory.py on splits 1-3
   python -m benchmarks.jhmdb --splits=1 --config.train.num_steps=500
   python -m benchmarks.jhmdb --jhmdb_validation     # on each train file's validation part
+  python -m benchmarks.jhmdb --jhmdb_validation --jhmdb_validation_by=actors   # other actors
 
 `--jhmdb_validation` is for choosing settings without looking at test: every split holds out
 `data.validation_fraction` (0.2 unless --config sets another) of its train file, class-stratified,
 trains on the rest and reports top-1 on that held-out part (`eval.split='validation'`); its
-workdirs are `--workdir_root/validation/splitN`.
+workdirs are `--workdir_root/validation/splitN`. Those clips show the training part's own actors,
+while test shows others; `--jhmdb_validation_by=actors` holds out instead the clips of split N's
+train file that are in split N % 3 + 1's test file (`data.validation_path`): the official splits
+keep those actors out of that split's training part, so they are others' to the rest of the
+file too (107-132 clips a split, ~300-326 left to train on). Its workdirs are
+`--workdir_root/validation_actors/splitN`.
 
 Each split trains in its own workdir (`--workdir_root/splitN`), so a finished split is reused
 (restored, not retrained) when the benchmark is run again; its config is named
@@ -38,6 +44,11 @@ _VALIDATION = flags.DEFINE_bool(
     "Train on part of each train file and report top-1 on the held-out rest (data."
     "validation_fraction, 0.2 unless --config sets it; eval.split='validation'), in "
     "workdirs under WORKDIR_ROOT/validation. For choosing settings; test is not evaluated.")
+_VALIDATION_BY = flags.DEFINE_enum(
+    "jhmdb_validation_by", "fraction", ["fraction", "actors"],
+    "With --jhmdb_validation: 'fraction', a random part of each train file (the training "
+    "actors); 'actors', the train file's clips in the next split's test file (other actors; "
+    "workdirs under WORKDIR_ROOT/validation_actors).")
 
 VALIDATION_FRACTION = 0.2  # --jhmdb_validation's default part of each train file
 
@@ -47,29 +58,53 @@ PUBLISHED = (("1-NN on resampled, standardised joints", "0.42", "-"),
              ("DD-Net (its README, after fixes)", "0.82-0.83", "1.82 M"))
 
 
-def run_root(workdir_root: str, validation: bool) -> str:
-    """Where the split workdirs and summary.json go: `workdir_root`, or its `validation/`."""
-    return os.path.join(workdir_root, "validation") if validation else workdir_root
+def run_root(workdir_root: str, validation: bool, by: str = "fraction") -> str:
+    """Where the split workdirs and summary.json go: `workdir_root`, or its `validation/`
+    (`validation_actors/` when the part is other actors' clips)."""
+    if not validation:
+        return workdir_root
+    return os.path.join(workdir_root, "validation" if by == "fraction" else "validation_actors")
 
 
-def make_config(base, split: int, validation: bool):
+def partner_split(split: int) -> int:
+    """The split whose test file gives split `split` its other-actors validation part."""
+    return split % 3 + 1
+
+
+def make_config(base, split: int, validation: bool, by: str = "fraction"):
     """The config of one split: `base` (a copy) with the split's files; with `validation`, a
-    validation part of the train file (`data.validation_fraction`, VALIDATION_FRACTION unless
-    `base` sets one) that is evaluated instead of test."""
+    validation part of the train file that is evaluated instead of test: by 'fraction'
+    (`data.validation_fraction`, VALIDATION_FRACTION unless `base` sets one) or by 'actors'
+    (`data.validation_path`: the partner split's test file)."""
     config = base.copy_and_resolve_references()
     with config.unlocked():
         config.data.train_path, config.data.test_path = jhmdb_memory.split_paths(split)
         config.config_name = f"jhmdb_memory:split={split}"
         if validation:
-            if not config.data.validation_fraction:
+            if by == "actors":
+                config.data.validation_fraction = 0.0
+                config.data.validation_path = jhmdb_memory.split_paths(partner_split(split))[1]
+            elif not config.data.validation_fraction:
                 config.data.validation_fraction = VALIDATION_FRACTION
             config.eval.split = "validation"
     return config
 
 
+def part_name(config) -> str:
+    """What a run of `config` reports top-1 on, for the table's title."""
+    if config.eval.split != "validation":
+        return "test"
+    if config.data.validation_path:
+        return (f"validation part (clips also in {os.path.basename(config.data.validation_path)}"
+                ": other actors, not trained on)")
+    return (f"validation part ({config.data.validation_fraction:g} of each train file, not "
+            "trained on)")
+
+
 def run_split(split: int) -> dict:
-    config = make_config(_CONFIG.value, split, _VALIDATION.value)
-    workdir = os.path.join(run_root(_WORKDIR_ROOT.value, _VALIDATION.value), f"split{split}")
+    config = make_config(_CONFIG.value, split, _VALIDATION.value, _VALIDATION_BY.value)
+    workdir = os.path.join(run_root(_WORKDIR_ROOT.value, _VALIDATION.value, _VALIDATION_BY.value),
+                           f"split{split}")
     start = time.time()
     results = classifier.Experiment(config, workdir).train_and_evaluate()
     results["wall_seconds"] = time.time() - start
@@ -82,11 +117,9 @@ def mean_std(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
-def format_tables(runs: dict, validation_fraction: float = 0.0) -> str:
-    """The printed tables of `runs` (split -> results.json); `validation_fraction` > 0: the
-    runs report the validation part of that size, not test."""
-    part = (f"validation part ({validation_fraction:g} of each train file, not trained on)"
-            if validation_fraction else "test")
+def format_tables(runs: dict, part: str = "test") -> str:
+    """The printed tables of `runs` (split -> results.json), which report top-1 on `part`
+    (`part_name`)."""
     lines = [f"\nJHMDB (14 classes, 2-D joints): {part} top-1 per split",
              f"{'split':>6} | {'memory':>7} | {'baseline':>8} | {'params':>8} | "
              f"{'memory train s':>14} | {'both methods s':>14}"]
@@ -107,7 +140,7 @@ def format_tables(runs: dict, validation_fraction: float = 0.0) -> str:
         lines.append(f"{method:>9} | " + " | ".join(f"{v:>5.3f}" for v in values))
 
     lines.append("\nPublished on the same files" + (
-        " (test top-1: not comparable to the validation part)" if validation_fraction else ""))
+        " (test top-1: not comparable to the validation part)" if part != "test" else ""))
     for name, top1, params in PUBLISHED:
         lines.append(f"  {name:<40} top-1 {top1:<10} params {params}")
     return "\n".join(lines)
@@ -117,19 +150,18 @@ def main(argv):
     del argv
     splits = [int(s) for s in _SPLITS.value]
     runs = {split: run_split(split) for split in splits}
-    validation = _VALIDATION.value
-    fraction = make_config(_CONFIG.value, splits[0], True).data.validation_fraction \
-        if validation else 0.0
-    print(format_tables(runs, fraction))
+    validation, by = _VALIDATION.value, _VALIDATION_BY.value
+    print(format_tables(runs, part_name(make_config(_CONFIG.value, splits[0], validation, by))))
     mem = [r["top1"] for r in runs.values()]
     base = [r["baseline_top1"] for r in runs.values()]
     summary = {"splits": splits, "eval_split": "validation" if validation else "test",
+               "validation_by": by if validation else None,
                "memory_top1": mem, "baseline_top1": base,
                "memory_mean": float(np.mean(mem)), "memory_std": float(np.std(mem)),
                "baseline_mean": float(np.mean(base)), "baseline_std": float(np.std(base)),
                "train_seconds": [r["train_seconds"] for r in runs.values()],
                "total_train_seconds": [r["total_train_seconds"] for r in runs.values()]}
-    root = run_root(_WORKDIR_ROOT.value, validation)
+    root = run_root(_WORKDIR_ROOT.value, validation, by)
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -352,7 +352,8 @@ def test_validation_part_is_carved_out_of_train(tmp_path):
     labels = ["a", "b", "a", "b", "a", "b", "a", "c"]
     lengths = [3, 4, 5, 6, 7, 8, 9, 2]
     config = plain_config(tmp_path, labels, lengths)
-    with pytest.raises(ValueError, match="split 'validation'.*data.validation_fraction > 0"):
+    with pytest.raises(ValueError, match="split 'validation'.*data.validation_fraction > 0 or "
+                                         "data.validation_path"):
         sources.RaggedNpzSequences(config.data).source("validation")
     config.data.validation_fraction, config.data.validation_seed = 0.5, 7
     data = sources.RaggedNpzSequences(config.data)
@@ -382,6 +383,46 @@ def test_validation_part_is_carved_out_of_train(tmp_path):
     config.data.test_path = config.data.train_path
     with pytest.raises(ValueError, match="data.validation_fraction=0.5: leaves no validation "
                                          "clip in .*singles.npz"):
+        sources.RaggedNpzSequences(config.data)
+
+
+def test_validation_part_by_shared_clips(tmp_path):
+    from jaxact.data import sources
+
+    labels = ["a", "b", "a", "b", "a", "c"]
+    lengths = [3, 4, 5, 6, 7, 2]
+    config = plain_config(tmp_path, labels, lengths)
+    # Another file holding clips 1 and 4 of the train file (same values and lengths), one clip
+    # of the same values but another length, and one the train file does not have.
+    other = np.concatenate([np.full((4, 15, 2), 1), np.full((7, 15, 2), 4),
+                            np.full((3, 15, 2), 2), np.full((5, 15, 2), 99)]).astype(np.float32)
+    np.savez(tmp_path / "other.npz", frames=other, lengths=np.array([4, 7, 3, 5]),
+             labels=np.array(["b", "a", "a", "a"]))
+    config.data.validation_path = str(tmp_path / "other.npz")
+    data = sources.RaggedNpzSequences(config.data)
+    train, val = data.source("train"), data.source("validation")
+    for source, rows in ((val, [1, 4]), (train, [0, 2, 3, 5])):
+        assert len(source) == len(rows)
+        for k, row in enumerate(rows):
+            np.testing.assert_array_equal(source[k]["video"],
+                                          np.full((lengths[row], 15, 2), row, np.float32))
+    assert "validation: clips shared with" in data.description
+    kept = np.array([0, 2, 3, 5], np.float64)  # statistics from the remaining clips alone
+    np.testing.assert_allclose(data.mean, np.full(30, kept.mean()), rtol=1e-6)
+    # Both ways of picking a part at once, no shared clip, or a class emptied: named errors.
+    config.data.validation_fraction = 0.5
+    with pytest.raises(ValueError, match="data.validation_fraction=0.5 and data.validation_path"):
+        sources.RaggedNpzSequences(config.data)
+    config.data.validation_fraction = 0.0
+    np.savez(tmp_path / "none.npz", frames=np.full((5, 15, 2), 99, np.float32),
+             lengths=np.array([5]), labels=np.array(["a"]))
+    config.data.validation_path = str(tmp_path / "none.npz")
+    with pytest.raises(ValueError, match="none.npz: none of its 1 clips is a clip of"):
+        sources.RaggedNpzSequences(config.data)
+    np.savez(tmp_path / "all_c.npz", frames=np.full((2, 15, 2), 5, np.float32),
+             lengths=np.array([2]), labels=np.array(["c"]))
+    config.data.validation_path = str(tmp_path / "all_c.npz")
+    with pytest.raises(ValueError, match=r"all_c.npz: holds every clip of class\(es\) \['c'\]"):
         sources.RaggedNpzSequences(config.data)
 
 

@@ -242,6 +242,31 @@ def validation_split(source: SequenceSource, fraction: float, seed: int):
     return source.subset(np.flatnonzero(~held_out)), source.subset(np.flatnonzero(held_out))
 
 
+def shared_rows(source: SequenceSource, other: RaggedSequences) -> np.ndarray:
+    """Bool `[N]`: the clips of `source` whose frames (values and length) are a clip of `other`.
+
+    For JHMDB's official splits, with `other` another split's test file: those clips' actors
+    are not among that split's training actors, so holding them out gives a validation part of
+    other actors, as test is, without reading this split's test file. Fails naming
+    `data.validation_path` when no clip is shared, or when a class would keep no training clip.
+    """
+    seqs = source.sequences
+    if other.frames.shape[1:] != seqs.frames.shape[1:]:
+        raise ValueError(f"data.validation_path={other.path}: per-frame shape "
+                         f"{other.frames.shape[1:]} differs from {seqs.path}'s "
+                         f"{seqs.frames.shape[1:]}")
+    known = {other.clip(i).tobytes() for i in range(len(other))}
+    held_out = np.array([seqs.clip(i).tobytes() in known for i in range(len(seqs))], bool)
+    if not held_out.any():
+        raise ValueError(f"data.validation_path={other.path}: none of its {len(other)} clips is "
+                         f"a clip of {seqs.path}, so there is no validation part")
+    emptied = sorted(set(seqs.labels[held_out].tolist()) - set(seqs.labels[~held_out].tolist()))
+    if emptied:
+        raise ValueError(f"data.validation_path={other.path}: holds every clip of class(es) "
+                         f"{emptied} of {seqs.path}, leaving none to train on")
+    return held_out
+
+
 # ----------------------------------------------------------------------------- features
 
 

@@ -141,8 +141,10 @@ class RaggedNpzSequences:
     `data.validation_fraction` > 0 carves a class-stratified random part (`data.validation_seed`)
     of the train file out as split 'validation' (`sequences.validation_split`: every class keeps
     >= 1 training clip); 'train' is then the rest, and the standardisation statistics come from
-    it alone. Test views: the centre one, and its mirror image for 2-D joints (`eval.flip_view`;
-    needs `data.joint_order`).
+    it alone. `data.validation_path` instead holds out the clips of the train file that are also
+    clips of that file (`sequences.shared_rows`: for JHMDB, another split's test file, so the
+    validation part shows other actors). Test views: the centre one, and its mirror image for
+    2-D joints (`eval.flip_view`; needs `data.joint_order`).
     """
 
     def __init__(self, config):
@@ -158,7 +160,18 @@ class RaggedNpzSequences:
         # .get: configs written before these fields existed have no validation part.
         fraction = float(config.get("validation_fraction", 0.0))
         seed = int(config.get("validation_seed", 0))
-        if fraction:
+        shared_with = config.get("validation_path", "")
+        if fraction and shared_with:
+            raise ValueError(f"data.validation_fraction={fraction:g} and data.validation_path="
+                             f"{shared_with!r} both pick a validation part: set one of them")
+        if shared_with:
+            held_out = sequences.shared_rows(self._sources["train"],
+                                             sequences.read_ragged_npz(shared_with))
+            source = self._sources["train"]
+            self._sources["train"] = source.subset(np.flatnonzero(~held_out))
+            self._sources["validation"] = source.subset(np.flatnonzero(held_out))
+            self.description += f" (validation: clips shared with {shared_with})"
+        elif fraction:
             self._sources["train"], self._sources["validation"] = sequences.validation_split(
                 self._sources["train"], fraction, seed)
             self.description += f" (validation: {fraction:g} of train, seed {seed})"
@@ -169,8 +182,8 @@ class RaggedNpzSequences:
 
     def source(self, split: str):
         if split not in self._sources:
-            hint = ("; set data.validation_fraction > 0 to carve split 'validation' out of "
-                    "data.train_path" if split == "validation" else "")
+            hint = ("; set data.validation_fraction > 0 or data.validation_path to carve split "
+                    "'validation' out of data.train_path" if split == "validation" else "")
             raise ValueError(f"split {split!r}: ragged npz data has only "
                              f"{sorted(self._sources)}{hint}")
         return self._sources[split]
