@@ -65,6 +65,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # alone are the setup of the 2026-11-23 numbers.
     config.data.features = ("coords", "distances", "motion", "motion2", "bones", "angles")
     config.data.standardize = True  # inputs standardised with train-split statistics
+    # True: each clip's joints divided by the person's size (sequences.person_scale), so people
+    # filmed near and far look alike; needs 2-D joints.
+    config.data.normalize_scale = False
     config.data.min_fraction = 1.0  # < 1: train on random first-p% prefixes, p ~ U[min, 1]
     config.data.train_observation = 1.0  # < 1: train on exactly the first p% of every clip
     config.data.crop_min = 0.8  # training crops a random [crop_min, 1] portion in time

@@ -1,6 +1,7 @@
 """Ragged-sequence npz reader, joint features / augmentations, and the memory classifier on
 per-frame vectors (JHMDB joints when ../shared/data is present, files written here otherwise)."""
 
+import dataclasses
 import json
 import os
 
@@ -671,3 +672,22 @@ def test_batched_features_equal_per_clip_features():
             for key in a:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
+
+
+def test_person_scale_makes_near_and_far_people_alike():
+    rng = np.random.default_rng(0)
+    joints = rng.normal(size=(6, 15, 2)).astype(np.float32)
+    spread = joints - joints.mean(axis=1, keepdims=True)
+    expected = np.mean([np.sqrt(np.mean(np.sum(f**2, axis=-1))) for f in spread])
+    assert sequences.person_scale(joints) == pytest.approx(expected, rel=1e-6)
+    assert sequences.person_scale(np.ones((3, 15, 2), np.float32)) == 1.0  # nothing to divide
+    transform = sequences.SequenceTransform(num_frames=6, train=False, joint_order="jhmdb",
+                                            features=sequences.FEATURES, normalize_scale=True)
+    near = transform({"video": joints, "label": 0}, None)["video"]
+    far = transform({"video": 0.25 * joints + 3.0, "label": 0}, None)["video"]  # smaller, moved
+    np.testing.assert_allclose(near, far, rtol=1e-4, atol=1e-5)
+    plain = dataclasses.replace(transform, normalize_scale=False)
+    assert not np.allclose(plain({"video": joints, "label": 0}, None)["video"],
+                           plain({"video": 0.25 * joints + 3.0, "label": 0}, None)["video"])
+    with pytest.raises(ValueError, match="data.normalize_scale needs 2-D joints"):
+        sequences.check_frame_shape((24,), (), False, "x.npz", normalize_scale=True)

@@ -281,14 +281,15 @@ def resample(frames: np.ndarray, num_frames: int, start: float, end: float) -> n
 
 
 def check_frame_shape(frame_shape: tuple[int, ...], features, augment: bool, path: str,
-                      joint_order: str = "", flip_view: bool = False) -> None:
-    """Fails, naming `data.features` (or the augmentations, or `eval.flip_view`), the expected and
-    found per-frame shapes and the file `path`, unless frames of `frame_shape` suit them: joint
-    features need joints `[J, D]` (distances: J >= 2); scale / rotation / mirror need 2-D joints
-    `[J, 2]`; the skeleton features (bones, angles) and the mirrored test view (`flip_view`)
-    need `joint_order` (a key of `JOINT_ORDERS`, fails naming `data.joint_order`) and 2-D joints
-    `[J, 2]` with J its number of joints. `features=()` takes any per-frame shape (each frame is
-    flattened)."""
+                      joint_order: str = "", flip_view: bool = False,
+                      normalize_scale: bool = False) -> None:
+    """Fails, naming `data.features` (or the augmentations, `data.normalize_scale` or
+    `eval.flip_view`), the expected and found per-frame shapes and the file `path`, unless frames
+    of `frame_shape` suit them: joint features need joints `[J, D]` (distances: J >= 2); scale /
+    rotation / mirror and `normalize_scale` need 2-D joints `[J, 2]`; the skeleton features
+    (bones, angles) and the mirrored test view (`flip_view`) need `joint_order` (a key of
+    `JOINT_ORDERS`, fails naming `data.joint_order`) and 2-D joints `[J, 2]` with J its number of
+    joints. `features=()` takes any per-frame shape (each frame is flattened)."""
     frame_shape = tuple(int(n) for n in frame_shape)
     if features and (len(frame_shape) != 2 or ("distances" in features and frame_shape[0] < 2)):
         raise ValueError(f"data.features={tuple(features)} needs joints per frame, [J, D]"
@@ -299,6 +300,9 @@ def check_frame_shape(frame_shape: tuple[int, ...], features, augment: bool, pat
         raise ValueError(f"data.scale_range / rotation_degrees / mirror_prob need 2-D joints "
                          f"[J, 2] per frame, but {path} has frames of shape {list(frame_shape)}; "
                          "set them to 0")
+    if normalize_scale and (len(frame_shape) != 2 or frame_shape[1] != 2):
+        raise ValueError(f"data.normalize_scale needs 2-D joints [J, 2] per frame, but {path} has "
+                         f"frames of shape {list(frame_shape)}; set it to False")
     skeleton = [f for f in SKELETON_FEATURES if f in features]
     users = ([f"data.features={tuple(features)} (with {', '.join(skeleton)})"] if skeleton
              else []) + (["eval.flip_view=True"] if flip_view else [])
@@ -381,7 +385,9 @@ class SequenceTransform:
     `[min_fraction, 1]`) is linearly resampled to `num_frames` frames; training also crops a random
     `[crop_min, 1]` portion of it. Joint sequences (`[T, J, 2]`, `joint_order` set) can be
     augmented (scale, rotation, mirror with left/right swap) and turned into `features`;
-    `features=()` flattens each frame as it is. `mean`/`std` (`[F]`) standardise the output.
+    `features=()` flattens each frame as it is. `normalize_scale` divides 2-D joints by the
+    person's size in the observed clip (`person_scale`), so people filmed near and far give
+    the same coordinates, distances and motion. `mean`/`std` (`[F]`) standardise the output.
     `mirror` mirrors every clip (`mirror_joints`, after resampling; the mirrored test view).
     """
 
@@ -398,6 +404,7 @@ class SequenceTransform:
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     mirror: bool = False  # mirror every clip (x and left/right joints): the mirrored test view
+    normalize_scale: bool = False
 
     def __post_init__(self):
         unknown = set(self.features) - set(FEATURES)
@@ -433,6 +440,8 @@ class SequenceTransform:
             start = rng.uniform(0.0, last - span)
             end = start + span
         frames = resample(frames, self.num_frames, start, end)
+        if self.normalize_scale:
+            frames = frames / person_scale(frames)
         if self.mirror:
             frames = mirror_joints(frames, self.joint_order)
         if self.train:
@@ -463,6 +472,17 @@ class SequenceTransform:
         c, s = np.cos(angle), np.sin(angle)
         x = x @ (scale * np.array([[c, s], [-s, c]], np.float32))
         return (x + centre).astype(np.float32)
+
+
+def person_scale(joints: np.ndarray) -> float:
+    """The size of the person in 2-D joints `[T, J, 2]`: the mean over frames of the RMS distance
+    of the joints from their frame's centroid (> 0: 1.0 for a clip whose joints all coincide)."""
+    if joints.ndim != 3 or joints.shape[-1] != 2:
+        raise ValueError(f"data.normalize_scale needs 2-D joints [T, J, 2], got frames of shape "
+                         f"{joints.shape}")
+    spread = joints - joints.mean(axis=1, keepdims=True)
+    scale = float(np.mean(np.sqrt(np.mean(np.sum(spread**2, axis=-1), axis=1))))
+    return scale if scale > 1e-12 else 1.0
 
 
 def feature_statistics(source: SequenceSource, transform: SequenceTransform):

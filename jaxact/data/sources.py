@@ -155,7 +155,8 @@ class RaggedNpzSequences:
         sequences.check_frame_shape(
             train.frames.shape[1:], tuple(config.features),
             bool(config.scale_range or config.rotation_degrees or config.mirror_prob), train.path,
-            joint_order=config.joint_order)
+            joint_order=config.joint_order,
+            normalize_scale=bool(config.get("normalize_scale", False)))
         self.description = f"ragged_npz:{config.train_path}|{config.test_path}"
         # .get: configs written before these fields existed have no validation part.
         fraction = float(config.get("validation_fraction", 0.0))
@@ -207,7 +208,8 @@ class RaggedNpzSequences:
             num_frames=c.num_frames, train=train, fraction=fraction, min_fraction=min_fraction,
             crop_min=c.crop_min, scale_range=c.scale_range, rotation_degrees=c.rotation_degrees,
             mirror_prob=c.mirror_prob, joint_order=c.joint_order, features=tuple(c.features),
-            mean=self.mean, std=self.std, mirror=view.flip)
+            mean=self.mean, std=self.std, mirror=view.flip,
+            normalize_scale=bool(c.get("normalize_scale", False)))
 
     def read_clip(self, path: str) -> dict:
         """A record of a user's sequence file: float32 `[T, ...]` shaped like the data's frames
