@@ -344,17 +344,22 @@ def test_target_only_makes_the_unscaled_window_the_whole_video():
 
 
 def _track_by_loops(boxes, frames):
+    def centre(box):
+        return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+    distinct = sorted(set(frames))
     rows = []
     for k, box in enumerate(boxes):
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        cx0, cy0 = (boxes[0][0] + boxes[0][2]) / 2, (boxes[0][1] + boxes[0][3]) / 2
-        j = max(k, 1)  # the first frame takes the second's velocity
-        prev, cur = boxes[j - 1], boxes[j]
-        gap = max(frames[j] - frames[j - 1], 1)
-        vx = ((cur[0] + cur[2]) - (prev[0] + prev[2])) / 2 / gap
-        vy = ((cur[1] + cur[3]) - (prev[1] + prev[3])) / 2 / gap
-        rows.append([(cx - cx0) * 10, (cy - cy0) * 10, vx * 100, vy * 100,
-                     (box[2] - box[0]) * 10, (box[3] - box[1]) * 10])
+        d = distinct.index(frames[k])
+        d = max(d, 1) if len(distinct) > 1 else d  # the first frame takes the second's velocity
+        velocity = np.zeros(2)
+        if d:  # from the previous distinct frame, over the clip frames between
+            cur = centre(boxes[list(frames).index(distinct[d])])
+            prev = centre(boxes[list(frames).index(distinct[d - 1])])
+            velocity = (cur - prev) / (distinct[d] - distinct[d - 1])
+        offset = centre(box) - centre(boxes[0])
+        rows.append([*(offset * 10), *(velocity * 100), (box[2] - box[0]) * 10,
+                     (box[3] - box[1]) * 10])
     return np.array(rows, np.float32)
 
 
@@ -362,11 +367,20 @@ def test_target_track_matches_a_per_frame_reference():
     rng = np.random.default_rng(2)
     low = rng.uniform(0.0, 0.5, (6, 2))
     boxes = np.concatenate([low, low + rng.uniform(0.05, 0.4, (6, 2))], axis=1)
-    frames = np.array([0, 3, 3, 7, 8, 12])  # a repeated frame: gap 0 counts as 1
+    frames = np.array([0, 3, 3, 7, 8, 12])
+    boxes[2] = boxes[1]  # a repeated frame is the same frame
     track = pipeline.target_track(boxes, frames)
     assert track.shape == (6, pipeline.TRACK_FEATURES) and track.dtype == np.float32
     np.testing.assert_allclose(track, _track_by_loops(boxes, frames), rtol=1e-5, atol=1e-6)
     assert pipeline.target_track(boxes[:1], frames[:1])[0, 2:4].tolist() == [0.0, 0.0]
+    # A short prefix repeats frames: each keeps its clip frame's velocity, the same as without
+    # the repeats (before: 0 at every repeat, so a steady speed read v, 0, v, 0).
+    steady = np.array([[0.1 + 0.01 * f, 0.2, 0.2 + 0.01 * f, 0.3] for f in range(8)])
+    repeated = np.repeat(np.arange(8), 2)
+    np.testing.assert_allclose(pipeline.target_track(steady[repeated], repeated)[:, 2:4],
+                               np.tile([1.0, 0.0], (16, 1)), atol=1e-5)
+    np.testing.assert_allclose(pipeline.target_track(steady[repeated], repeated)[::2],
+                               pipeline.target_track(steady, np.arange(8)), atol=1e-5)
 
 
 def test_target_track_joins_the_example_and_mirrors_with_the_clip():

@@ -113,18 +113,24 @@ TRACK_FEATURES = 6
 
 def target_track(boxes: np.ndarray, frame_indices: np.ndarray) -> np.ndarray:
     """The boxed target's motion, per observed frame: `[T, 4]` normalized xyxy boxes of the
-    frames `frame_indices` `[T]` of a clip -> float32 `[T, TRACK_FEATURES]`: the box centre's
-    displacement from the first observed frame (x10), its velocity in frame widths per clip frame
-    (x100; 1.56 is one pixel a frame at 64 px; the first frame takes the second's), and the box's
-    width and height (x10). Velocity is per clip frame, not per sampled frame, so one speed reads
-    alike whatever the clip's length and the observed fraction; a slowdown (braking) or a sideways
-    creep (drift) of a fraction of a pixel, which the frames alone show only coarsely, is plain.
-    Scales put each feature near unit size for the recurrent network's input."""
+    frames `frame_indices` `[T]` (sorted; repeats allowed) of a clip -> float32
+    `[T, TRACK_FEATURES]`: the box centre's displacement from the first observed frame (x10), its
+    velocity in frame widths per clip frame (x100; 1.56 is one pixel a frame at 64 px), and the
+    box's width and height (x10). Velocity is per clip frame, not per sampled frame: each clip
+    frame's is the move from the previous distinct sampled frame over the frames between (the
+    first frame takes the second's; one frame alone: 0), and a repeated frame keeps its frame's.
+    So one speed reads alike whatever the clip's length and the observed fraction, also when a
+    short prefix repeats frames; a slowdown (braking) or a sideways creep (drift) of a fraction
+    of a pixel, which the frames alone show only coarsely, is plain. Scales put each feature
+    near unit size for the recurrent network's input."""
     boxes = np.asarray(boxes, np.float64)
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # [T, 2]
-    gaps = np.maximum(np.diff(np.asarray(frame_indices, np.float64)), 1.0)[:, None]  # repeats: 0
-    velocity = np.diff(centre, axis=0) / gaps
-    velocity = np.concatenate([velocity[:1], velocity]) if len(velocity) else np.zeros_like(centre)
+    frames, first, which = np.unique(np.asarray(frame_indices), return_index=True,
+                                     return_inverse=True)
+    distinct = centre[first]  # [U, 2]: each distinct frame's centre
+    velocity = np.diff(distinct, axis=0) / np.diff(frames.astype(np.float64))[:, None]
+    velocity = (np.concatenate([velocity[:1], velocity]) if len(velocity)
+                else np.zeros_like(distinct))[which.reshape(-1)]
     size = boxes[:, 2:] - boxes[:, :2]
     return np.concatenate([(centre - centre[:1]) * 10, velocity * 100, size * 10],
                           axis=-1).astype(np.float32)
