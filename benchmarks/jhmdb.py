@@ -5,17 +5,18 @@ Run from the repository root:
   python -m benchmarks.jhmdb                        # configs/jhmdb_memory.py on splits 1-3
   python -m benchmarks.jhmdb --splits=1 --config.train.num_steps=500
   python -m benchmarks.jhmdb --jhmdb_validation     # on each train file's validation part
-  python -m benchmarks.jhmdb --jhmdb_validation --jhmdb_validation_by=actors   # other actors
+  python -m benchmarks.jhmdb --jhmdb_validation --jhmdb_validation_by=videos   # other videos
 
 `--jhmdb_validation` is for choosing settings without looking at test: every split holds out
 `data.validation_fraction` (0.2 unless --config sets another) of its train file, class-stratified,
 trains on the rest and reports top-1 on that held-out part (`eval.split='validation'`); its
-workdirs are `--workdir_root/validation/splitN`. Those clips show the training part's own actors,
-while test shows others; `--jhmdb_validation_by=actors` holds out instead the clips of split N's
-train file that are in split N % 3 + 1's test file (`data.validation_path`): the official splits
-keep those actors out of that split's training part, so they are others' to the rest of the
-file too (107-132 clips a split, ~300-326 left to train on). Its workdirs are
-`--workdir_root/validation_actors/splitN`.
+workdirs are `--workdir_root/validation/splitN`. Those clips come from the videos (people,
+scenes) the rest was cut from, while test's come from others; `--jhmdb_validation_by=videos`
+holds out instead the clips of split N's train file that are in split N % 3 + 1's test file
+(`data.validation_path`): the official splits (HMDB51's protocol) never put clips of one source
+video on both sides, so none of these clips' videos is among those of the 302-326 clips left to
+train on (107-132 validation clips a split). Its workdirs are
+`--workdir_root/validation_videos/splitN`.
 
 Each split trains in its own workdir (`--workdir_root/splitN`), so a finished split is reused
 (restored, not retrained) when the benchmark is run again; its config is named
@@ -45,10 +46,10 @@ _VALIDATION = flags.DEFINE_bool(
     "validation_fraction, 0.2 unless --config sets it; eval.split='validation'), in "
     "workdirs under WORKDIR_ROOT/validation. For choosing settings; test is not evaluated.")
 _VALIDATION_BY = flags.DEFINE_enum(
-    "jhmdb_validation_by", "fraction", ["fraction", "actors"],
+    "jhmdb_validation_by", "fraction", ["fraction", "videos"],
     "With --jhmdb_validation: 'fraction', a random part of each train file (the training "
-    "actors); 'actors', the train file's clips in the next split's test file (other actors; "
-    "workdirs under WORKDIR_ROOT/validation_actors).")
+    "videos); 'videos', the train file's clips in the next split's test file (other source "
+    "videos; workdirs under WORKDIR_ROOT/validation_videos).")
 
 VALIDATION_FRACTION = 0.2  # --jhmdb_validation's default part of each train file
 
@@ -60,28 +61,28 @@ PUBLISHED = (("1-NN on resampled, standardised joints", "0.42", "-"),
 
 def run_root(workdir_root: str, validation: bool, by: str = "fraction") -> str:
     """Where the split workdirs and summary.json go: `workdir_root`, or its `validation/`
-    (`validation_actors/` when the part is other actors' clips)."""
+    (`validation_videos/` when the part is other videos' clips)."""
     if not validation:
         return workdir_root
-    return os.path.join(workdir_root, "validation" if by == "fraction" else "validation_actors")
+    return os.path.join(workdir_root, "validation" if by == "fraction" else "validation_videos")
 
 
 def partner_split(split: int) -> int:
-    """The split whose test file gives split `split` its other-actors validation part."""
+    """The split whose test file gives split `split` its other-videos validation part."""
     return split % 3 + 1
 
 
 def make_config(base, split: int, validation: bool, by: str = "fraction"):
     """The config of one split: `base` (a copy) with the split's files; with `validation`, a
     validation part of the train file that is evaluated instead of test: by 'fraction'
-    (`data.validation_fraction`, VALIDATION_FRACTION unless `base` sets one) or by 'actors'
+    (`data.validation_fraction`, VALIDATION_FRACTION unless `base` sets one) or by 'videos'
     (`data.validation_path`: the partner split's test file)."""
     config = base.copy_and_resolve_references()
     with config.unlocked():
         config.data.train_path, config.data.test_path = jhmdb_memory.split_paths(split)
         config.config_name = f"jhmdb_memory:split={split}"
         if validation:
-            if by == "actors":
+            if by == "videos":
                 config.data.validation_fraction = 0.0
                 config.data.validation_path = jhmdb_memory.split_paths(partner_split(split))[1]
             elif not config.data.validation_fraction:
@@ -96,7 +97,7 @@ def part_name(config) -> str:
         return "test"
     if config.data.validation_path:
         return (f"validation part (clips also in {os.path.basename(config.data.validation_path)}"
-                ": other actors, not trained on)")
+                ": other videos, not trained on)")
     return (f"validation part ({config.data.validation_fraction:g} of each train file, not "
             "trained on)")
 

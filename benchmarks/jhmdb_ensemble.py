@@ -3,7 +3,7 @@
 Run from the repository root, after `benchmarks.jhmdb` has trained each root:
 
   python -m benchmarks.jhmdb_ensemble workdirs/jhmdb_s0 workdirs/jhmdb_s1 workdirs/jhmdb_s2
-  python -m benchmarks.jhmdb_ensemble --ensemble_part=validation_actors ROOT0 ROOT1 ROOT2
+  python -m benchmarks.jhmdb_ensemble --ensemble_part=validation_videos ROOT0 ROOT1 ROOT2
 
 Each positional argument is a `--workdir_root` of `benchmarks.jhmdb`; the runs of split N are
 `ROOT/[PART/]splitN` (`--ensemble_part`: `test` reads `ROOT/splitN`, the others the validation
@@ -24,7 +24,7 @@ from benchmarks import machine
 from jaxact.evaluation import classification
 from jaxact.train import classifier, loop
 
-_PART = flags.DEFINE_enum("ensemble_part", "test", ["test", "validation", "validation_actors"],
+_PART = flags.DEFINE_enum("ensemble_part", "test", ["test", "validation", "validation_videos"],
                           "Which workdirs of each root: the test runs or a validation layout.")
 _SPLITS = flags.DEFINE_list("ensemble_splits", ["1", "2", "3"], "Official splits to combine.")
 _JSON = flags.DEFINE_string("ensemble_json", "benchmarks/results/jhmdb_ensemble.json",

@@ -21,7 +21,7 @@ trained on by neither method, and reported instead of test:
   python launch.py --config=configs/jhmdb_memory.py:split=1 --workdir=workdirs/jhmdb_val1 \
       --config.data.validation_fraction=0.2 --config.eval.split=validation
   python -m benchmarks.jhmdb --jhmdb_validation   # all 3 splits' validation parts
-  python -m benchmarks.jhmdb --jhmdb_validation --jhmdb_validation_by=actors  # other actors'
+  python -m benchmarks.jhmdb --jhmdb_validation --jhmdb_validation_by=videos  # other videos'
 
 Add `--config.train.eval_every=250` for a validation curve in TensorBoard (train.eval_split is
 'validation' by default).
@@ -80,7 +80,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.validation_fraction = 0.0
     config.data.validation_seed = 0
     # Or: the train file's clips that are also in this file become split 'validation' (another
-    # split's test file: other actors, as test has; benchmarks/jhmdb.py --jhmdb_validation_by).
+    # split's test file: other source videos, as test has; benchmarks/jhmdb.py
+    # --jhmdb_validation_by=videos).
     config.data.validation_path = ""
     config.data.num_threads = 2
     config.data.prefetch = 4

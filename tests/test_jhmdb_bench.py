@@ -24,7 +24,7 @@ with wider.unlocked():
 configs = {"validation": jhmdb.make_config(base, 2, jhmdb._VALIDATION.value),
            "test": jhmdb.make_config(base, 2, False),
            "wider": jhmdb.make_config(wider, 1, True),
-           "actors": jhmdb.make_config(wider, 3, True, "actors")}
+           "videos": jhmdb.make_config(wider, 3, True, "videos")}
 result = {"early_prediction": {"memory": {"0.2": 0.3, "1.0": 0.5},
                                                     "baseline": {"0.2": 0.2, "1.0": 0.4}},
           "top1": 0.5, "baseline_top1": 0.4, "num_params": 1234, "train_seconds": 10.0,
@@ -38,7 +38,7 @@ print(json.dumps({
                     "num_steps": c.train.num_steps}
                 for k, c in configs.items()},
     "roots": [jhmdb.run_root(jhmdb._WORKDIR_ROOT.value, v, b)
-              for v, b in ((True, "fraction"), (False, "fraction"), (True, "actors"))],
+              for v, b in ((True, "fraction"), (False, "fraction"), (True, "videos"))],
     "tables": [jhmdb.format_tables({2: result}, jhmdb.part_name(configs[k]))
                for k in ("validation", "test")]}))
 """
@@ -53,22 +53,22 @@ def test_validation_flag_sets_the_validation_part_and_its_workdirs(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["flag"] is True
     smoke_steps = jhmdb_memory.get_config("smoke").train.num_steps
-    val, test, wider, actors = (out["configs"][k]
-                                for k in ("validation", "test", "wider", "actors"))
+    val, test, wider, videos = (out["configs"][k]
+                                for k in ("validation", "test", "wider", "videos"))
     assert (val["fraction"], val["eval_split"], val["eval_every"]) == (0.2, "validation", 0)
     assert val["seed"] == 4 and val["num_steps"] == smoke_steps  # --config overrides kept
     assert val["paths"] == list(jhmdb_memory.split_paths(2))
     assert val["name"] == test["name"] == "jhmdb_memory:split=2"
     assert (test["fraction"], test["eval_split"]) == (0.0, "test")
     assert (wider["fraction"], wider["eval_split"]) == (0.3, "validation")  # a set one is kept
-    # Other actors: split 3's train clips that are in split 1's test file; no random part.
-    assert (actors["fraction"], actors["eval_split"]) == (0.0, "validation")
-    assert actors["validation_path"] == jhmdb_memory.split_paths(1)[1]
-    assert actors["paths"] == list(jhmdb_memory.split_paths(3))
-    assert "split1_test.npz: other actors" in actors["part"]
+    # Other videos: split 3's train clips that are in split 1's test file; no random part.
+    assert (videos["fraction"], videos["eval_split"]) == (0.0, "validation")
+    assert videos["validation_path"] == jhmdb_memory.split_paths(1)[1]
+    assert videos["paths"] == list(jhmdb_memory.split_paths(3))
+    assert "split1_test.npz: other videos" in videos["part"]
     assert val["validation_path"] == test["validation_path"] == ""
     assert out["roots"] == [os.path.join(str(tmp_path), "validation"), str(tmp_path),
-                            os.path.join(str(tmp_path), "validation_actors")]
+                            os.path.join(str(tmp_path), "validation_videos")]
     validation_table, test_table = out["tables"]
     assert "validation part (0.2 of each train file, not trained on) top-1 per split" in \
         validation_table

@@ -245,9 +245,9 @@ def validation_split(source: SequenceSource, fraction: float, seed: int):
 def shared_rows(source: SequenceSource, other: RaggedSequences) -> np.ndarray:
     """Bool `[N]`: the clips of `source` whose frames (values and length) are a clip of `other`.
 
-    For JHMDB's official splits, with `other` another split's test file: those clips' actors
-    are not among that split's training actors, so holding them out gives a validation part of
-    other actors, as test is, without reading this split's test file. Fails naming
+    For JHMDB's official splits, with `other` another split's test file: no clip of those clips'
+    source videos is in that split's training part (HMDB51's protocol), so holding them out gives
+    a validation part from other videos, as test is, without reading this split's test file. Fails naming
     `data.validation_path` when no clip is shared, or when a class would keep no training clip.
     """
     seqs = source.sequences

@@ -143,7 +143,7 @@ class RaggedNpzSequences:
     >= 1 training clip); 'train' is then the rest, and the standardisation statistics come from
     it alone. `data.validation_path` instead holds out the clips of the train file that are also
     clips of that file (`sequences.shared_rows`: for JHMDB, another split's test file, so the
-    validation part shows other actors). Test views: the centre one, and its mirror image for
+    validation part comes from other source videos). Test views: the centre one, and its mirror image for
     2-D joints (`eval.flip_view`; needs `data.joint_order`).
     """
 
