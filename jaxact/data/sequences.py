@@ -246,9 +246,10 @@ def shared_rows(source: SequenceSource, other: RaggedSequences) -> np.ndarray:
     """Bool `[N]`: the clips of `source` whose frames (values and length) are a clip of `other`.
 
     For JHMDB's official splits, with `other` another split's test file: no clip of those clips'
-    source videos is in that split's training part (HMDB51's protocol), so holding them out gives
-    a validation part from other videos, as test is, without reading this split's test file. Fails naming
-    `data.validation_path` when no clip is shared, or when a class would keep no training clip.
+    source videos is in that split's training part (HMDB51's protocol), so holding them out
+    gives a validation part from other videos, as test is, without reading this split's test
+    file. Fails naming `data.validation_path` when no clip is shared, or when a class would keep
+    no training clip.
     """
     seqs = source.sequences
     if other.frames.shape[1:] != seqs.frames.shape[1:]:

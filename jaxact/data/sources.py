@@ -143,8 +143,8 @@ class RaggedNpzSequences:
     >= 1 training clip); 'train' is then the rest, and the standardisation statistics come from
     it alone. `data.validation_path` instead holds out the clips of the train file that are also
     clips of that file (`sequences.shared_rows`: for JHMDB, another split's test file, so the
-    validation part comes from other source videos). Test views: the centre one, and its mirror image for
-    2-D joints (`eval.flip_view`; needs `data.joint_order`).
+    validation part comes from other source videos). Test views: the centre one, and its mirror
+    image for 2-D joints (`eval.flip_view`; needs `data.joint_order`).
     """
 
     def __init__(self, config):
