@@ -8,7 +8,7 @@ actions (`maneuvers/cues`: indicator, braking and drift before the onset; `jaxac
 way), `prefix` random first parts (a fraction drawn from [0.2, 1] per clip, `data.min_fraction`)
 or `first30` exactly the first 30 % (`data.train_observation`). Evaluation sweeps the observed
 fraction 0.1-1.0 for both methods; `results.json["early_prediction"]["bayes_limit"]` is the
-data's ceiling at each fraction (0.43 / 0.68 / 0.82 at 0.2 / 0.3 / 0.4) and
+data's ceiling at each fraction (0.43 / 0.68 / 0.83 at 0.2 / 0.3 / 0.4) and
 `early_prediction.png` plots the curves against it. Method, model and budget are
 `configs/maneuvers_memory.py`'s, except: no mirroring (a mirrored U-turn would signal on the
 wrong side); two inputs from the target's box (the boxes come with the data: an oracle tracker)
@@ -20,9 +20,9 @@ stored 1,200 plus 4,800 rendered at start-up, `data.extra_train_clips`). All wer
 the validation split (docs/results_maneuvers.md). `:tiny` / `:smoke` as in maneuvers_memory (smoke:
 `maneuvers/tiny`, no cues).
 
-Expected (test, centre view, mean of seeds 0-2, 2026-12-07; ~5 min a run on 2 CPU cores):
-`train=prefix` memory 0.29 / 0.51 / 0.67 top-1 at 0.2 / 0.3 / 0.4 observed (baseline 0.30 /
-0.54 / 0.72), whole clips 1.00.
+Expected (test, centre view, mean of seeds 0-2, 2026-12-07; ~4 min a run on 2 CPU cores):
+`train=prefix` memory 0.29 / 0.51 / 0.69 top-1 at 0.2 / 0.3 / 0.4 observed (baseline 0.30 /
+0.54 / 0.73), whole clips 1.00.
 """
 
 import ml_collections
