@@ -239,11 +239,18 @@ def validation_split(source: SequenceSource, fraction: float, seed: int):
         raise ValueError(f"data.validation_fraction={fraction}: leaves no validation clip in "
                          f"{source.sequences.path} (at most {most} clips per class; every class "
                          "keeps >= 1 training clip); raise it or set it to 0")
+    return _hold_out(source, held_out)
+
+
+def _hold_out(source: SequenceSource, held_out: np.ndarray):
+    """`(train, validation)`: the clips of `source` not in bool `held_out` `[N]`, and those in
+    it, each in file order."""
     return source.subset(np.flatnonzero(~held_out)), source.subset(np.flatnonzero(held_out))
 
 
-def shared_rows(source: SequenceSource, other: RaggedSequences) -> np.ndarray:
-    """Bool `[N]`: the clips of `source` whose frames (values and length) are a clip of `other`.
+def shared_split(source: SequenceSource, other: RaggedSequences):
+    """`(train, validation)` sources: validation holds the clips of `source` whose frames (values
+    and length) are a clip of `other`, train the rest, each in file order.
 
     For JHMDB's official splits, with `other` another split's test file: no clip of those clips'
     source videos is in that split's training part (HMDB51's protocol), so holding them out
@@ -265,7 +272,7 @@ def shared_rows(source: SequenceSource, other: RaggedSequences) -> np.ndarray:
     if emptied:
         raise ValueError(f"data.validation_path={other.path}: holds every clip of class(es) "
                          f"{emptied} of {seqs.path}, leaving none to train on")
-    return held_out
+    return _hold_out(source, held_out)
 
 
 # ----------------------------------------------------------------------------- features

@@ -142,7 +142,7 @@ class RaggedNpzSequences:
     of the train file out as split 'validation' (`sequences.validation_split`: every class keeps
     >= 1 training clip); 'train' is then the rest, and the standardisation statistics come from
     it alone. `data.validation_path` instead holds out the clips of the train file that are also
-    clips of that file (`sequences.shared_rows`: for JHMDB, another split's test file, so the
+    clips of that file (`sequences.shared_split`: for JHMDB, another split's test file, so the
     validation part comes from other source videos). Test views: the centre one, and its mirror
     image for 2-D joints (`eval.flip_view`; needs `data.joint_order`).
     """
@@ -166,11 +166,8 @@ class RaggedNpzSequences:
             raise ValueError(f"data.validation_fraction={fraction:g} and data.validation_path="
                              f"{shared_with!r} both pick a validation part: set one of them")
         if shared_with:
-            held_out = sequences.shared_rows(self._sources["train"],
-                                             sequences.read_ragged_npz(shared_with))
-            source = self._sources["train"]
-            self._sources["train"] = source.subset(np.flatnonzero(~held_out))
-            self._sources["validation"] = source.subset(np.flatnonzero(held_out))
+            self._sources["train"], self._sources["validation"] = sequences.shared_split(
+                self._sources["train"], sequences.read_ragged_npz(shared_with))
             self.description += f" (validation: clips shared with {shared_with})"
         elif fraction:
             self._sources["train"], self._sources["validation"] = sequences.validation_split(
