@@ -1,4 +1,4 @@
-"""Early prediction on `maneuvers/cues`: three training modes x two methods against the Bayes limit.
+"""Early prediction on the cue data: three training modes x two methods against the Bayes limit.
 
   python -m benchmarks.maneuvers_early               # modes full, prefix, first30; seeds 0-2
   python -m benchmarks.maneuvers_early --early_modes=first30 --early_seeds=0
@@ -13,8 +13,9 @@ methods (the memory classifier and the softmax baseline forked from the same pre
 table is rewritten after every finished run.
 
 JSON (`--early_output`, default benchmarks/results/maneuvers_early.json): `{"date", "machine",
-"variant", "bayes_limit": {ratio: acc}, "runs": [{"train_mode", "method", "seeds",
-"top1": {ratio: mean over seeds}, "top1_std": {ratio: population std}, "full_clip_top1"}]}`;
+"variant", "dataset" (the runs' `NAME/CONFIG`), "bayes_limit": {ratio: acc}, "runs":
+[{"train_mode", "method", "seeds", "top1": {ratio: mean over seeds}, "top1_std": {ratio:
+population std}, "full_clip_top1"}]}`;
 ratios are the eval sweep's ("0.1" ... "1.0"), top-1 on the test split, centre view.
 """
 
@@ -72,11 +73,12 @@ def train_run(mode: str, variant: str, seed: int, root: str) -> dict:
 
 def build_table(root: str, modes: Sequence[str], seeds: Sequence[int], variant: str) -> dict:
     """The JSON table of the finished runs of `modes` x `seeds`."""
-    rows, limit = [], None
+    rows, limit, dataset = [], None, None
     for mode in modes:
         found = {s: r for s in seeds if (r := read_results(run_dir(root, mode, s))) is not None}
         for r in found.values():
             limit = limit or r["early_prediction"].get("bayes_limit")
+            dataset = dataset or r.get("dataset")
         for method in METHODS:
             curves = [r["early_prediction"][method] for r in found.values()
                       if r["early_prediction"].get(method)]
@@ -89,7 +91,7 @@ def build_table(root: str, modes: Sequence[str], seeds: Sequence[int], variant: 
                                                    "baseline_top1"] for r in found.values()]))
                 if found else None})
     return {"date": now(), "machine": machine_description(), "variant": variant,
-            "bayes_limit": limit, "runs": rows}
+            "dataset": dataset, "bayes_limit": limit, "runs": rows}
 
 
 def format_table(table: dict) -> str:
@@ -97,8 +99,8 @@ def format_table(table: dict) -> str:
     ratios = sorted(limit or {p for r in table["runs"] for p in r["top1"]}, key=float)
     head = f"{'train mode':<11} | {'method':<8} | {'seeds':<5} | " + " | ".join(
         f"{p:>5}" for p in ratios) + " | whole clip (all views)"
-    lines = [f"early prediction on maneuvers/cues, test top-1 (centre view), mean over seeds; "
-             f"{table['date']}", head, "-" * len(head)]
+    lines = [f"early prediction on {table.get('dataset') or 'maneuvers'}, test top-1 (centre "
+             f"view), mean over seeds; {table['date']}", head, "-" * len(head)]
     if limit:
         lines.append(f"{'Bayes limit':<11} | {'':<8} | {'':<5} | "
                      + " | ".join(f"{limit[p]:>5.3f}" for p in ratios) + " |")

@@ -1,14 +1,18 @@
 """Early action prediction: the memory classifier and its baseline on manoeuvres with starting
-actions (`maneuvers/cues`: indicator, braking and drift before the onset; `jaxact.data.maneuvers`).
+actions (`maneuvers/cues_brake_lights`: indicator, braking with brake lamps, and drift before the
+onset; `jaxact.data.maneuvers`).
 
   python launch.py --config=configs/maneuvers_early.py:train=first30 --workdir=/tmp/early
   python -m benchmarks.maneuvers_early      # every training mode over seeds 0-2
 
 `:train=` picks what the models see in training: `full` whole clips (the default experiment's
 way), `prefix` random first parts (a fraction drawn from [0.2, 1] per clip, `data.min_fraction`)
-or `first30` exactly the first 30 % (`data.train_observation`). Evaluation sweeps the observed
-fraction 0.1-1.0 for both methods; `results.json["early_prediction"]["bayes_limit"]` is the
-data's ceiling at each fraction (0.43 / 0.68 / 0.83 at 0.2 / 0.3 / 0.4) and
+or `first30` exactly the first 30 % (`data.train_observation`). `:brake_lights=False` takes
+`maneuvers/cues`, the same clips without brake lamps (braking shows only as lost speed, not
+from its first frame as the limit counts it; the results before 2026-12-07 14:00). Evaluation
+sweeps the observed fraction 0.1-1.0 for both methods;
+`results.json["early_prediction"]["bayes_limit"]` is the data's ceiling at each fraction (0.43
+/ 0.68 / 0.83 at 0.2 / 0.3 / 0.4; both data versions: the same latent draws) and
 `early_prediction.png` plots the curves against it. Method, model and budget are
 `configs/maneuvers_memory.py`'s, except: no mirroring (a mirrored U-turn would signal on the
 wrong side); two inputs from the target's box (the boxes come with the data: an oracle tracker)
@@ -33,7 +37,7 @@ TRAIN_MODES = {"full": {}, "prefix": {"min_fraction": 0.2}, "first30": {"train_o
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    variant = common.parse_variant(arg, train="full", tiny=False, smoke=False)
+    variant = common.parse_variant(arg, train="full", brake_lights=True, tiny=False, smoke=False)
     if variant.train not in TRAIN_MODES:
         raise ValueError(f"config variant train={variant.train!r}: expected one of "
                          f"{sorted(TRAIN_MODES)}")
@@ -41,7 +45,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config = maneuvers_memory.get_config(size)
     config.config_name = "maneuvers_early" + (f":{arg}" if arg else "")
     if not variant.smoke:  # smoke runs stay on the seconds-long maneuvers/tiny
-        config.data.builder_config = "cues"
+        config.data.builder_config = "cues_brake_lights" if variant.brake_lights else "cues"
     for field, value in TRAIN_MODES[variant.train].items():
         config.data[field] = value
     config.data.flip_prob = 0.0

@@ -136,6 +136,42 @@ def test_braking_before_turns():
     assert np.ptp(_centres(turn["boxes"])[:onset, 0]) < 1e-3  # straight on until the onset
 
 
+def _brake_red(video):
+    """bool [T, R, R]: pixels of a lit brake lamp (red paint is darker: value <= 0.78)."""
+    r, g, b = (video[..., i].astype(int) for i in range(3))
+    return (r >= 225) & (g <= 80) & (b <= 100)
+
+
+@pytest.mark.parametrize("label", [TURN_LEFT, TURN_RIGHT, U_TURN])
+def test_brake_lights_while_braking(label):
+    config = dataclasses.replace(STILL, brake_lights=True)
+    seed = _seed_where(label, config, indicator=0)  # no indicator painting over a lamp
+    clip = m.render_clip(seed, label, config)
+    start, onset = clip["cues"]["start"], clip["onset"]
+    assert clip["cues"]["delay"] > 0
+    red = _brake_red(clip["video"])
+    rear = np.zeros_like(red)  # the lower half of the box: the target heads up until the onset
+    for t in range(onset):
+        x1, y1, x2, y2 = np.rint(clip["boxes"][t] * RES).astype(int)
+        rear[t, (y1 + y2) // 2:y2 + 1, max(x1 - 1, 0):x2 + 1] = True
+    lit = (red & rear).sum(axis=(1, 2))
+    assert np.all(lit[:start] == 0) and np.all(lit[start:onset] >= 4)  # two lamps of ~2 x 2 px
+    assert not red[onset:].any()
+    # The lamps are all that change: without them the clip is the `cues` clip, pixel for pixel.
+    plain = m.render_clip(seed, label, STILL)
+    assert np.array_equal(plain["boxes"], clip["boxes"])
+    assert np.array_equal(plain["video"][:start], clip["video"][:start])
+    assert not _brake_red(plain["video"]).any()
+
+
+@pytest.mark.parametrize("label", [STRAIGHT, LANE_LEFT, LANE_RIGHT])
+def test_no_brake_lights_without_braking(label):
+    config = dataclasses.replace(CUES, brake_lights=True)
+    clip = m.render_clip(3, label, config)
+    assert clip["cues"]["delay"] == 0
+    assert np.array_equal(clip["video"], m.render_clip(3, label, CUES)["video"])
+
+
 @pytest.mark.parametrize("label, side", [(LANE_LEFT, -1), (LANE_RIGHT, 1)])
 def test_drift_before_lane_change(label, side):
     config = dataclasses.replace(STILL, drift_prob=1.0)
@@ -171,6 +207,8 @@ def test_invalid_cue_config():
                 {"blink_period": 1}):
         with pytest.raises(ValueError):
             m.ManeuverConfig(cues=True, **bad)
+    with pytest.raises(ValueError, match="brake_lights needs cues"):
+        m.ManeuverConfig(brake_lights=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,3 +281,7 @@ def test_cues_builder_config():
     clip = m.render_clip(builders.example_seed("train", index), index % 6, preset.render)
     assert clip["cues"]["decel"] > 0  # turn_left brakes
     assert clip["video"].shape == (clip["length"], RES, RES, 3)
+    lamps = builders.Maneuvers.preset("cues_brake_lights")
+    assert lamps.render == dataclasses.replace(preset.render, brake_lights=True)
+    assert (lamps.num_train, lamps.num_validation, lamps.num_test) == (
+        preset.num_train, preset.num_validation, preset.num_test)

@@ -16,7 +16,8 @@ def test_modes_make_the_configs_they_name():
     assert (prefix.data.min_fraction, prefix.data.train_observation) == (0.2, 1.0)
     assert (first.data.min_fraction, first.data.train_observation) == (1.0, 0.3)
     measured = bench.make_config("full", "", 0)
-    assert measured.data.builder_config == "cues"
+    assert measured.data.builder_config == "cues_brake_lights"
+    assert bench.make_config("full", "brake_lights=False", 0).data.builder_config == "cues"
     assert measured.data.target_only and measured.train.num_steps == 2400
     assert measured.data.extra_train_clips == 4800
     tiny = bench.make_config("full", "tiny", 0)

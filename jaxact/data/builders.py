@@ -162,6 +162,11 @@ class Maneuvers(_SyntheticBuilder):
         # indicator lamps are visible at 64 px. `maneuvers.bayes_limit` gives its ceiling.
         SyntheticConfig(name="cues", num_train=1200, num_validation=300, num_test=600,
                         render=maneuvers.ManeuverConfig(cues=True)),
+        # `cues` plus brake lamps while braking: braking shows from its first frame, as
+        # `maneuvers.bayes_limit` assumes (same latent draws, so the same limit).
+        SyntheticConfig(name="cues_brake_lights", num_train=1200, num_validation=300,
+                        num_test=600,
+                        render=maneuvers.ManeuverConfig(cues=True, brake_lights=True)),
     ]
 
     def _info(self):

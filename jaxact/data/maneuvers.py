@@ -27,7 +27,9 @@ brake). The cues fill a window of `lead = max(1, round(a * (o - 1)))` frames, `a
     whole frames later, F = `decel_fraction`; f = 2 delay / (lead + delay) is the fraction that
     makes it a whole number of frames (F for long windows; no braking where delay is 0). The motion
     after the onset point is unchanged, so the manoeuvre still departs by `_DISP_PX` within
-    `_DISP_FRAMES` of `onset`.
+    `_DISP_FRAMES` of `onset`. With `brake_lights`, red lamps at both rear corners are lit while
+    the target slows (frames `start` to `onset - 1`), so braking shows from its first frame as
+    the indicator does, not only once the lost speed adds up to pixels.
   - drift: before a lane change, with `drift_prob`, the target drifts sideways toward the new lane
     along a smoothstep, `drift_px` (at 64 px) by the onset point, and the drift then fades into the
     lane change. `drift_px <= _DISP_PX / 2` keeps the drift inside the lane and well short of the
@@ -77,6 +79,7 @@ _SIDE = np.array([0, -1, 1, -1, 1, -1])
 _BRAKES = np.array([False, True, True, False, False, True])  # turns and U-turns slow down first
 _DRIFTS = np.array([False, False, False, True, True, False])  # lane changes may drift first
 _AMBER = np.array([255, 150, 0], np.float32)  # brighter and redder than any paint or marking
+_BRAKE_RED = np.array([255, 30, 50], np.float32)  # brighter than any red paint (value <= 0.78)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +101,7 @@ class ManeuverConfig:
     drift_prob: float = 0.7  # P(drift toward the new lane | lane change)
     drift_px: float = 1.5  # lateral drift at the onset point, in pixels at 64 px resolution
     blink_period: int = 4  # frames per indicator cycle, lit for the first half
+    brake_lights: bool = False  # red rear lamps lit while braking (needs cues)
 
     def __post_init__(self):
         probs = (self.indicator_prob, self.indicator_wrong_prob, self.false_indicator_prob,
@@ -112,6 +116,8 @@ class ManeuverConfig:
             raise ValueError(f"drift_px must be in [0, {_DISP_PX / 2}]")
         if self.blink_period < 2:
             raise ValueError("blink_period must be >= 2")
+        if self.brake_lights and not self.cues:
+            raise ValueError("brake_lights needs cues=True (they show the cue model's braking)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,11 +360,13 @@ def _render_background(rng, lay, size, offset, scale):
 _GLASS = np.array([35, 45, 60], np.float32)
 
 
-def _draw_vehicle(canvas, cx, cy, head, length, width, body, marker=None, lamps=None):
+def _draw_vehicle(canvas, cx, cy, head, length, width, body, marker=None, lamps=None,
+                  brakes=None):
     """Paints one oriented vehicle into every frame of `canvas` [T, R, R, 3] (float, in place).
 
     cx, cy: [T] centre in image pixel coordinates; head: [T, 2] unit heading (x, y);
-    lamps: int [T], the side (-1 left, +1 right, 0 none) whose indicator lamps are lit.
+    lamps: int [T], the side (-1 left, +1 right, 0 none) whose indicator lamps are lit;
+    brakes: bool [T], whether the brake lamps (both rear corners) are lit.
     Only a small window around the vehicle is evaluated, and only in frames where it is near
     the image.
     """
@@ -395,6 +403,12 @@ def _draw_vehicle(canvas, cx, cy, head, length, width, body, marker=None, lamps=
     _paint(patch, rect(-0.44 * length, -0.34 * length, hw - 0.6), _GLASS)
     if marker is not None:
         _paint(patch, rect(-0.2 * length, 0.08 * length, max(0.3 * width, 1.0)), marker)
+    if brakes is not None:
+        # Both rear corners with the indicator's lamp geometry; a lit indicator paints over one.
+        lit = brakes[frames].astype(np.float32)[:, None, None]
+        lamp = _unit(v - hw + 0.35 * width + 0.5) * _unit(hw + 1.0 - v)
+        lamp *= _unit(-u - hl + 0.25 * length + 0.5) * _unit(hl + 1.0 + u)
+        _paint(patch, lamp * lit, _BRAKE_RED)
     if lamps is not None:
         # Front and rear corner of the lit side, out over the outline: about 2 x 2 px at 64 px.
         side = lamps[frames].astype(np.float32)[:, None, None]
@@ -630,6 +644,10 @@ def render_clip(seed: int, label: int, config: ManeuverConfig = ManeuverConfig()
         since = np.arange(t_len) - lat["start"]
         lit = (since >= 0) & (since % config.blink_period < config.blink_period // 2)
         lamps = np.where(lit, lat["indicator"], 0)
+    brakes = None
+    if config.brake_lights and lat["delay"]:
+        frame = np.arange(t_len)
+        brakes = (frame >= lat["start"]) & (frame < onset)
 
     body = _vehicle_colour(rng)
     marker = (
@@ -660,6 +678,7 @@ def render_clip(seed: int, label: int, config: ManeuverConfig = ManeuverConfig()
         body,
         marker,
         lamps,
+        brakes,
     )
 
     video = add_pixel_noise(rng, canvas, config.noise_std)
