@@ -7,11 +7,12 @@ Run from the repository root, after `benchmarks.jhmdb` has trained each root:
 
 Each positional argument is a `--workdir_root` of `benchmarks.jhmdb`; the runs of split N are
 `ROOT/[PART/]splitN` (`--ensemble_part`: `test` reads `ROOT/splitN`, the others the validation
-workdirs of that name). The members' memory classifiers vote as one: the frames of every member
-and every test view vote together, as one model's views do (`classification.combine_views`);
-the baselines average their log-probabilities. Also printed: each member's own top-1 and the
-members' mean, on the same clips. Writes `--ensemble_json` (benchmarks/results/jhmdb_ensemble.json
-by default).
+workdirs of that name). The members' memory classifiers vote as one (`--ensemble_combine`):
+`frames`, the frames of every member and every test view vote together, as one model's views
+do (`classification.combine_views`); `scores`, each member's vote scores over its views
+(`memory_logp`) are averaged. The baselines average their log-probabilities either way. Also
+printed: each member's own top-1 and the members' mean, on the same clips. Writes
+`--ensemble_json` (benchmarks/results/jhmdb_ensemble.json by default).
 """
 
 import json
@@ -27,6 +28,9 @@ from jaxact.train import classifier, loop
 _PART = flags.DEFINE_enum("ensemble_part", "test", ["test", "validation", "validation_videos"],
                           "Which workdirs of each root: the test runs or a validation layout.")
 _SPLITS = flags.DEFINE_list("ensemble_splits", ["1", "2", "3"], "Official splits to combine.")
+_COMBINE = flags.DEFINE_enum("ensemble_combine", "frames", ["frames", "scores"],
+                             "How the memory classifiers combine: all frames vote, or averaged "
+                             "vote scores.")
 _JSON = flags.DEFINE_string("ensemble_json", "benchmarks/results/jhmdb_ensemble.json",
                             "Where the results go.")
 
@@ -45,10 +49,14 @@ def run_outputs(exp, models) -> list[tuple]:
             for view in exp.views]
 
 
-def ensemble(members: list, workdirs: list) -> dict:
+def ensemble(members: list, workdirs: list, combine: str = "frames") -> dict:
     """`members`: each run's `run_outputs` and its experiment, as `(exp, outputs)`. Returns name
-    -> `combine_views` over every member's every view (frames vote together; the baselines
-    average log-probabilities). The runs must share class names, memory temperature and clips."""
+    -> `combine_views`-like outputs over every member's every view: the memory classifiers'
+    frames all vote together (`combine="frames"`) or their per-member vote scores
+    `memory_logp` are averaged (`"scores"`); the baselines average log-probabilities. The runs
+    must share class names, memory temperature and clips."""
+    if combine not in ("frames", "scores"):
+        raise ValueError(f"combine={combine!r}: expected 'frames' or 'scores'")
     first_exp, first = members[0]
     for (exp, outputs), workdir in zip(members, workdirs, strict=True):
         if exp.class_names != first_exp.class_names or \
@@ -58,11 +66,21 @@ def ensemble(members: list, workdirs: list) -> dict:
         for (_, out), (_, ref) in zip(outputs, first, strict=False):
             if not np.array_equal(out["memory"]["label"], ref["memory"]["label"]):
                 raise ValueError(f"{workdir}: its evaluation clips differ from {workdirs[0]}'s")
-    views = [view for _, outputs in members for view, _ in outputs]
-    return {name: classification.combine_views(
-                [out[name] for _, outputs in members for _, out in outputs], views,
-                first_exp.data.flip_permutation, first_exp.memory.temperature)
-            for name in first[0][1]}
+
+    def combined(outputs_of_members):
+        views = [view for outputs in outputs_of_members for view, _ in outputs]
+        return {name: classification.combine_views(
+                    [out[name] for outputs in outputs_of_members for _, out in outputs], views,
+                    first_exp.data.flip_permutation, first_exp.memory.temperature)
+                for name in first[0][1]}
+
+    everything = combined([outputs for _, outputs in members])
+    if combine == "scores" and "memory_logp" in everything["memory"]:
+        logp = np.mean([combined([outputs])["memory"]["memory_logp"] for _, outputs in members],
+                       axis=0)
+        everything["memory"] = {**everything["memory"], "memory_logp": logp,
+                                "memory_pred": np.argmax(logp, -1)}
+    return everything
 
 
 def top1s(combined: dict) -> dict:
@@ -91,9 +109,11 @@ def main(argv):
             exp, models = restore(w)
             members.append((exp, run_outputs(exp, models)))
         singles = [top1s(ensemble([m], [w])) for m, w in zip(members, workdirs, strict=True)]
-        rows[split] = {"ensemble": top1s(ensemble(members, workdirs)), "members": singles,
+        rows[split] = {"ensemble": top1s(ensemble(members, workdirs, _COMBINE.value)),
+                       "members": singles,
                        "clips": int(len(members[0][1][0][1]["memory"]["label"]))}
-    print(f"\nJHMDB, {len(roots)} runs as one ({_PART.value} top-1)\n"
+    print(f"\nJHMDB, {len(roots)} runs as one ({_PART.value} top-1, memory combined by "
+          f"{_COMBINE.value})\n"
           "| split | clips | members' memory top-1 | mean | ensemble memory | members' baseline "
           "mean | ensemble baseline |\n|---|---|---|---|---|---|---|")
     for split, r in rows.items():
@@ -112,7 +132,8 @@ def main(argv):
     os.makedirs(os.path.dirname(_JSON.value) or ".", exist_ok=True)
     with open(_JSON.value, "w") as f:
         json.dump({"date": machine.now(), "machine": machine.machine_description(),
-                   "part": _PART.value, "roots": roots, "splits": {str(k): v for k, v in rows.items()},
+                   "part": _PART.value, "combine": _COMBINE.value, "roots": roots,
+                   "splits": {str(k): v for k, v in rows.items()},
                    "ensemble_mean": mean, "members_mean": members_mean}, f, indent=2)
 
 

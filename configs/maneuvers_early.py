@@ -9,7 +9,7 @@ onset; `jaxact.data.maneuvers`).
 way), `prefix` random first parts (a fraction drawn from [0.2, 1] per clip, `data.min_fraction`)
 or `first30` exactly the first 30 % (`data.train_observation`). `:brake_lights=False` takes
 `maneuvers/cues`, the same clips without brake lamps (braking shows only as lost speed, not
-from its first frame as the limit counts it; the results before 2026-12-07 14:00). Evaluation
+from its first frame as the limit counts it; the benchmarks up to 2026-12-07 12:20). Evaluation
 sweeps the observed fraction 0.1-1.0 for both methods;
 `results.json["early_prediction"]["bayes_limit"]` is the data's ceiling at each fraction (0.43
 / 0.68 / 0.83 at 0.2 / 0.3 / 0.4; both data versions: the same latent draws) and

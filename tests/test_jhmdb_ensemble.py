@@ -52,3 +52,21 @@ def test_runs_that_cannot_vote_together_are_named():
     with pytest.raises(ValueError, match="r1: class names or memory.temperature differ"):
         jhmdb_ensemble.ensemble([ok, fake_run(dist, logp, labels, temperature=0.1)],
                                 ["r0", "r1"])
+
+
+def test_scores_average_each_members_vote_scores():
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 1, 2, 1, 0])
+    dists = [rng.uniform(size=(5, 4, 3)) for _ in range(3)]
+    logp = np.log(rng.dirichlet(np.ones(3), size=5))
+    members = [fake_run(d, logp, labels, temperature=0.5) for d in dists]
+    combined = jhmdb_ensemble.ensemble(members, ["r0", "r1", "r2"], combine="scores")
+    # Each member's score: log-softmax of minus its mean frame distance over the temperature.
+    def own(d):
+        z = -d.mean(1) / 0.5
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+    expected = np.mean([own(d) for d in dists], axis=0)
+    np.testing.assert_allclose(combined["memory"]["memory_logp"], expected, rtol=1e-5)
+    np.testing.assert_array_equal(combined["memory"]["memory_pred"], expected.argmax(-1))
+    with pytest.raises(ValueError, match="combine='mean'"):
+        jhmdb_ensemble.ensemble(members, ["r0", "r1", "r2"], combine="mean")

@@ -34,9 +34,7 @@ def _centres(boxes):
 
 def _latents(seed, label, config):
     """The cue latents `render_clip(seed, label, config)` uses, without rendering."""
-    lat = m._draw_latents(np.random.default_rng(seed), np.random.default_rng([seed, 1]), [label],
-                          config)
-    return {k: v[0].item() for k, v in lat.items()}
+    return m.clip_latents(seed, label, config)
 
 
 def _seed_where(label, config, **want):
@@ -260,8 +258,8 @@ def test_observation_summary_mirrors_under_a_flip():
     lat = m._draw_latents(rng, rng, labels, CUES)
     mirror = dict(lat, indicator=-lat["indicator"], drift=-lat["drift"])
     observed = np.full(600, 40)
-    seen = m._observe(lat, labels, observed, 1)
-    flipped = m._observe(mirror, m.FLIP_PERMUTATION[labels], observed, 1)
+    seen = m.observed_cues(lat, labels, observed, 1)
+    flipped = m.observed_cues(mirror, m.FLIP_PERMUTATION[labels], observed, 1)
     assert np.array_equal(flipped[:, :3], seen[:, :3] * [-1, 1, -1])
     revealed = seen[:, 3] >= 0
     assert revealed.any() and not revealed.all()
@@ -285,3 +283,24 @@ def test_cues_builder_config():
     assert lamps.render == dataclasses.replace(preset.render, brake_lights=True)
     assert (lamps.num_train, lamps.num_validation, lamps.num_test) == (
         preset.num_train, preset.num_validation, preset.num_test)
+
+
+def test_clip_latents_are_the_rendered_clips():
+    for seed, label in ((3, TURN_LEFT), (8, LANE_RIGHT), (5, STRAIGHT)):
+        clip, lat = m.render_clip(seed, label, CUES), m.clip_latents(seed, label, CUES)
+        assert (lat["onset"], lat["length"]) == (clip["onset"], clip["length"])
+        assert all(lat[k] == v for k, v in clip["cues"].items())
+
+
+def test_bayes_decisions_score_the_limit():
+    # The table's decisions, scored on fresh draws, reach the limit up to MC noise; a summary
+    # that shows the label is decided as that label.
+    decisions = m.bayes_decisions(CUES, 0.3, num_samples=60000)
+    lat, labels = m._sampled_latents(CUES, 30000, seed=1)
+    observed = m._observed_count(0.3, lat["length"])
+    summary = m.observed_cues(lat, labels, observed)
+    correct = decisions[m.summary_index(summary)] == labels
+    assert correct.mean() == pytest.approx(m.bayes_limit(CUES, (0.3,), 60000)[0.3], abs=0.015)
+    revealed = summary[:, 3] >= 0
+    assert revealed.any() and correct[revealed].all()
+    assert m.summary_index(summary).max() < np.prod(m._SUMMARY_DIMS)

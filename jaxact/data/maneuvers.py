@@ -696,9 +696,18 @@ def render_clip(seed: int, label: int, config: ManeuverConfig = ManeuverConfig()
 # Bayes limit of early prediction.
 
 
-def _observe(lat, labels, observed, reveal_frames):
+def clip_latents(seed: int, label: int, config: ManeuverConfig) -> dict:
+    """The timing and cue draws `render_clip(seed, label, config)` uses (`_draw_latents`'s
+    fields, as scalars), without rendering."""
+    lat = _draw_latents(np.random.default_rng(seed), np.random.default_rng([seed, 1]), [label],
+                        config)
+    return {k: v[0].item() for k, v in lat.items()}
+
+
+def observed_cues(lat, labels, observed, reveal_frames: int = 1):
     """What the first `observed` (int [N]) frames show: int [N, 4] of (indicator side, braking,
     drift side, label or -1 while not revealed); sides are signed, so a flip negates them.
+    `lat`: `_draw_latents`' dict of [N] arrays.
 
     Every cue counts as seen once frame `start` is observed, the label once `onset - 1 +
     reveal_frames` is.
@@ -712,38 +721,70 @@ def _observe(lat, labels, observed, reveal_frames):
     ], -1).astype(np.int64)
 
 
+_SUMMARY_DIMS = (3, 2, 3, len(MANEUVERS) + 1)  # the value ranges of `observed_cues`' columns
+
+
+def summary_index(summary) -> np.ndarray:
+    """int [N]: one index per distinct `observed_cues` row [N, 4], in
+    `[0, prod(_SUMMARY_DIMS))`."""
+    return np.ravel_multi_index(tuple((np.asarray(summary) + [1, 0, 1, 1]).T), _SUMMARY_DIMS)
+
+
+def _observed_count(ratio, length):
+    return np.maximum(np.ceil(ratio * length - 1e-9), 1)  # as pipeline.first_fraction_indices
+
+
+def _decide(index, labels) -> np.ndarray:
+    """The most frequent label of each summary index (ties: the lower label): int [S]."""
+    counts = np.zeros((int(np.prod(_SUMMARY_DIMS)), len(MANEUVERS)))
+    np.add.at(counts, (index, labels), 1.0)
+    return counts.argmax(1)
+
+
+def _sampled_latents(config, num_samples, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(num_samples) % len(MANEUVERS)  # balanced like the builder's index % 6
+    return _draw_latents(rng, rng, labels, config), labels
+
+
+def bayes_decisions(config: ManeuverConfig, ratio: float, num_samples: int = 200_000,
+                    seed: int = 0, reveal_frames: int = 1) -> np.ndarray:
+    """The Bayes-optimal label for each summary of the first `ratio` of a clip: int [S], indexed
+    by `summary_index(observed_cues(...))` (fitted on `num_samples` latent draws; summaries
+    never drawn get label 0)."""
+    lat, labels = _sampled_latents(config, num_samples, seed)
+    observed = _observed_count(ratio, lat["length"])
+    return _decide(summary_index(observed_cues(lat, labels, observed, reveal_frames)), labels)
+
+
 def bayes_limit(config: ManeuverConfig, ratios, num_samples: int = 20000, seed: int = 0,
                 reveal_frames: int = 1) -> dict[float, float]:
     """Bayes-optimal top-1 accuracy when observing the first `ratio` of each clip, per ratio.
 
     Monte Carlo over the renderer's own latent draws (`_draw_latents`, no pixels): labels balanced
     like the builder's `index % 6`, `max(1, ceil(ratio * T))` observed frames like
-    `pipeline.first_fraction_indices`. The observation is summarised by `_observe`; the posterior
-    P(label | summary) is counted on the first half of the samples and its argmax scored on the
-    second half (decisions fitted on finite samples can only lose to the exact ones, by MC noise).
+    `pipeline.first_fraction_indices`. The observation is summarised by `observed_cues`; the
+    posterior P(label | summary) is counted on the first half of the samples and its argmax
+    scored on the second half (decisions fitted on finite samples can only lose to the exact
+    ones, by MC noise).
 
     The summary gives the observer at least what the pixels do, so this is an upper bound: every
-    cue counts as seen from its first frame `start` (when braking and drift have barely begun),
-    and with `reveal_frames=1` the label from the first frame off the straight path, however small
-    the departure; `reveal_frames=_DISP_FRAMES` waits for the dataset's guaranteed departure of
-    `_DISP_PX`. Before `start` the frames are identical across labels, and the optimal decision
-    does not depend on the timing (when the window began, the clip length or the onset), so
-    knowing those would not help.
+    cue counts as seen from its first frame `start` (when braking and drift have barely begun;
+    brake lamps, `brake_lights`, show braking from then on), and with `reveal_frames=1` the
+    label from the first frame off the straight path, however small the departure;
+    `reveal_frames=_DISP_FRAMES` waits for the dataset's guaranteed departure of `_DISP_PX`.
+    Before `start` the frames are identical across labels, and the optimal decision does not
+    depend on the timing (when the window began, the clip length or the onset), so knowing those
+    would not help.
     """
     if not all(0.0 < r <= 1.0 for r in ratios):
         raise ValueError(f"ratios must be in (0, 1], got {ratios}")
-    rng = np.random.default_rng(seed)
-    labels = np.arange(num_samples) % len(MANEUVERS)
-    lat = _draw_latents(rng, rng, labels, config)
+    lat, labels = _sampled_latents(config, num_samples, seed)
     fit, score = slice(0, num_samples // 2), slice(num_samples // 2, None)
-    dims = (3, 2, 3, len(MANEUVERS) + 1)
     out = {}
     for ratio in ratios:
-        observed = np.maximum(np.ceil(ratio * lat["length"] - 1e-9), 1)
-        summary = _observe(lat, labels, observed, reveal_frames) + np.array([1, 0, 1, 1])
-        key = np.ravel_multi_index(tuple(summary.T), dims)
-        counts = np.zeros((np.prod(dims), len(MANEUVERS)))
-        np.add.at(counts, (key[fit], labels[fit]), 1.0)
-        decision = counts.argmax(1)
-        out[float(ratio)] = float(np.mean(decision[key[score]] == labels[score]))
+        observed = _observed_count(ratio, lat["length"])
+        index = summary_index(observed_cues(lat, labels, observed, reveal_frames))
+        decision = _decide(index[fit], labels[fit])
+        out[float(ratio)] = float(np.mean(decision[index[score]] == labels[score]))
     return out
