@@ -24,9 +24,10 @@ stored 1,200 plus 4,800 rendered at start-up, `data.extra_train_clips`). All wer
 the validation split (docs/results_maneuvers.md). `:tiny` / `:smoke` as in maneuvers_memory (smoke:
 `maneuvers/tiny`, no cues).
 
-Expected (test, centre view, mean of seeds 0-2, 2026-12-07; ~4 min a run on 2 CPU cores):
-`train=prefix` memory 0.29 / 0.51 / 0.69 top-1 at 0.2 / 0.3 / 0.4 observed (baseline 0.30 /
-0.54 / 0.73), whole clips 1.00.
+Expected (test, centre view, mean of seeds 0-2, 2026-12-07; 3.3-4.6 min of training a run, both
+methods, on 2 CPU cores): `train=prefix` memory 0.40 / 0.65 / 0.78 top-1 at 0.2 / 0.3 / 0.4 observed
+(baseline 0.42 / 0.65 / 0.80), whole clips 1.00; with `:brake_lights=False` memory 0.29 /
+0.51 / 0.69.
 """
 
 import ml_collections
