@@ -6,7 +6,10 @@
 
 Expected (2026-12-06, 2 CPU cores, about 100 s a split for both methods): mean test top-1 over
 the 3 splits, memory classifier 0.797 ± 0.030, softmax baseline 0.786 ± 0.024 (seed 0; over
-seeds 0-2 the means are 0.785 ± 0.010 and 0.786 ± 0.006).
+seeds 0-4 the means are 0.770 ± 0.021 and 0.785 ± 0.005). Seeds 0-4 as one classifier
+(`python -m benchmarks.jhmdb --config.seed=S --workdir_root=R/seedS` for each S, then
+`python -m benchmarks.jhmdb_ensemble --ensemble_combine=scores R/seed0 ... R/seed4`): memory
+0.801, baseline 0.822 (2026-12-07).
 
 Variants combine: `:split=3,tiny` (a short run: the `tiny` budget of configs/maneuvers_memory.py
 with a small model; not measured) or `:split=3,smoke` (seconds-long, for tests; does not learn).
