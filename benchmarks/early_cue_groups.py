@@ -98,7 +98,7 @@ def main(argv):
         labels = next(iter(out.values()))["label"]
         if not np.array_equal(labels, lat["label"]):
             raise ValueError(f"{split}: the evaluation order is not the records' order")
-        observed = np.maximum(np.ceil(ratio * lat["length"] - 1e-9), 1)
+        observed = maneuvers.observed_frames(ratio, lat["length"])
         summary = maneuvers.observed_cues(lat, labels, observed)
         decisions = maneuvers.bayes_decisions(render_config, ratio)
         correct = {"bayes": decisions[maneuvers.summary_index(summary)] == labels}

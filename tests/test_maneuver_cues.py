@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from jaxact.data import builders
+from jaxact.data import builders, pipeline
 from jaxact.data import maneuvers as m
 
 RES = 64
@@ -297,10 +297,17 @@ def test_bayes_decisions_score_the_limit():
     # that shows the label is decided as that label.
     decisions = m.bayes_decisions(CUES, 0.3, num_samples=60000)
     lat, labels = m._sampled_latents(CUES, 30000, seed=1)
-    observed = m._observed_count(0.3, lat["length"])
+    observed = m.observed_frames(0.3, lat["length"])
     summary = m.observed_cues(lat, labels, observed)
     correct = decisions[m.summary_index(summary)] == labels
     assert correct.mean() == pytest.approx(m.bayes_limit(CUES, (0.3,), 60000)[0.3], abs=0.015)
     revealed = summary[:, 3] >= 0
     assert revealed.any() and correct[revealed].all()
     assert m.summary_index(summary).max() < np.prod(m._SUMMARY_DIMS)
+
+
+def test_observed_frames_are_the_pipelines():
+    for length in (32, 57, 96):
+        for ratio in (0.1, 0.2, 0.3, 0.7, 1.0):
+            last = pipeline.first_fraction_indices(length, 200, ratio).max()
+            assert m.observed_frames(ratio, length) == last + 1

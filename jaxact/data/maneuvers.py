@@ -730,8 +730,10 @@ def summary_index(summary) -> np.ndarray:
     return np.ravel_multi_index(tuple((np.asarray(summary) + [1, 0, 1, 1]).T), _SUMMARY_DIMS)
 
 
-def _observed_count(ratio, length):
-    return np.maximum(np.ceil(ratio * length - 1e-9), 1)  # as pipeline.first_fraction_indices
+def observed_frames(ratio, length):
+    """How many first frames of a clip of `length` frames the `ratio` observes (as
+    `pipeline.first_fraction_indices`, at least 1)."""
+    return np.maximum(np.ceil(ratio * length - 1e-9), 1)
 
 
 def _decide(index, labels) -> np.ndarray:
@@ -753,7 +755,7 @@ def bayes_decisions(config: ManeuverConfig, ratio: float, num_samples: int = 200
     by `summary_index(observed_cues(...))` (fitted on `num_samples` latent draws; summaries
     never drawn get label 0)."""
     lat, labels = _sampled_latents(config, num_samples, seed)
-    observed = _observed_count(ratio, lat["length"])
+    observed = observed_frames(ratio, lat["length"])
     return _decide(summary_index(observed_cues(lat, labels, observed, reveal_frames)), labels)
 
 
@@ -783,7 +785,7 @@ def bayes_limit(config: ManeuverConfig, ratios, num_samples: int = 20000, seed: 
     fit, score = slice(0, num_samples // 2), slice(num_samples // 2, None)
     out = {}
     for ratio in ratios:
-        observed = _observed_count(ratio, lat["length"])
+        observed = observed_frames(ratio, lat["length"])
         index = summary_index(observed_cues(lat, labels, observed, reveal_frames))
         decision = _decide(index[fit], labels[fit])
         out[float(ratio)] = float(np.mean(decision[index[score]] == labels[score]))
