@@ -64,7 +64,7 @@ def cue_name(summary_row) -> str:
     return " + ".join(parts or ["no cue"]) + (", manoeuvre begun" if label >= 0 else "")
 
 
-def group_table(labels, summary, correct: dict) -> list[dict]:
+def group_table(summary, correct: dict) -> list[dict]:
     """One row per distinct cue name, largest first: clips and each column's top-1."""
     names = np.array([cue_name(row) for row in summary])
     rows = []
@@ -107,7 +107,7 @@ def main(argv):
                 correct[name] = out[name][key] == labels
         table["ratios"][f"{ratio:.1f}"] = {"clips": len(labels),
                                            **{k: float(v.mean()) for k, v in correct.items()},
-                                           "groups": group_table(labels, summary, correct)}
+                                           "groups": group_table(summary, correct)}
     files.write_json(_JSON.value, table, indent=2)
     columns = [k for k in ("bayes", *PREDICTION_KEYS) if k in correct]
     for ratio, r in table["ratios"].items():

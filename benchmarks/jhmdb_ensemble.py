@@ -75,11 +75,12 @@ def ensemble(members: list, workdirs: list, combine: str = "frames") -> dict:
                 for name in first[0][1]}
 
     everything = combined([outputs for _, outputs in members])
-    if combine == "scores" and "memory_logp" in everything["memory"]:
+    if combine == "scores":
         logp = np.mean([combined([outputs])["memory"]["memory_logp"] for _, outputs in members],
                        axis=0)
-        everything["memory"] = {**everything["memory"], "memory_logp": logp,
-                                "memory_pred": np.argmax(logp, -1)}
+        # The pooled frames' vote counts did not decide here: leave them out.
+        memory = {k: v for k, v in everything["memory"].items() if k != "memory_votes"}
+        everything["memory"] = {**memory, "memory_logp": logp, "memory_pred": np.argmax(logp, -1)}
     return everything
 
 

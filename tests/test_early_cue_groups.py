@@ -31,6 +31,6 @@ def test_groups_by_the_cues_seen():
     assert [groups.cue_name(r) for r in summary] == [
         "no cue", "indicator + braking", "indicator + braking", "drift, manoeuvre begun"]
     correct = {"bayes": np.array([1, 1, 0, 1], bool), "memory": np.array([0, 1, 1, 1], bool)}
-    rows = groups.group_table(np.zeros(4), summary, correct)
+    rows = groups.group_table(summary, correct)
     assert rows[0] == {"cues": "indicator + braking", "clips": 2, "bayes": 0.5, "memory": 1.0}
     assert [r["cues"] for r in rows[1:]] == ["drift, manoeuvre begun", "no cue"]

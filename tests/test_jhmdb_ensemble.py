@@ -68,5 +68,6 @@ def test_scores_average_each_members_vote_scores():
     expected = np.mean([own(d) for d in dists], axis=0)
     np.testing.assert_allclose(combined["memory"]["memory_logp"], expected, rtol=1e-5)
     np.testing.assert_array_equal(combined["memory"]["memory_pred"], expected.argmax(-1))
+    assert "memory_votes" not in combined["memory"]  # the pooled frame vote decided nothing
     with pytest.raises(ValueError, match="combine='mean'"):
         jhmdb_ensemble.ensemble(members, ["r0", "r1", "r2"], combine="mean")
