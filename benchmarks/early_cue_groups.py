@@ -84,10 +84,12 @@ def main(argv):
     split = _SPLIT.value
     config.eval.split = split
     config.data.extra_train_clips = 0  # evaluation only: no training clips to render
-    exp = classifier.Experiment(config, _WORKDIR.value)
+    dataset = f"{config.data.name}/{config.data.get('builder_config', '')}"
+    if config.data.name != "maneuvers" or \
+            not builders.Maneuvers.preset(config.data.builder_config).render.cues:
+        raise app.UsageError(f"--groups_workdir: {dataset} has no cues to group by")
     render_config = builders.Maneuvers.preset(config.data.builder_config).render
-    if not render_config.cues:
-        raise app.UsageError(f"--groups_workdir: {config.data.builder_config!r} has no cues")
+    exp = classifier.Experiment(config, _WORKDIR.value)
     models = exp.restore_final()
     evaluator = exp.classification_evaluator()
     lat = record_latents(exp.data.source(split), split, render_config)

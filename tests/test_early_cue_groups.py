@@ -1,6 +1,10 @@
 """benchmarks/early_cue_groups.py: records matched to their latent draws, cue groups."""
 
 import dataclasses
+import importlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ from benchmarks import early_cue_groups as groups
 from jaxact.data import builders
 from jaxact.data import maneuvers as m
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CUES = dataclasses.replace(builders.Maneuvers.preset("tiny").render, cues=True)
 
 
@@ -34,3 +39,16 @@ def test_groups_by_the_cues_seen():
     rows = groups.group_table(summary, correct)
     assert rows[0] == {"cues": "indicator + braking", "clips": 2, "bayes": 0.5, "memory": 1.0}
     assert [r["cues"] for r in rows[1:]] == ["drift, manoeuvre begun", "no cue"]
+
+
+@pytest.mark.parametrize("config_arg", ["maneuvers_memory:smoke", "jhmdb_memory:smoke"])
+def test_a_run_without_cues_is_refused_before_anything_loads(tmp_path, config_arg):
+    module, variant = config_arg.split(":")
+    config = importlib.import_module(f"configs.{module}").get_config(variant)
+    (tmp_path / "config.json").write_text(config.to_json_best_effort())
+    done = subprocess.run([sys.executable, "-m", "benchmarks.early_cue_groups",
+                           f"--groups_workdir={tmp_path}", f"--groups_json={tmp_path}/out.json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode != 0
+    assert "--groups_workdir" in done.stderr and "has no cues to group by" in done.stderr
+    assert not (tmp_path / "out.json").exists()
