@@ -57,6 +57,10 @@ def test_notebook_runs(path, tmp_path, monkeypatch, tiny_memory_run):
     monkeypatch.setenv("JAXACT_NOTEBOOK_TINY", "1")
     monkeypatch.setenv("JAXACT_NOTEBOOK_VARIANT", "smoke")  # the config of `tiny_memory_run`
     monkeypatch.setenv("JAXACT_NOTEBOOK_WORKDIR", workdir)
+    # lesson_analysis.ipynb trains its own seconds-long detector and analyses a 3 s lesson.
+    monkeypatch.setenv("JAXACT_NOTEBOOK_DETECTOR_WORKDIR", str(tmp_path / "detector"))
+    monkeypatch.setenv("JAXACT_NOTEBOOK_DETECTOR_VARIANT", "smoke")
+    monkeypatch.setenv("JAXACT_NOTEBOOK_LESSON_SECONDS", "3")
     # Connection files and IPython's profile in the test's own directory, not the user's.
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
