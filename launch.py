@@ -45,10 +45,12 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "analyze
 _VIDEO = flags.DEFINE_string(
     "video", None, "--mode=predict: a clip (video file, .npy/.npz frames), a folder of clips, or "
     "a .csv whose first column lists clip paths (relative to the .csv's folder). "
-    "--mode=analyze: one whole video (a file, .npy/.npz frames or a folder of images).")
+    "--mode=analyze: one whole video (a file, .npy/.npz frames or a folder of images), or a "
+    "folder of videos, each analysed in turn (resumable; unreadable ones skipped).")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "--mode=predict: where answers go (default WORKDIR/predictions); "
-    "--mode=analyze: where the report goes (default WORKDIR/analysis/NAME).")
+    "--mode=analyze: where the report goes (default WORKDIR/analysis/NAME; a folder of videos: "
+    "a report folder per video and index.json).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host runs).")
 # None = auto-detect (TPU pods, SLURM, Open MPI); needed on a hand-made cluster.
@@ -225,7 +227,8 @@ def main(argv):
         if mode == "predict" and not _VIDEO.value:
             raise CommandError("--mode=predict needs --video=CLIP (a file, folder or .csv)")
         if mode == "analyze" and not _VIDEO.value:
-            raise CommandError("--mode=analyze needs --video=VIDEO (a file or a frame folder)")
+            raise CommandError("--mode=analyze needs --video=VIDEO (a file, a frame folder or a folder "
+                               "of videos)")
         if mode == "analyze" and not os.path.exists(_VIDEO.value):
             raise CommandError(f"--video={_VIDEO.value}: no such file or folder")
         config, notes = run_config(mode, workdir)
@@ -251,6 +254,13 @@ def main(argv):
             stem = os.path.splitext(os.path.basename(_VIDEO.value.rstrip("/")))[0]
             output_dir = _OUTPUT_DIR.value or os.path.join(workdir, "analysis", stem)
             out = experiment.analyze(_VIDEO.value, output_dir)
+            if "videos" in out:  # a folder of videos
+                status = [v["status"] for v in out["videos"]]
+                failed = status.count("failed")
+                console.say(f"{len(status) - failed} of {len(status)} videos analysed "
+                            f"({status.count('done before')} done before) in {output_dir}"
+                            + (f"; {failed} unreadable, see index.json" if failed else ""))
+                return 1 if failed == len(status) else 0
             console.say(f"report: {', '.join(sorted(out['written']))} in {output_dir}")
             return 0
         if mode == "predict":

@@ -344,3 +344,42 @@ def test_analyze_command_writes_the_lesson_report(tiny_run, tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=root)
     assert done.returncode == 1 and "bad.mp4" in done.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "nothing").exists()
+
+
+def test_analyze_command_on_a_folder_of_videos(tiny_run, tmp_path):
+    """`--video=FOLDER` of lesson videos: a report per video and index.json; a second run keeps
+    the finished ones, and an unreadable video is skipped, named, without stopping the rest."""
+    import shutil
+    import subprocess
+    import sys
+
+    from jaxact.data import lessons
+
+    pytest.importorskip("av")
+    config, trained, _ = tiny_run
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained, workdir)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort())
+    folder = tmp_path / "term"
+    folder.mkdir()
+    for seed, name in ((5, "monday"), (6, "tuesday")):
+        made = lessons.write_lesson(seed, lessons.LessonConfig(seconds=2.0, resolution=64),
+                                    str(tmp_path / name))
+        shutil.copy(made["video"], folder / f"{name}.mp4")
+    (folder / "broken.mp4").write_bytes(b"\x00" * 64)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, os.path.join(root, "launch.py"), f"--workdir={workdir}",
+               "--mode=analyze", f"--video={folder}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = os.path.join(workdir, "analysis", "term")  # the default output folder
+    assert sorted(os.listdir(out)) == ["index.json", "monday", "tuesday"]
+    with open(os.path.join(out, "index.json")) as f:
+        index = json.load(f)["videos"]
+    assert [(os.path.basename(v["video"]), v["status"]) for v in index] == [
+        ("broken.mp4", "failed"), ("monday.mp4", "analyzed"), ("tuesday.mp4", "analyzed")]
+    assert "broken.mp4" in index[0]["error"] and "2 of 3 videos analysed" in done.stderr + done.stdout
+    assert os.path.exists(os.path.join(out, "monday", "annotated.mp4"))
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=root)
+    assert again.returncode == 0 and "(2 done before)" in again.stderr + again.stdout

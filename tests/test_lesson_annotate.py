@@ -1,6 +1,7 @@
 """Behaviour maps per keyframe, the annotated video and the whole-lesson runner (a fake
 detector with known answers; the real one runs in test_detector_train's analyze test)."""
 
+import json
 import os
 
 import numpy as np
@@ -168,3 +169,70 @@ def test_lesson_analyzer_without_maps_or_video(tmp_path):
     assert out["maps"] is None
     assert sorted(os.listdir(tmp_path / "out")) == ["analysis.json", "counts.png", "summary.txt",
                                                     "timeline.png"]
+
+
+def test_folder_videos_tells_video_folders_from_frame_folders(tmp_path):
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "0001.png").write_bytes(b"")
+    (tmp_path / "frames" / "clip.mp4").write_bytes(b"")
+    assert video_io.folder_videos(str(tmp_path / "frames")) is None  # any image: frames
+    videos = tmp_path / "videos"
+    (videos / "sub.mp4").mkdir(parents=True)  # a folder, not a video
+    for name in ("b.mp4", "a.npy", "notes.txt", ".hidden.mp4"):
+        (videos / name).write_bytes(b"")
+    assert video_io.folder_videos(str(videos)) == [str(videos / "a.npy"), str(videos / "b.mp4")]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_bytes(b"")
+    with pytest.raises(video_io.BadInputError, match="other.*neither videos"):
+        video_io.folder_videos(str(tmp_path / "other"))
+
+
+def test_output_names_keep_videos_apart():
+    assert lesson._output_names(["x/a.mp4", "x/b.avi"]) == ["a", "b"]
+    assert lesson._output_names(["x/a.mp4", "x/a.npy", "y/c/"]) == ["a_mp4", "a_npy", "c"]
+
+
+def test_analyze_videos_resumes_and_skips_unreadable_videos(tmp_path):
+    pytest.importorskip("av")
+    folder = tmp_path / "lessons"
+    folder.mkdir()
+    levels = [50] * 8 + [200] * 8
+    video = np.stack([np.full((16, 16, 3), v, np.uint8) for v in levels])
+    np.save(folder / "monday.npy", video)
+    video_io.write_video(str(folder / "tuesday.mp4"), video, fps=8.0)
+    (folder / "broken.mp4").write_bytes(b"\x00" * 64)
+    (folder / "notes.txt").write_text("not a video")
+
+    def runner(workdir):
+        return lesson.LessonAnalyzer(
+            predict=_fake_predict, class_names=NAMES, frame_size=(16, 16), num_frames=4,
+            frame_stride=1, stride=4, batch_size=2, default_fps=8.0, map_size=None, video=False,
+            meta={"workdir": workdir})
+
+    videos = video_io.folder_videos(str(folder))
+    out = tmp_path / "out"
+    first = lesson.analyze_videos(runner("RUN"), videos, str(out))
+    status = {os.path.basename(v["video"]): v["status"] for v in first["videos"]}
+    assert status == {"broken.mp4": "failed", "monday.npy": "analyzed", "tuesday.mp4": "analyzed"}
+    broken = first["videos"][0]
+    assert "broken.mp4" in broken["error"] and not os.path.exists(broken["output_dir"])
+    assert sorted(os.listdir(out)) == ["index.json", "monday", "tuesday"]
+    with open(out / "index.json") as f:
+        assert json.load(f) == {"videos": first["videos"]}
+    for row in first["videos"][1:]:
+        assert row["students"] == 2 and row["duration"] == 2.0
+        with open(os.path.join(row["output_dir"], "analysis.json")) as f:
+            assert json.load(f)["meta"]["video"] == row["video"]
+    stamp = os.path.getmtime(out / "monday" / "analysis.json")
+
+    # Again: finished videos are kept as they are; the broken one is tried and reported again.
+    second = lesson.analyze_videos(runner("RUN"), videos, str(out))
+    assert [v["status"] for v in second["videos"]] == ["failed", "done before", "done before"]
+    assert [v.get("students") for v in second["videos"]] == [None, 2, 2]
+    assert os.path.getmtime(out / "monday" / "analysis.json") == stamp
+    # Another run's detector analyses them anew; a process that does not write writes nothing.
+    third = lesson.analyze_videos(runner("OTHER"), videos, str(out))
+    assert [v["status"] for v in third["videos"]] == ["failed", "analyzed", "analyzed"]
+    quiet = lesson.analyze_videos(runner("THIRD"), videos, str(tmp_path / "quiet"), write=False)
+    assert quiet["written"] == {} and not (tmp_path / "quiet").exists()
+    assert [v["status"] for v in quiet["videos"]] == ["failed", "analyzed", "analyzed"]

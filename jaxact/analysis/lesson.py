@@ -4,7 +4,8 @@
     {time, boxes, scores, behaviour_scores, map_probs}  ->  `report.analyze` (tracks, seats,
     intervals) and `annotate` (behaviour maps, annotated video)
 
-`LessonAnalyzer` runs it all on a video file, a frame array or a folder of frames. Memory stays
+`LessonAnalyzer` runs it all on a video file, a frame array or a folder of frames;
+`analyze_videos` runs it over many (a folder of lesson videos), resumably. Memory stays
 bounded on long videos: frames are decoded one at a time and only those that a pending window
 still needs are kept (about `num_frames * frame_stride + stride` of them); of each keyframe, the
 detections and two small map images are kept. The annotated video is a second decoding pass.
@@ -13,6 +14,7 @@ detections and two small map images are kept. The annotated video is a second de
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -183,3 +185,72 @@ class LessonAnalyzer:
             written["annotated.mp4"] = out
         written.update(report.write_report(analysis, output_dir))
         return written
+
+
+INDEX = "index.json"
+
+
+def _output_names(videos: Sequence[str]) -> list[str]:
+    """A folder name per video: its file name without the extension, or with it (dot as
+    underscore) where two videos share a stem."""
+    stems = [os.path.splitext(os.path.basename(v.rstrip("/")))[0] for v in videos]
+    return [s if stems.count(s) == 1 else os.path.basename(v.rstrip("/")).replace(".", "_")
+            for s, v in zip(stems, videos, strict=True)]
+
+
+def _analysed_before(video: str, output_dir: str, workdir) -> bool:
+    """Whether `output_dir` holds a finished analysis of `video` by the run `workdir`
+    (analysis.json is written last, so it exists only when every output does)."""
+    try:
+        with open(os.path.join(output_dir, "analysis.json")) as f:
+            meta = json.load(f)["meta"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (os.path.abspath(str(meta.get("video"))) == os.path.abspath(video)
+            and meta.get("workdir") == workdir)
+
+
+def analyze_videos(runner: LessonAnalyzer, videos: Sequence[str], output_dir: str,
+                   write: bool = True) -> dict:
+    """Analyses every video of `videos` (files, frame arrays or frame folders; e.g. the lessons
+    of one class) with `runner`, each into `output_dir/NAME` (`_output_names`).
+
+    Resumable and fault-tolerant: a video whose folder already holds this run's finished
+    analysis of it is left as it is ("done before"); one that cannot be read (`BadInputError`:
+    missing, truncated, ...) is reported and skipped ("failed") and the rest go on. Which videos
+    were done is read once, before any runs, so every process of a multi-host job decides alike;
+    only a process with `write` writes. `output_dir/index.json` is rewritten (atomically) after
+    each video: ``{"videos": [{"video", "output_dir", "status": "analyzed" | "done before" |
+    "failed", "error" (failed), "duration" (video seconds), "students" (tracks), "seconds"
+    (wall, analyzed)}]}``. Returns that dict with ``"written"``: ``{"index.json": path}``.
+    """
+    from jaxact.data import video_io
+
+    names = _output_names(videos)
+    workdir = runner.meta.get("workdir")
+    dirs = [os.path.join(output_dir, n) for n in names]
+    before = [_analysed_before(v, d, workdir) for v, d in zip(videos, dirs, strict=True)]
+    index_path = os.path.join(output_dir, INDEX)
+    rows = []
+    for i, (video, out_dir, done) in enumerate(zip(videos, dirs, before, strict=True)):
+        row = {"video": video, "output_dir": out_dir}
+        tag = f"[{i + 1}/{len(videos)}] {os.path.basename(video.rstrip('/'))}"
+        try:
+            if done:
+                with open(os.path.join(out_dir, "analysis.json")) as f:
+                    analysis = json.load(f)
+                row["status"] = "done before"
+            else:
+                out = runner.run(video, out_dir if write else None)
+                analysis = out["analysis"]
+                row.update(status="analyzed", seconds=round(out["seconds"], 3))
+            row.update(duration=analysis["meta"]["duration"], students=len(analysis["tracks"]))
+            console.say(f"{tag}: {row['status']}, {row['students']} students, "
+                        f"{row['duration']:.0f} s -> {out_dir}")
+        except video_io.BadInputError as e:
+            row.update(status="failed", error=str(e))
+            console.warn(f"{tag}: skipped: {e}")
+        rows.append(row)
+        if write:
+            files.write_json(index_path, {"videos": rows}, indent=2)
+    return {"videos": rows, "written": {INDEX: index_path} if write else {}}

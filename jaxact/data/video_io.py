@@ -343,6 +343,25 @@ def iter_frames(path: str, size: tuple[int, int] | None = None) -> Iterator[np.n
     yield from _iter_video_file(path, size)
 
 
+def folder_videos(folder: str) -> list[str] | None:
+    """The videos and frame arrays of a folder of videos, sorted by name; None for a frame folder
+    (one that holds any image: `iter_frames` reads it as one video). Other files and subfolders
+    are not videos and are left out.
+
+    Raises `BadInputError` naming the folder when it holds neither images nor videos.
+    """
+    names = sorted(f for f in os.listdir(folder) if not f.startswith("."))
+    if any(f.lower().endswith(IMAGE_EXTENSIONS) for f in names):
+        return None
+    videos = [os.path.join(folder, f) for f in names
+              if f.lower().endswith(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS)
+              and os.path.isfile(os.path.join(folder, f))]
+    if not videos:
+        raise BadInputError(folder, "neither videos (" + ", ".join(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS)
+                            + ") nor images (" + ", ".join(IMAGE_EXTENSIONS) + ") in the folder")
+    return videos
+
+
 def _iter_image_folder(folder: str, size: tuple[int, int] | None) -> Iterator[np.ndarray]:
     import matplotlib.image  # PNG natively, JPEG etc. through Pillow
 

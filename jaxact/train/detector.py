@@ -521,10 +521,20 @@ class Experiment(experiment.ExperimentBase):
         folder of images), one keyframe every `analyze.stride` frames, in batches of
         `eval.batch_size`; the keyframes' detections become tracks, seats and behaviour
         intervals (`jaxact.analysis.report`), written to `output_dir` with the behaviour maps
-        and the annotated video (`lesson.OUTPUTS`). Frames are streamed, never all in memory."""
-        from jaxact.analysis import report
+        and the annotated video (`lesson.OUTPUTS`). Frames are streamed, never all in memory.
 
-        out = self.analyzer().run(path, output_dir if jax.process_index() == 0 else None)
+        A folder of videos (`video_io.folder_videos`) is analysed video by video into
+        `output_dir/NAME`, resumably, unreadable videos skipped (`lesson.analyze_videos`); the
+        returned dict then has "videos" (the index) instead of "analysis"."""
+        from jaxact.analysis import lesson, report
+        from jaxact.data import video_io
+
+        chief = jax.process_index() == 0
+        videos = video_io.folder_videos(path) if os.path.isdir(path) else None
+        if videos is not None:
+            console.say(f"{len(videos)} videos in {path}")
+            return lesson.analyze_videos(self.analyzer(), videos, output_dir, write=chief)
+        out = self.analyzer().run(path, output_dir if chief else None)
         console.say(report.summary_text(out["analysis"]))
         return out
 
