@@ -221,6 +221,7 @@ def test_analyze_videos_resumes_and_skips_unreadable_videos(tmp_path):
         assert json.load(f) == {"videos": first["videos"]}
     for row in first["videos"][1:]:
         assert row["students"] == 2 and row["duration"] == 2.0
+        assert row["intervals"] == {"sit": 2, "raise_hand": 2}  # both raise at 1 s
         with open(os.path.join(row["output_dir"], "analysis.json")) as f:
             assert json.load(f)["meta"]["video"] == row["video"]
     stamp = os.path.getmtime(out / "monday" / "analysis.json")

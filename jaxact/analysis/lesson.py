@@ -221,8 +221,9 @@ def analyze_videos(runner: LessonAnalyzer, videos: Sequence[str], output_dir: st
     were done is read once, before any runs, so every process of a multi-host job decides alike;
     only a process with `write` writes. `output_dir/index.json` is rewritten (atomically) after
     each video: ``{"videos": [{"video", "output_dir", "status": "analyzed" | "done before" |
-    "failed", "error" (failed), "duration" (video seconds), "students" (tracks), "seconds"
-    (wall, analyzed)}]}``. Returns that dict with ``"written"``: ``{"index.json": path}``.
+    "failed", "error" (failed), "duration" (video seconds), "students" (tracks), "intervals"
+    ({behaviour: how many}), "seconds" (wall, analyzed)}]}``. Returns that dict with
+    ``"written"``: ``{"index.json": path}``.
     """
     from jaxact.data import video_io
 
@@ -244,7 +245,9 @@ def analyze_videos(runner: LessonAnalyzer, videos: Sequence[str], output_dir: st
                 out = runner.run(video, out_dir if write else None)
                 analysis = out["analysis"]
                 row.update(status="analyzed", seconds=round(out["seconds"], 3))
-            row.update(duration=analysis["meta"]["duration"], students=len(analysis["tracks"]))
+            row.update(duration=analysis["meta"]["duration"], students=len(analysis["tracks"]),
+                       intervals={name: b["intervals"]
+                                  for name, b in analysis["per_behaviour"].items()})
             console.say(f"{tag}: {row['status']}, {row['students']} students, "
                         f"{row['duration']:.0f} s -> {out_dir}")
         except video_io.BadInputError as e:
