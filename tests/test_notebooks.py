@@ -19,6 +19,9 @@ kernelspec = pytest.importorskip("ipykernel.kernelspec", reason="pip install -e 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
+# Notebooks that train a detector (~80 s on 2 cores): the slow suite, to keep the default one
+# under 15 minutes.
+SLOW = {"lesson_analysis.ipynb"}
 KERNEL = "jaxact-test"
 
 
@@ -45,7 +48,9 @@ def _outputs(notebook):
                 yield i, output
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.slow) if os.path.basename(p) in SLOW else p
+    for p in NOTEBOOKS], ids=os.path.basename)
 def test_notebook_runs(path, tmp_path, monkeypatch, tiny_memory_run):
     # Start from a copy of the shared tiny run: the notebook's training cell then only restores
     # and re-evaluates (training itself is tested in test_classifier_train.py).
