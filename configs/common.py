@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.weight_decay = 1e-4  # AdamW: decoupled; SGD: added to the gradient
     config.train.grad_clip = 1.0  # global-norm gradient clipping
     config.train.max_nonfinite_steps = 10  # NaN/inf updates are skipped; stop after this many in a row
+    config.train.ema_decay = 0.0  # > 0 (e.g. 0.995): evaluate a moving average of the params
     config.train.log_every = 50  # steps between metric logs
     config.train.checkpoint_every = 500  # steps between (async) checkpoints
     config.train.max_to_keep = 2  # checkpoints kept per phase

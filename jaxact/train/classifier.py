@@ -39,6 +39,7 @@ from jaxact.train.state import (
     TrainState,
     count_params,
     dropout_rng,
+    eval_params,
     make_init,
     make_optimizer,
     nonfinite_metrics,
@@ -195,7 +196,7 @@ def programs(model: VideoClassifierNet, memory: memlib.MemorySettings,
     tx = make_optimizer(train_config)
     replicated = parallel.replicated(data_parallel.mesh)
 
-    init = make_init(model, tx, input_shape)
+    init = make_init(model, tx, input_shape, train_config.get("ema_decay", 0.0))
     def empty_memory():
         d, k = feature_dim, memory.num_clusters
         references = memlib.References(refs=jnp.zeros((num_classes, k, d)),
@@ -342,7 +343,7 @@ class Experiment(experiment.ExperimentBase):
                              f"differs from model.feature_dim {self.config.model.feature_dim}")
         for phase in ("baseline", "aux"):
             if aux.checkpoint_manager(phase).latest_step() is not None:
-                return aux, aux.restore(phase, aux.init_state()).params
+                return aux, eval_params(aux.restore(phase, aux.init_state()))
         raise FileNotFoundError(f"memory.aux_checkpoint={aux_dir!r}: no baseline/aux checkpoint")
 
     # -- train
@@ -359,8 +360,9 @@ class Experiment(experiment.ExperimentBase):
             aux, aux_params = self.load_aux_params()
             fill = lambda s: self.fill_memory(s, aux_params, aux.programs.fill)
 
-        # The memory phase starts from a copy: step functions donate their input state.
-        mem_state = jax.tree.map(jnp.copy, self.with_memory(aux_state))
+        # The memory phase starts from a copy: step functions donate their input state. Each
+        # phase averages its own params (a restored phase keeps its checkpointed average).
+        mem_state = jax.tree.map(jnp.copy, self.with_memory(aux_state)).restart_ema()
         if self.checkpoint_manager("memory").latest_step() is None:
             mem_state = fill(mem_state)
         refresh_every = self.memory.refresh_every
@@ -374,7 +376,7 @@ class Experiment(experiment.ExperimentBase):
         memory_seconds = time.time() - start
         baseline_state = None
         if c.baseline.enabled:
-            baseline_state = self.run_phase("baseline", aux_state, p.softmax_step,
+            baseline_state = self.run_phase("baseline", aux_state.restart_ema(), p.softmax_step,
                                             self.train_loader(2), c.train.num_steps)
         extras = {"train_seconds": round(memory_seconds, 1),
                   "total_train_seconds": round(time.time() - start, 1)}
@@ -385,9 +387,9 @@ class Experiment(experiment.ExperimentBase):
         `domain_threshold` from the final bank."""
         self.domain_threshold = float(self.programs.domain_threshold(mem_state.memory,
                                                                      mem_state.references))
-        models = {"memory": (mem_state.params, mem_state.references)}
+        models = {"memory": (eval_params(mem_state), mem_state.references)}
         if baseline_state is not None:
-            models["baseline"] = (baseline_state.params, None)
+            models["baseline"] = (eval_params(baseline_state), None)
         return models
 
     def final_phases(self) -> tuple[str, ...]:
@@ -429,7 +431,7 @@ class Experiment(experiment.ExperimentBase):
         a state with references, else the softmax head's."""
         references = getattr(state, "references", None)
         evaluator = dataclasses.replace(self.classification_evaluator(), split=split)
-        out = evaluator.outputs({"model": (state.params, references)},
+        out = evaluator.outputs({"model": (eval_params(state), references)},
                                 views=(pipeline.CENTRE_VIEW,))["model"]
         pred = out["memory_pred" if references is not None else "softmax_pred"]
         return {"top1": classification.top1(pred, out["label"]),

@@ -176,7 +176,7 @@ def programs(model: ActionDetector, weights: detection_losses.LossWeights,
     tx = train_state.make_optimizer(train_config)
     replicated = parallel.replicated(data_parallel.mesh)
 
-    init = train_state.make_init(model, tx, input_shape)
+    init = train_state.make_init(model, tx, input_shape, train_config.get("ema_decay", 0.0))
     # Init runs once, but XLA CPU spends long optimising its many random-initialiser kernels.
     init_fn = jax.jit(init, out_shardings=replicated).lower(jax.random.key(0)).compile(
         compiler_options=FAST_COMPILE)
@@ -307,7 +307,7 @@ class Experiment(experiment.ExperimentBase):
                              f"run has {list(self.class_names)}")
         restored = checkpoint.restore(mgr, {"params": state.params})
         logging.info("parameters from %s (step %d)", source, mgr.latest_step())
-        return state.replace(params=restored[0]["params"])
+        return state.replace(params=restored[0]["params"]).restart_ema()
 
     def train(self) -> tuple[dict, dict]:
         """Trains to `train.num_steps`, resuming if a checkpoint exists (else from
@@ -321,10 +321,11 @@ class Experiment(experiment.ExperimentBase):
         train_seconds = round(time.time() - start, 1)
         if resumed_from >= c.train.num_steps:  # nothing left to train: keep the time
             train_seconds = loop.previous_results(self.workdir).get("train_seconds", train_seconds)
-        return state.params, {"train_seconds": train_seconds, "resumed_from_step": resumed_from}
+        return train_state.eval_params(state), {"train_seconds": train_seconds,
+                                                "resumed_from_step": resumed_from}
 
     def restore_final(self):
-        return self.restore(PHASE, self.init_state()).params
+        return train_state.eval_params(self.restore(PHASE, self.init_state()))
 
     # -- evaluation
     def predict_batch(self, params, batch: dict) -> dict:
@@ -340,7 +341,7 @@ class Experiment(experiment.ExperimentBase):
     def validation_metrics(self, state, split: str) -> dict:
         """Frame-mAP and person AP@0.5 of `state` on `split` (NaN where undefined)."""
         evaluator = dataclasses.replace(self.evaluators()[0], split=split, plot_num_clips=0)
-        results, _ = evaluator.run(state.params)
+        results, _ = evaluator.run(train_state.eval_params(state))
         return {k: float("nan") if results[k] is None else results[k]
                 for k in ("frame_map", "person_ap50")}
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 from flax.training import train_state
 
 from jaxact.models import memory as memlib
@@ -12,15 +15,45 @@ from jaxact.models import memory as memlib
 
 class TrainState(train_state.TrainState):
     """flax's train state (step, params, optimizer and its state, `apply_fn`) plus an rng key
-    from which every step's randomness is folded. The optimizer and `apply_fn` are static, so
-    they are not checkpointed."""
+    from which every step's randomness is folded, and, with `ema_decay` > 0, an exponential
+    moving average of the params (`ema_params`, what evaluation reads: `eval_params`). The
+    optimizer, `apply_fn` and `ema_decay` are static, so they are not checkpointed; without
+    the average, `ema_params` is None and the checkpointed pytree is the same as before it."""
 
     rng: jax.Array
+    ema_params: Any  # None without the average
+    ema_decay: float = struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, *, apply_fn, params, tx, rng, **kwargs):
-        state = super().create(apply_fn=apply_fn, params=params, tx=tx, rng=rng, **kwargs)
-        return state.replace(step=jnp.zeros((), jnp.int32))  # a typed counter, as checkpointed
+    def create(cls, *, apply_fn, params, tx, rng, ema_decay: float = 0.0, **kwargs):
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {ema_decay}")
+        state = super().create(apply_fn=apply_fn, params=params, tx=tx, rng=rng,
+                               ema_params=None, ema_decay=float(ema_decay), **kwargs)
+        state = state.replace(step=jnp.zeros((), jnp.int32))  # a typed counter, as checkpointed
+        return state.restart_ema()
+
+    def restart_ema(self) -> TrainState:
+        """The average restarted at the current params (a new phase, or new params)."""
+        if not self.ema_decay:
+            return self
+        return self.replace(ema_params=jax.tree.map(jnp.copy, self.params))
+
+    def apply_gradients(self, *, grads, **kwargs) -> TrainState:
+        new = super().apply_gradients(grads=grads, **kwargs)
+        if not self.ema_decay:
+            return new
+        # Warm start: while few steps are averaged the decay is lower, so the average is not
+        # held near the (random or pre-trained) starting point.
+        step = self.step.astype(jnp.float32)
+        decay = jnp.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        ema = jax.tree.map(lambda e, p: e + (1.0 - decay) * (p - e), self.ema_params, new.params)
+        return new.replace(ema_params=ema)
+
+
+def eval_params(state: TrainState):
+    """The params to evaluate: the moving average where the state keeps one, else the params."""
+    return state.params if state.ema_params is None else state.ema_params
 
 
 class MemoryTrainState(TrainState):
@@ -32,16 +65,18 @@ class MemoryTrainState(TrainState):
     references: memlib.References
 
 
-def make_init(model, tx: optax.GradientTransformation, input_shape):
+def make_init(model, tx: optax.GradientTransformation, input_shape, ema_decay: float = 0.0):
     """`rng -> TrainState` of `model` initialised on zeros of `input_shape`, a shape tuple or a
-    mapping of them (a model with several inputs) (to be jitted)."""
+    mapping of them (a model with several inputs) (to be jitted); `ema_decay` > 0 keeps a
+    moving average of the params."""
 
     def init(rng) -> TrainState:
         params_rng, state_rng = jax.random.split(rng)
         inputs = jax.tree.map(lambda shape: jnp.zeros(shape, jnp.float32), input_shape,
                               is_leaf=lambda x: isinstance(x, tuple))
         params = model.init(params_rng, inputs)["params"]
-        return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=state_rng)
+        return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=state_rng,
+                                 ema_decay=ema_decay)
 
     return init
 
