@@ -196,7 +196,7 @@ def programs(model: VideoClassifierNet, memory: memlib.MemorySettings,
     tx = make_optimizer(train_config)
     replicated = parallel.replicated(data_parallel.mesh)
 
-    init = make_init(model, tx, input_shape, train_config.get("ema_decay", 0.0))
+    init = make_init(model, tx, input_shape, train_config.ema_decay)
     def empty_memory():
         d, k = feature_dim, memory.num_clusters
         references = memlib.References(refs=jnp.zeros((num_classes, k, d)),

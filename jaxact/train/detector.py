@@ -176,7 +176,7 @@ def programs(model: ActionDetector, weights: detection_losses.LossWeights,
     tx = train_state.make_optimizer(train_config)
     replicated = parallel.replicated(data_parallel.mesh)
 
-    init = train_state.make_init(model, tx, input_shape, train_config.get("ema_decay", 0.0))
+    init = train_state.make_init(model, tx, input_shape, train_config.ema_decay)
     # Init runs once, but XLA CPU spends long optimising its many random-initialiser kernels.
     init_fn = jax.jit(init, out_shardings=replicated).lower(jax.random.key(0)).compile(
         compiler_options=FAST_COMPILE)

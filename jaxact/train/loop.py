@@ -67,6 +67,7 @@ _ADDED_FIELDS = {
         "train.optimizer": "adamw",
         "train.eval_every": 0,
         "train.eval_split": "validation",
+        "train.ema_decay": 0.0,
     },
     "action_detector": {
         "train.optimizer": "adamw",
@@ -99,6 +100,7 @@ _ADDED_FIELDS = {
         "analyze.video": True,
         "train.eval_every": 0,
         "train.eval_split": "validation",
+        "train.ema_decay": 0.0,
     },
 }
 
