@@ -198,16 +198,25 @@ def _output_names(videos: Sequence[str]) -> list[str]:
             for s, v in zip(stems, videos, strict=True)]
 
 
-def _analysed_before(video: str, output_dir: str, workdir) -> bool:
-    """Whether `output_dir` holds a finished analysis of `video` by the run `workdir`
-    (analysis.json is written last, so it exists only when every output does)."""
+def _summary(analysis: Mapping) -> dict:
+    """What `analyze_videos`' index keeps of a report."""
+    return {"duration": analysis["meta"]["duration"], "students": len(analysis["tracks"]),
+            "intervals": {name: b["intervals"] for name, b in analysis["per_behaviour"].items()}}
+
+
+def _analysed_before(video: str, output_dir: str, workdir) -> dict | None:
+    """The `_summary` of the finished analysis of `video` by the run `workdir` in `output_dir`,
+    or None (analysis.json is written last, so it exists only when every output does)."""
     try:
         with open(os.path.join(output_dir, "analysis.json")) as f:
-            meta = json.load(f)["meta"]
+            analysis = json.load(f)
+        meta = analysis["meta"]
+        if (os.path.abspath(str(meta.get("video"))) != os.path.abspath(video)
+                or meta.get("workdir") != workdir):
+            return None
+        return _summary(analysis)
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return (os.path.abspath(str(meta.get("video"))) == os.path.abspath(video)
-            and meta.get("workdir") == workdir)
+        return None
 
 
 def analyze_videos(runner: LessonAnalyzer, videos: Sequence[str], output_dir: str,
@@ -237,17 +246,12 @@ def analyze_videos(runner: LessonAnalyzer, videos: Sequence[str], output_dir: st
         row = {"video": video, "output_dir": out_dir}
         tag = f"[{i + 1}/{len(videos)}] {os.path.basename(video.rstrip('/'))}"
         try:
-            if done:
-                with open(os.path.join(out_dir, "analysis.json")) as f:
-                    analysis = json.load(f)
-                row["status"] = "done before"
+            if done is not None:
+                row.update(status="done before", **done)
             else:
                 out = runner.run(video, out_dir if write else None)
-                analysis = out["analysis"]
-                row.update(status="analyzed", seconds=round(out["seconds"], 3))
-            row.update(duration=analysis["meta"]["duration"], students=len(analysis["tracks"]),
-                       intervals={name: b["intervals"]
-                                  for name, b in analysis["per_behaviour"].items()})
+                row.update(status="analyzed", seconds=round(out["seconds"], 3),
+                           **_summary(out["analysis"]))
             console.say(f"{tag}: {row['status']}, {row['students']} students, "
                         f"{row['duration']:.0f} s -> {out_dir}")
         except video_io.BadInputError as e:
