@@ -85,10 +85,10 @@ def main(argv):
     config.eval.split = split
     config.data.extra_train_clips = 0  # evaluation only: no training clips to render
     dataset = f"{config.data.name}/{config.data.get('builder_config', '')}"
-    if config.data.name != "maneuvers" or \
-            not builders.Maneuvers.preset(config.data.builder_config).render.cues:
+    render_config = (builders.Maneuvers.preset(config.data.builder_config).render
+                     if config.data.name == "maneuvers" else None)
+    if render_config is None or not render_config.cues:
         raise app.UsageError(f"--groups_workdir: {dataset} has no cues to group by")
-    render_config = builders.Maneuvers.preset(config.data.builder_config).render
     exp = classifier.Experiment(config, _WORKDIR.value)
     models = exp.restore_final()
     evaluator = exp.classification_evaluator()
