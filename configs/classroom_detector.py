@@ -282,6 +282,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.model.head = ml_collections.ConfigDict({
             "name": "decoupled",  # jaxact.models.fusion_head.DecoupledFusionHead
             "fusion": variant.fusion,  # 'sum' | 'concat' | 'gram'
+            # Spatial branch: 'mean' of the T frames | 'keyframe' (its isolated features).
+            "spatial": "mean",
             "encodings": True,  # hypernetwork-generated 1x1 convs per branch (False: plain ones)
             "enc_dim": width,  # channels of each encoded branch
             "fused_dim": width,  # channels of the fused map (and of the Gram attention)

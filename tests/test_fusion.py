@@ -62,6 +62,21 @@ def test_decouple_matches_numpy_means():
         decouple(jnp.zeros((S, S, C)))
 
 
+@pytest.mark.parametrize("frames", [4, 5])
+def test_decouple_keyframe_takes_the_middle_frame(frames):
+    x = _normal((B, N, frames, S, S, C), 1)
+    x_t, x_s = jax.jit(decouple, static_argnums=1)(jnp.asarray(x), "keyframe")
+    np.testing.assert_allclose(x_t, x.astype(np.float64).mean(axis=(3, 4)), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_array_equal(x_s, x[:, :, frames // 2])  # the keyframe at T // 2
+    # Only the keyframe reaches the spatial branch.
+    moved = np.array(x)
+    moved[:, :, [i for i in range(frames) if i != frames // 2]] += 3.0
+    np.testing.assert_array_equal(decouple(jnp.asarray(moved), "keyframe")[1], x_s)
+    with pytest.raises(ValueError, match="spatial must be one of"):
+        decouple(jnp.asarray(x), "first")
+
+
 # ----------------------------------------------------------------------------- encodings
 
 

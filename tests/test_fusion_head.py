@@ -27,7 +27,8 @@ def _param_count(params) -> int:
 
 def test_choices_are_the_fusions():
     assert DecoupledFusionHead.CHOICES == {"fusion": ("sum", "concat", "gram"),
-                                           "gate_policy": ("both", "input")}
+                                           "gate_policy": ("both", "input"),
+                                           "spatial": ("mean", "keyframe")}
     assert tuple(FUSIONS) == DecoupledFusionHead.CHOICES["fusion"]
 
 
@@ -186,3 +187,30 @@ def test_padded_queries_change_no_real_actor_through_the_relations():
     for b, n in ((0, 0), (0, 1), (1, 0), (1, 2)):
         np.testing.assert_allclose(moved["action_logits"][b, n], out["action_logits"][b, n],
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["sum", "gram"])
+def test_keyframe_spatial_branch_shares_the_parameters(fusion):
+    """`spatial="keyframe"` reads the same parameters (a run can be fine-tuned into it) and
+    equals the mean head fed a clip whose every frame is the keyframe's, with its temporal
+    branch left as it was."""
+    actors, query = _inputs(3)
+    mean_head = DecoupledFusionHead(num_actions=A, fusion=fusion, **SMALL)
+    key_head = DecoupledFusionHead(num_actions=A, fusion=fusion, spatial="keyframe", **SMALL)
+    variables = mean_head.init(jax.random.key(0), actors, query)
+    chex.assert_trees_all_equal_shapes(variables,
+                                       key_head.init(jax.random.key(0), actors, query))
+    out = jax.jit(key_head.apply)(variables, actors, query)
+    chex.assert_tree_all_finite(out)
+    # Frames other than the keyframe moved by a per-frame constant: the temporal branch
+    # (mean over the bins) moves, the keyframe's spatial branch does not.
+    shift = jnp.arange(T, dtype=jnp.float32).at[T // 2].set(0.0)[None, None, :, None, None, None]
+    moved = key_head.apply(variables, actors + shift, query)
+    assert not np.allclose(moved["action_logits"], out["action_logits"])
+    # With T identical frames the two heads agree.
+    still = jnp.broadcast_to(actors[:, :, T // 2:T // 2 + 1], actors.shape)
+    chex.assert_trees_all_close(key_head.apply(variables, still, query),
+                                mean_head.apply(variables, still, query), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="spatial must be one of"):
+        DecoupledFusionHead(num_actions=A, spatial="last", **SMALL).init(
+            jax.random.key(0), actors, query)

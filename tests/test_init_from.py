@@ -54,6 +54,7 @@ def test_the_source_run_is_checked_before_anything_is_built(tmp_path):
     fails(ValueError, r"its model differs in model\.backbone\.widths, model\.fpn_dim$")
     same = _config(str(tmp_path / "tfds"))
     same.model.dtype = "bfloat16"  # compute dtype only: the parameters fit
+    same.model.head.spatial = "keyframe"  # which frames the spatial branch reads: they fit
     _write_run(src, same)  # the same model (tuples saved as lists)
     fails(FileNotFoundError, "train.init_from=.*no 'detector' checkpoint")
 

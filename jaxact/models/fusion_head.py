@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from jaxact.models.actor_relation import ActorRelation
 from jaxact.models.channel_gate import POLICIES, GatedTemporalStack
-from jaxact.models.decoupling import decouple
+from jaxact.models.decoupling import SPATIAL, decouple
 from jaxact.models.encodings import HyperConvEncoding
 from jaxact.models.fusion import FUSIONS
 
@@ -42,6 +42,8 @@ class DecoupledFusionHead(nn.Module):
     Attributes:
       num_actions: A.
       fusion: "sum", "concat" or "gram" (`jaxact.models.fusion`).
+      spatial: the spatial branch is the "mean" of the T frames or the "keyframe" (T // 2)
+        (`decoupling.decouple`); the parameters are the same either way.
       encodings: hypernetwork-generated 1 x 1 convs on both branches (False: plain learned 1 x 1
         convs of the same width, see `HyperConvEncoding`).
       enc_dim: C_e, channels of each encoded branch.
@@ -73,13 +75,15 @@ class DecoupledFusionHead(nn.Module):
     # Fields added with the adaptive layers (older saved configs get their defaults).
     ADAPTIVE_FIELDS: ClassVar[tuple[str, ...]] = (
         "temporal_layers", "temporal_kernel", "gate_policy", "gate_hidden", "relation",
-        "num_groups", "relation_heads", "relation_tau", "relation_threshold")
+        "num_groups", "relation_heads", "relation_tau", "relation_threshold", "spatial")
     # Allowed values of the string fields, for config checks before anything is traced.
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"fusion": tuple(FUSIONS),
-                                                     "gate_policy": POLICIES}
+                                                     "gate_policy": POLICIES,
+                                                     "spatial": SPATIAL}
 
     num_actions: int
     fusion: str = "sum"
+    spatial: str = "mean"
     encodings: bool = True
     enc_dim: int = 64
     fused_dim: int = 64
@@ -131,7 +135,7 @@ class DecoupledFusionHead(nn.Module):
         rng = self.make_rng("gumbel") if sample else None
         out = {}
 
-        x_t, x_s = decouple(actor_features)
+        x_t, x_s = decouple(actor_features, self.spatial)
         encode = lambda name: HyperConvEncoding(self.enc_dim, enabled=self.encodings, name=name,
                                                 **dt)
         x_t = encode("temporal_encoding")(x_t)

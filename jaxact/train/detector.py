@@ -201,10 +201,14 @@ def model_gflops(model: ActionDetector, input_shape: tuple[int, ...]) -> float:
     return gflops_per_clip(model, variables, input_shape)
 
 
+# Model fields that leave the parameters as they are: a fine-tune may change them.
+_PARAMETER_FREE_FIELDS = ("dtype", "head.spatial")
+
+
 def check_init_from(workdir: str, model_config) -> None:
     """Fails naming `train.init_from` unless `workdir` is a finished detector run whose
     `model` section equals `model_config` (so its parameters fit this model; the compute
-    `model.dtype` may differ)."""
+    `model.dtype` and the head's `spatial` branch may differ)."""
     source = loop.read_config(workdir, "train.init_from")
     if source.get("experiment") != "action_detector":
         raise ValueError(f"train.init_from={workdir!r}: a {source.get('experiment')!r} run, not "
@@ -212,7 +216,8 @@ def check_init_from(workdir: str, model_config) -> None:
 
     def flat(section):  # JSON round trip: config.json holds lists where configs hold tuples
         return {".".join(map(str, k)): v for k, v in traverse_util.flatten_dict(
-            json.loads(json.dumps(section.to_dict()))).items() if k != ("dtype",)}
+            json.loads(json.dumps(section.to_dict()))).items()
+            if ".".join(k) not in _PARAMETER_FREE_FIELDS}
 
     theirs, ours = flat(source.model), flat(model_config)
     if theirs != ours:
