@@ -59,6 +59,21 @@ def test_decay_out_of_range_is_refused(decay):
         _state(decay)
 
 
+@pytest.mark.parametrize("experiment", ["classifier", "detector"])
+def test_bad_decay_fails_before_the_run_leaves_files(experiment, tmp_path):
+    from configs import classroom_detector, maneuvers_memory
+    from jaxact.train import classifier, detector
+
+    config = (maneuvers_memory if experiment == "classifier" else classroom_detector).get_config(
+        "smoke")
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.train.ema_decay = 1.0
+    cls = (classifier if experiment == "classifier" else detector).Experiment
+    with pytest.raises(ValueError, match=r"train.ema_decay must be in \[0, 1\), got 1.0"):
+        cls(config, str(tmp_path / "run"))
+    assert not os.listdir(tmp_path)  # neither the workdir nor a dataset was created
+
+
 def test_memory_run_reports_its_averaged_params(tmp_path, check_results):
     from configs import maneuvers_memory
     from jaxact.train import classifier

@@ -69,6 +69,8 @@ class ExperimentBase(abc.ABC):
         for section in ("train", "eval"):
             parallel.check_batch_size(config[section].batch_size, self.mesh,
                                       f"{section}.batch_size")
+        if not 0.0 <= config.train.get("ema_decay", 0.0) < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {config.train.ema_decay}")
         self.validate()
         self.data_parallel = parallel.DataParallel(self.mesh, config.parallel.mode)
         self.data = sources.make(config.data, self.TASK)
