@@ -8,7 +8,9 @@ neighbour scores lower than a long raised hand), so one pair of hysteresis thres
 weaker behaviours. For each run and lesson seed S, the lesson is written to RUN/lessons/seed_S
 (as `benchmarks.lesson_analysis` does; kept when there) and the run's detector goes over it
 once; its keyframe detections are cached in keyframes.json beside it, so a second sitting only
-re-scores. The people are tracked with the run's settings (nothing here changes tracking).
+re-scores. `--ensemble_with=RUN2` calibrates RUN fused with RUN2 (`analyze.ensemble_with`;
+cached in RUN/lessons_ensemble). The people are tracked with the run's settings (nothing here
+changes tracking).
 
 Then, per behaviour independently, every setting of `GRID` (smoothing window, `on`, `off` as a
 fraction of `on`, `min_duration`) scores the intervals of every run and lesson against the ground
@@ -23,9 +25,9 @@ With few lessons the winner may fit them rather than the detector: `--calibratio
 calibrated on the others, against the run's own (`cross_validate`), to show whether
 calibrating carries over.
 
-Writes `--calibration_json`: `{"date", "machine", "runs", "lesson_seeds", "seconds", "grid",
-"rule", "per_behaviour_settings": {name: {"smooth_seconds", "on", "off", "min_duration"}},
-"validation": {name: {"run_settings": metrics, "chosen": metrics}}, "cross_validation":
+Writes `--calibration_json`: `{"date", "machine", "runs", "ensemble_with", "lesson_seeds",
+"seconds", "grid", "rule", "per_behaviour_settings": {name: {"smooth_seconds", "on", "off",
+"min_duration"}}, "validation": {name: {"run_settings": metrics, "chosen": metrics}}, "cross_validation":
 {"folds", "per_behaviour": {name: {"run_settings", "chosen"}}, "all_behaviours"}}` with metrics
 `{"interval_f1", "count_mae", "tp", "fp", "fn", "abs_error", "num_seconds"}`.
 Paste `per_behaviour_settings` into a config's `analyze.per_behaviour`, or pass the file to
@@ -87,17 +89,21 @@ def _from_json(keyframes: Sequence[Mapping]) -> list[dict]:
 
 
 def lesson_keyframes(analyzer_factory, workdir: str, seed: int, seconds: float,
-                     lesson_dir: str) -> tuple[list[dict], dict]:
+                     lesson_dir: str, ensemble_with: str | None = None
+                     ) -> tuple[list[dict], dict]:
     """(keyframe detections, ground_truth.json) of lesson `seed` by the run's detector; the
     detections come from lesson_dir/keyframes.json when it holds this run, lesson and the
     run's current `analyze.stride` (the keyframes it detects)."""
     from jaxact.train import loop
 
+    config = la.run_config(workdir, ensemble_with)
     cache = os.path.join(lesson_dir, "keyframes.json")
     done = read_json(cache)
     video, gt = la.ensure_lesson(seed, seconds, lesson_dir)
     key = {"workdir": workdir, "seed": seed, "seconds": seconds,
-           "stride": int(loop.read_config(workdir).analyze.stride)}
+           "stride": int(config.analyze.stride)}
+    if config.analyze.ensemble_with:  # older caches of single runs stay valid
+        key["ensemble_with"] = config.analyze.ensemble_with
     if done and all(done.get(k) == v for k, v in key.items()):
         return _from_json(done["keyframes"]), gt
     runner = dataclasses.replace(analyzer_factory().runner, video=False, map_size=None)
@@ -227,28 +233,32 @@ def format_cross_validation(cv: Mapping) -> str:
 
 
 def run_calibration(workdirs: Sequence[str], seeds: Sequence[int], seconds: float,
-                    output: str, folds: int = 2) -> dict:
+                    output: str, folds: int = 2, ensemble_with: str | None = None) -> dict:
     from jaxact.train import get_experiment, loop
 
+    # An ensemble's detections are cached apart, keeping the run's own.
+    lessons_dir = "lessons_ensemble" if ensemble_with else "lessons"
     lessons = []
     for workdir in workdirs:
         analyzer = []  # built on the first lesson without cached detections
 
         def factory(workdir=workdir, analyzer=analyzer):
             if not analyzer:
-                analyzer.append(la.Analyzer(workdir))
+                analyzer.append(la.Analyzer(workdir, ensemble_with=ensemble_with))
             return analyzer[0]
 
-        config = loop.read_config(workdir)
+        config = la.run_config(workdir, ensemble_with)
         exp = get_experiment(config.experiment)(config, workdir)
         settings = exp.analysis_settings()
         for seed in seeds:
             print(f"{workdir}: lesson seed {seed} ({seconds:g} s)", flush=True)
             keyframes, gt = lesson_keyframes(factory, workdir, seed, seconds,
-                                             os.path.join(workdir, "lessons", f"seed_{seed}"))
+                                             os.path.join(workdir, lessons_dir, f"seed_{seed}"),
+                                             ensemble_with)
             lessons.append(prepare(keyframes, gt, exp.class_names, settings))
     chosen, validation = calibrate(lessons)
     out = {"date": now(), "machine": machine_description(), "runs": list(workdirs),
+           "ensemble_with": ensemble_with or "",
            "lesson_seeds": list(seeds), "seconds": seconds, "grid": GRID, "rule": RULE,
            "per_behaviour_settings": chosen, "validation": validation,
            "cross_validation": cross_validate(lessons, folds) if folds else None}
@@ -269,7 +279,7 @@ def main(argv):
     seeds = (flags.FLAGS.lesson_seeds if flags.FLAGS["lesson_seeds"].present
              else VALIDATION_SEEDS)
     run_calibration(_RUNS.value, [int(s) for s in seeds], flags.FLAGS.lesson_seconds,
-                    _OUTPUT.value, _FOLDS.value)
+                    _OUTPUT.value, _FOLDS.value, flags.FLAGS.ensemble_with or None)
 
 
 if __name__ == "__main__":

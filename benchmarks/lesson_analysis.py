@@ -13,6 +13,8 @@ settings is read instead of analysing again, so an interrupted sitting resumes. 
 and writes `--lesson_json`.
 `--calibration=benchmarks/results/analysis_calibration.json` analyses with the per-behaviour
 thresholds chosen there (`benchmarks.analysis_calibration`) instead of the run's own.
+`--ensemble_with=RUN2[,RUN3]` fuses those runs' detections with RUN's (`analyze.ensemble_with`,
+`jaxact.analysis.ensemble`).
 
 Everything is scored at the analysed keyframes (every `analyze.stride` frames), against the
 ground-truth frame of the keyframe; people hidden in a frame are not in it.
@@ -49,7 +51,7 @@ ground-truth frame of the keyframe; people hidden in a frame are not in it.
       lesson, outside the timing (the steady state of a long video).
       Pooled: summed lesson seconds over summed wall seconds.
 
-JSON: `{"date", "machine", "workdir", "config_name", "seeds", "seconds", "calibration",
+JSON: `{"date", "machine", "workdir", "config_name", "ensemble_with", "seeds", "seconds", "calibration",
 "per_behaviour_settings" (the analysis' per-behaviour overrides), "per_behaviour": {name:
 {"count_mae", "interval_f1", "tp", "fp", "fn"}}, "interval_f1_all", "per_student_accuracy",
 "seat_accuracy", "idf1", "mota", "id_switches", "realtime_factor", "rules", "lessons":
@@ -82,6 +84,10 @@ _LESSONS_ROOT = flags.DEFINE_string("lessons_root", "", "Lessons go to LESSONS_R
                                     "(default: RUN/lessons).")
 _LESSON_JSON = flags.DEFINE_string("lesson_json", "benchmarks/results/lesson_analysis.json",
                                    "Where the table's JSON goes.")
+_ENSEMBLE_WITH = flags.DEFINE_string(
+    "ensemble_with", "", "Other finished detector runs (comma-separated workdirs) fused with "
+    "--run's detections (its config's analyze.ensemble_with); also read by "
+    "benchmarks.analysis_calibration.")
 _CALIBRATION = flags.DEFINE_string(
     "calibration", "", "A benchmarks.analysis_calibration JSON: analyse with its per-behaviour "
     "settings instead of the run's `analyze.per_behaviour`.")
@@ -424,10 +430,11 @@ class Analyzer:
     `Experiment.analyze` does (its `LessonAnalyzer`), keeping the keyframe detections and the
     tracks that the report is made of."""
 
-    def __init__(self, workdir: str, per_behaviour: Mapping | None = None):
-        from jaxact.train import get_experiment, loop
+    def __init__(self, workdir: str, per_behaviour: Mapping | None = None,
+                 ensemble_with: str | None = None):
+        from jaxact.train import get_experiment
 
-        self.config = loop.read_config(workdir)
+        self.config = run_config(workdir, ensemble_with)
         if per_behaviour is not None:
             self.config.analyze.per_behaviour = dict(per_behaviour)
         exp = get_experiment(self.config.experiment)(self.config, workdir)
@@ -447,6 +454,17 @@ class Analyzer:
                 "seconds": out["seconds"]}
 
 
+def run_config(workdir: str, ensemble_with: str | None = None):
+    """The run's saved config; `ensemble_with` (not None) replaces its
+    `analyze.ensemble_with`."""
+    from jaxact.train import loop
+
+    config = loop.read_config(workdir)
+    if ensemble_with is not None:
+        config.analyze.ensemble_with = ensemble_with
+    return config
+
+
 def ensure_lesson(seed: int, seconds: float, lesson_dir: str) -> tuple[str, dict]:
     """(lesson.mp4 path, ground_truth.json) of lesson `seed`, written unless already there."""
     from jaxact.data.lessons import LessonConfig, write_lesson
@@ -460,7 +478,7 @@ def ensure_lesson(seed: int, seconds: float, lesson_dir: str) -> tuple[str, dict
 
 
 def lesson_row(analyzer_factory, workdir: str, seed: int, seconds: float, lesson_dir: str,
-               per_behaviour: Mapping | None = None) -> dict:
+               per_behaviour: Mapping | None = None, ensemble_with: str | None = None) -> dict:
     """One lesson's metrics: its metrics.json when it holds this run, length, `per_behaviour`
     override and the run's current `analyze` section, else the lesson is written (unless
     there) and analysed. `analyzer_factory()`: the `Analyzer`."""
@@ -468,7 +486,7 @@ def lesson_row(analyzer_factory, workdir: str, seed: int, seconds: float, lesson
 
     metrics_path = os.path.join(lesson_dir, "metrics.json")
     done = read_json(metrics_path)
-    analyze = json.loads(json.dumps(loop.read_config(workdir).analyze.to_dict()))
+    analyze = json.loads(json.dumps(run_config(workdir, ensemble_with).analyze.to_dict()))
     if (done and done.get("workdir") == workdir and done.get("seconds") == seconds
             and done.get("per_behaviour_override") == per_behaviour
             and done.get("analyze") == analyze):
@@ -527,10 +545,10 @@ def format_table(table: Mapping) -> str:
 
 
 def run_benchmark(workdir: str, seeds: Sequence[int], seconds: float, lessons_root: str,
-                  output: str, calibration: str = "") -> dict:
+                  output: str, calibration: str = "", ensemble_with: str | None = None) -> dict:
     from jaxact.train import loop
 
-    config = loop.read_config(workdir)
+    config = run_config(workdir, ensemble_with)
     per_behaviour = None
     if calibration:
         per_behaviour = read_calibration(calibration)
@@ -538,17 +556,19 @@ def run_benchmark(workdir: str, seeds: Sequence[int], seconds: float, lessons_ro
 
     def factory():
         if not analyzer:
-            analyzer.append(Analyzer(workdir, per_behaviour))
+            analyzer.append(Analyzer(workdir, per_behaviour, ensemble_with))
         return analyzer[0]
 
     lessons = []
     for seed in seeds:
         print(f"lesson seed {seed} ({seconds:g} s)", flush=True)
         lessons.append(lesson_row(factory, workdir, seed, seconds,
-                                  os.path.join(lessons_root, f"seed_{seed}"), per_behaviour))
+                                  os.path.join(lessons_root, f"seed_{seed}"), per_behaviour,
+                                  ensemble_with))
     names = list(lessons[0]["per_behaviour"])
     table = {"date": now(), "machine": machine_description(), "workdir": workdir,
-             "config_name": config.get("config_name", ""), "seeds": list(seeds),
+             "config_name": config.get("config_name", ""),
+             "ensemble_with": config.analyze.ensemble_with, "seeds": list(seeds),
              "seconds": seconds, "calibration": calibration or None,
              "per_behaviour_settings": (config.analyze.per_behaviour.to_dict()
                                         if per_behaviour is None else per_behaviour),
@@ -569,7 +589,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     run_benchmark(_RUN.value, [int(s) for s in _LESSON_SEEDS.value], _LESSON_SECONDS.value,
                   _LESSONS_ROOT.value or os.path.join(_RUN.value, "lessons"), _LESSON_JSON.value,
-                  _CALIBRATION.value)
+                  _CALIBRATION.value, _ENSEMBLE_WITH.value or None)
 
 
 if __name__ == "__main__":

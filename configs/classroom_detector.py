@@ -190,6 +190,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.analyze.map_size = 64  # maps.npz: behaviour maps per keyframe at this size (0: none)
     config.analyze.video = True  # write annotated.mp4 (a second decoding pass)
     config.analyze.merge_iou = 0.5  # broken tracks whose mean boxes overlap this much join
+    # Other finished runs (comma-separated workdirs) whose detections are fused with this
+    # run's, keyframe by keyframe (jaxact.analysis.ensemble); "": this detector alone.
+    config.analyze.ensemble_with = ""
     # Behaviour name -> its own smooth_seconds / on / off / min_duration (AnalysisSettings),
     # replacing the shared values above. These were picked for the default detector on
     # validation lessons by `python -m benchmarks.analysis_calibration` (its JSON in

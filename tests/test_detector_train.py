@@ -300,6 +300,35 @@ def test_analysis_settings_per_behaviour(tiny_run):
         detector.Experiment(config, workdir).analyzer()
 
 
+def test_ensemble_with_a_copy_of_itself_changes_no_detection(tiny_run, tmp_path):
+    """`analyze.ensemble_with` runs every member on the same clips and fuses their detections:
+    fused with an identical copy, the detector's own detections come back (then zeros)."""
+    import shutil
+
+    import ml_collections
+
+    config, workdir, _ = tiny_run
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    with open(os.path.join(copy, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort())
+    alone = detector.Experiment(config, workdir).analyzer()
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.analyze.ensemble_with = copy
+    both = detector.Experiment(config, workdir).analyzer()
+    clips = np.random.default_rng(0).integers(
+        0, 256, (config.eval.batch_size, config.data.num_frames, *alone.frame_size, 3), np.uint8)
+    one, two = alone.predict(clips), both.predict(clips)
+    n = one["person_scores"].shape[1]
+    assert two["person_scores"].shape[1] == 2 * n
+    order = np.argsort(-np.asarray(one["person_scores"]), axis=1, kind="stable")
+    for key in ("boxes", "person_scores", "action_scores", "map_probs"):
+        mine = np.take_along_axis(np.asarray(one[key]), order.reshape(
+            *order.shape, *[1] * (np.ndim(one[key]) - 2)), axis=1)
+        np.testing.assert_allclose(two[key][:, :n], mine, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(two[key][:, n:], 0.0)
+
+
 def test_analyze_command_writes_the_lesson_report(tiny_run, tmp_path):
     """`launch.py --mode=analyze --video=lesson.mp4` on a trained workdir streams the lesson
     through the detector and writes the report (format only: the smoke model finds nobody)."""

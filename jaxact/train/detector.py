@@ -501,7 +501,7 @@ class Experiment(experiment.ExperimentBase):
     def analyzer(self):
         """A `lesson.LessonAnalyzer` of the final parameters, settings from the `analyze` and
         `data` config sections; compiles on its first batch."""
-        from jaxact.analysis import lesson
+        from jaxact.analysis import ensemble, lesson
 
         c = self.config
         settings = self.analysis_settings()  # bad settings fail before anything is restored
@@ -509,10 +509,14 @@ class Experiment(experiment.ExperimentBase):
         map_size = c.analyze.map_size
         if map_size < 0:
             raise ValueError(f"analyze.map_size must be >= 0 (0: no maps), got {map_size}")
-        params = self.restore_final()
+        members = [self] + self.ensemble_members()
+        restored = [m.restore_final() for m in members]
 
         def predict(video):
-            return self.programs.predict(params, self.data_parallel.batch(pipeline.normalize(video)))
+            batch = self.data_parallel.batch(pipeline.normalize(video))
+            outs = [m.programs.predict(p, batch) for m, p in zip(members, restored, strict=True)]
+            return outs[0] if len(outs) == 1 else ensemble.fuse_detections(
+                [jax.device_get(o) for o in outs])
 
         return lesson.LessonAnalyzer(
             predict=predict, class_names=tuple(self.class_names),
@@ -521,6 +525,38 @@ class Experiment(experiment.ExperimentBase):
             batch_size=c.eval.batch_size, default_fps=c.analyze.fps, settings=settings,
             map_size=(map_size,) * 2 if map_size else None, video=c.analyze.video,
             meta={"workdir": self.workdir})
+
+    def ensemble_members(self) -> list[Experiment]:
+        """The runs of `analyze.ensemble_with` (comma-separated workdirs of finished detector
+        runs) as experiments, checked to see clips as this run does: their detections are
+        fused with this run's (`jaxact.analysis.ensemble`) in `--mode=analyze`."""
+        from jaxact.train import get_experiment
+
+        workdirs = [w.strip() for w in self.config.analyze.get("ensemble_with", "").split(",")
+                    if w.strip()]
+        members = []
+        for workdir in workdirs:
+            where = f"analyze.ensemble_with={workdir!r}"
+            if os.path.abspath(workdir) == os.path.abspath(self.workdir):
+                raise ValueError(f"{where}: that is this run")
+            config = loop.read_config(workdir, "analyze.ensemble_with")
+            if config.get("experiment") != "action_detector":
+                raise ValueError(f"{where}: a {config.get('experiment')!r} run, not an "
+                                 "action_detector one")
+            for name in ("num_frames", "frame_stride"):
+                if config.data[name] != self.config.data[name]:
+                    raise ValueError(f"{where}: its data.{name}={config.data[name]}, this "
+                                     f"run's {self.config.data[name]}; members must see the "
+                                     "same clips")
+            member = get_experiment("action_detector")(config, workdir)
+            if tuple(member.data.frame_shape) != tuple(self.data.frame_shape):
+                raise ValueError(f"{where}: its frames are {tuple(member.data.frame_shape)}, "
+                                 f"this run's {tuple(self.data.frame_shape)}")
+            if list(member.class_names) != list(self.class_names):
+                raise ValueError(f"{where}: behaviours {list(member.class_names)}, this "
+                                 f"run's {list(self.class_names)}")
+            members.append(member)
+        return members
 
     def analyze(self, path: str, output_dir: str) -> dict:
         """--mode=analyze: the detector slid over a whole video (a file, a frame array or a

@@ -98,6 +98,7 @@ _ADDED_FIELDS = {
         "analyze.map_size": 64,
         "eval.gate_budget": 0.0,
         "analyze.video": True,
+        "analyze.ensemble_with": "",
         "train.eval_every": 0,
         "train.eval_split": "validation",
         "train.ema_decay": 0.0,
