@@ -353,8 +353,8 @@ def test_analyze_command_writes_the_lesson_report(tiny_run, tmp_path):
                            f"--video={lesson['video']}", f"--output_dir={out}"],
                           capture_output=True, text=True, timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(os.listdir(out)) == ["analysis.json", "annotated.mp4", "counts.png", "maps.npz",
-                                       "summary.txt", "timeline.png"]
+    assert sorted(os.listdir(out)) == ["analysis.json", "annotated.mp4", "counts.csv", "counts.png",
+                                       "intervals.csv", "maps.npz", "summary.txt", "timeline.png"]
     analysis = json.loads((out / "analysis.json").read_text())
     assert analysis["meta"]["workdir"] == workdir
     with np.load(out / "maps.npz") as maps:

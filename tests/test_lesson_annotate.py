@@ -167,8 +167,8 @@ def test_lesson_analyzer_without_maps_or_video(tmp_path):
                                    default_fps=4.0, video=False)
     out = runner.run(str(tmp_path / "frames.npy"), str(tmp_path / "out"))
     assert out["maps"] is None
-    assert sorted(os.listdir(tmp_path / "out")) == ["analysis.json", "counts.png", "summary.txt",
-                                                    "timeline.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["analysis.json", "counts.csv", "counts.png",
+                                                    "intervals.csv", "summary.txt", "timeline.png"]
 
 
 def test_folder_videos_tells_video_folders_from_frame_folders(tmp_path):

@@ -201,10 +201,14 @@ def _files(folder):
     return sorted(os.listdir(folder))
 
 
+REPORT_FILES = ["analysis.json", "counts.csv", "counts.png", "intervals.csv", "summary.txt",
+                "timeline.png"]
+
+
 def test_write_report(analysis, tmp_path):
     paths = report.write_report(analysis, str(tmp_path / "out"))
-    names = ["analysis.json", "counts.png", "summary.txt", "timeline.png"]
-    assert sorted(paths) == names and _files(tmp_path / "out") == names  # no temp files left
+    assert list(paths)[-1] == "analysis.json"  # last: it marks a finished report
+    assert sorted(paths) == REPORT_FILES and _files(tmp_path / "out") == REPORT_FILES
     with open(paths["analysis.json"]) as f:
         assert json.load(f) == analysis
     with open(paths["summary.txt"]) as f:
@@ -226,8 +230,36 @@ def test_write_report_failure_leaves_no_partial_file(analysis, tmp_path, monkeyp
     monkeypatch.setattr(report, "plot_counts", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         report.write_report(analysis, str(out))
-    assert _files(out) == ["analysis.json", "counts.png", "summary.txt", "timeline.png"]
+    assert _files(out) == REPORT_FILES
     assert (out / "counts.png").read_bytes() == before
+    # A first report that fails leaves no analysis.json, the mark of a finished one.
+    with pytest.raises(RuntimeError, match="disk full"):
+        report.write_report(analysis, str(tmp_path / "fresh"))
+    assert "analysis.json" not in _files(tmp_path / "fresh")
+
+
+def test_csv_files_hold_the_intervals_and_counts(analysis):
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(report.intervals_csv(analysis))))
+    assert list(rows[0]) == list(report.INTERVAL_COLUMNS)
+    expected = [(tr["seat_name"], str(tr["id"]), name, iv["start"], iv["end"], iv["seconds"])
+                for tr in analysis["tracks"] for name in NAMES
+                for iv in tr["behaviours"][name]]
+    assert [(r["seat_name"], r["track_id"], r["behaviour"]) for r in rows] == \
+        [e[:3] for e in expected]
+    np.testing.assert_allclose([[float(r[k]) for k in ("start", "end", "seconds")] for r in rows],
+                               [e[3:] for e in expected], atol=1e-3)
+    raised = [r for r in rows if r["behaviour"] == "raise_hand"]
+    assert [(r["seat_name"], r["row"], r["column"], r["start"], r["end"], r["seconds"])
+            for r in raised] == [("row 1, seat 2", "1", "2", "4.000", "8.500", "5.000"),
+                                 ("row 2, seat 1", "2", "1", "10.000", "11.500", "2.000")]
+    counts = list(csv.reader(io.StringIO(report.counts_csv(analysis))))
+    assert counts[0] == ["second", *NAMES]
+    assert len(counts) == 1 + len(analysis["per_second"])
+    for row, second in zip(counts[1:], analysis["per_second"], strict=True):
+        assert [int(v) for v in row] == [second["time"], *(second["counts"][n] for n in NAMES)]
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -271,4 +303,4 @@ def test_empty_lesson(frames, duration, tmp_path):
     assert report.summary_text(analysis) == (
         f"Lesson: {duration:g} s, {len(frames)} keyframes: no students detected.")
     paths = report.write_report(analysis, str(tmp_path))
-    assert len(paths) == 4 and all(os.path.getsize(p) > 0 for p in paths.values())
+    assert len(paths) == 6 and all(os.path.getsize(p) > 0 for p in paths.values())

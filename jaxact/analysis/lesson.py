@@ -95,8 +95,8 @@ def detect_keyframes(windows: Iterable[tuple[int, np.ndarray]],
         yield from flush()
 
 
-OUTPUTS = ("analysis.json", "summary.txt", "timeline.png", "counts.png", "maps.npz",
-           "annotated.mp4")
+OUTPUTS = ("analysis.json", "summary.txt", "intervals.csv", "counts.csv", "timeline.png",
+           "counts.png", "maps.npz", "annotated.mp4")
 
 
 @dataclasses.dataclass(frozen=True)

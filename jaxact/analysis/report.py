@@ -14,7 +14,9 @@ seconds, and ``person_seconds`` / ``longest`` sum / compare them. Per-second cou
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import math
 import numbers
@@ -319,15 +321,50 @@ def plot_counts(analysis: Mapping) -> Figure:
     return fig
 
 
+INTERVAL_COLUMNS = ("seat_name", "row", "column", "track_id", "behaviour", "start", "end",
+                    "seconds", "mean_score")
+
+
+def intervals_csv(analysis: Mapping) -> str:
+    """Every behaviour interval of every student as CSV (`INTERVAL_COLUMNS`), a row each, in
+    seat order (front row first, left to right), then by behaviour and start."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(INTERVAL_COLUMNS)
+    names = analysis["meta"]["class_names"]
+    for tr in sorted(analysis["tracks"], key=lambda t: (*t["seat"], t["id"])):
+        for name in names:
+            for iv in tr["behaviours"][name]:
+                writer.writerow([tr["seat_name"], *tr["seat"], tr["id"], name,
+                                 f"{iv['start']:.3f}", f"{iv['end']:.3f}", f"{iv['seconds']:.3f}",
+                                 f"{iv['mean_score']:.4f}"])
+    return out.getvalue()
+
+
+def counts_csv(analysis: Mapping) -> str:
+    """Per whole second: `second` (its start) and how many students had each behaviour on."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    names = analysis["meta"]["class_names"]
+    writer.writerow(["second", *names])
+    for row in analysis["per_second"]:
+        writer.writerow([row["time"], *(row["counts"][n] for n in names)])
+    return out.getvalue()
+
+
 def write_report(analysis: Mapping, output_dir: str) -> dict[str, str]:
-    """Writes analysis.json, summary.txt, timeline.png and counts.png into ``output_dir``
-    (created if missing), each atomically; returns file name -> path."""
+    """Writes summary.txt, intervals.csv, counts.csv, timeline.png, counts.png and, last,
+    analysis.json into ``output_dir`` (created if missing), each atomically; returns file name ->
+    path. analysis.json marks a finished report (`lesson.analyze_videos` resumes by it), so
+    a failure before it leaves none."""
     os.makedirs(output_dir, exist_ok=True)
     writers = {
-        "analysis.json": lambda f: f.write(json.dumps(analysis, indent=2, allow_nan=False).encode()),
         "summary.txt": lambda f: f.write((summary_text(analysis) + "\n").encode()),
+        "intervals.csv": lambda f: f.write(intervals_csv(analysis).encode()),
+        "counts.csv": lambda f: f.write(counts_csv(analysis).encode()),
         "timeline.png": lambda f: plot_timeline(analysis).savefig(f, format="png", dpi=100),
         "counts.png": lambda f: plot_counts(analysis).savefig(f, format="png", dpi=100),
+        "analysis.json": lambda f: f.write(json.dumps(analysis, indent=2, allow_nan=False).encode()),
     }
     return {name: files.write_atomic(os.path.join(output_dir, name), write)
             for name, write in writers.items()}
