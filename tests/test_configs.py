@@ -228,5 +228,11 @@ def test_classroom_analysis_thresholds_are_the_calibrated_ones():
     path = path.with_name("analysis_calibration_lessons.json")
     calibrated = json.loads(path.read_text())["per_behaviour_settings"]
     assert classroom_detector.get_config("lessons").analyze.per_behaviour.to_dict() == calibrated
+    path = path.with_name("analysis_calibration_crowded.json")
+    calibrated = json.loads(path.read_text())["per_behaviour_settings"]
+    crowded = classroom_detector.get_config("crowded")
+    assert crowded.analyze.per_behaviour.to_dict() == calibrated
+    assert crowded.data.builder_config == "lessons_crowded"
+    assert crowded.train.num_steps == classroom_detector.get_config("lessons").train.num_steps
     # AVA's behaviours are others: the classroom's thresholds must not follow it there.
     assert ava_detector.get_config("smoke").analyze.per_behaviour.to_dict() == {}

@@ -1,5 +1,6 @@
 """Tests for long synthetic classroom lessons (jaxact.data.lessons, scripts/make_lesson.py)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -217,3 +218,14 @@ def test_lessons_builder_config_renders_lesson_clips():
     np.testing.assert_array_equal(example["video"], clip["video"])
     np.testing.assert_array_equal(example["actions"], clip["actions"])
     assert example["owner"].dtype == np.int16 and example["person_ids"].dtype == np.int64
+
+
+def test_crowded_lessons_builder_config_fills_the_room():
+    from jaxact.data import builders
+
+    preset = builders.Classroom.preset("lessons_crowded")
+    assert preset.render == dataclasses.replace(builders.Classroom.preset("lessons").render,
+                                                min_people=10)
+    sizes = {lessons.render_lesson(seed, preset.render, video=False)["num_people"]
+             for seed in range(8)}
+    assert sizes <= {10, 11, 12} and len(sizes) > 1

@@ -81,7 +81,8 @@ def test_unknown_builder_config_fails_before_generation(tmp_path):
     for check in (sources.detection_spec, sources.detection_max_people,
                   lambda c: sources.make(c, "detection")):
         with pytest.raises(ValueError, match=r"data.builder_config='huge': expected one of "
-                                             r"\['default', 'lessons', 'small', 'tiny'\]"):
+                                             r"\['default', 'lessons', 'lessons_crowded', "
+                                             r"'small', 'tiny'\]"):
             check(config)
     assert not (tmp_path / "tfds").exists()
 
