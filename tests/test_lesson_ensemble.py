@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from configs import classroom_detector, maneuvers_memory
-from jaxact.analysis.ensemble import box_iou, fuse_detections
+from jaxact.analysis.ensemble import fuse_detections
+from jaxact.analysis.tracking import iou_matrix
 from jaxact.train import detector
 
 
@@ -26,10 +27,10 @@ def _member(boxes, person, behaviours, maps=None):
 LEFT, RIGHT, FAR = [0.1, 0.1, 0.3, 0.5], [0.6, 0.1, 0.8, 0.5], [0.4, 0.6, 0.5, 0.9]
 
 
-def test_box_iou_by_hand():
+def test_the_pairing_iou_by_hand():
     a = np.array([[0, 0, 2, 2], [0, 0, 0, 0]], np.float32)
     b = np.array([[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6]], np.float32)
-    np.testing.assert_allclose(box_iou(a, b), [[1 / 7, 1, 0], [0, 0, 0]], rtol=1e-6)
+    np.testing.assert_allclose(iou_matrix(a, b), [[1 / 7, 1, 0], [0, 0, 0]], rtol=1e-6)
 
 
 def test_one_member_is_itself_sorted():

@@ -23,18 +23,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from jaxact.analysis.tracking import iou_matrix
+
 FIELDS = ("boxes", "person_scores", "action_scores")
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes `a` `[n, 4]` and `b` `[m, 4]` -> `[n, m]` (0 where a union is empty)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=-1)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=-1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def _groups(boxes: Sequence[np.ndarray], iou_threshold: float) -> list[list[tuple[int, int]]]:
@@ -44,7 +35,7 @@ def _groups(boxes: Sequence[np.ndarray], iou_threshold: float) -> list[list[tupl
     for m in range(1, len(boxes)):
         centres = np.stack([s / len(g) for s, g in zip(sums, groups, strict=True)]) \
             if groups else np.zeros((0, 4))
-        iou = box_iou(boxes[m], centres)
+        iou = iou_matrix(boxes[m], centres)
         rows, cols = linear_sum_assignment(-iou) if iou.size else ((), ())
         joined = set()
         for r, c in zip(rows, cols, strict=True):

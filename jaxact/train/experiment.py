@@ -22,6 +22,7 @@ from absl import logging
 from jaxact import console
 from jaxact.data import pipeline, sources, video_io
 from jaxact.train import checkpoint, loop, parallel
+from jaxact.train import state as train_state
 
 
 class Experiment(Protocol):
@@ -69,8 +70,7 @@ class ExperimentBase(abc.ABC):
         for section in ("train", "eval"):
             parallel.check_batch_size(config[section].batch_size, self.mesh,
                                       f"{section}.batch_size")
-        if not 0.0 <= config.train.get("ema_decay", 0.0) < 1.0:
-            raise ValueError(f"train.ema_decay must be in [0, 1), got {config.train.ema_decay}")
+        train_state.check_ema_decay(config.train.get("ema_decay", 0.0))
         self.validate()
         self.data_parallel = parallel.DataParallel(self.mesh, config.parallel.mode)
         self.data = sources.make(config.data, self.TASK)

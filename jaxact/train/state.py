@@ -13,6 +13,12 @@ from flax.training import train_state
 from jaxact.models import memory as memlib
 
 
+def check_ema_decay(decay: float) -> None:
+    """Fails naming `train.ema_decay` unless it is in [0, 1) (0: no average)."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"train.ema_decay must be in [0, 1), got {decay}")
+
+
 class TrainState(train_state.TrainState):
     """flax's train state (step, params, optimizer and its state, `apply_fn`) plus an rng key
     from which every step's randomness is folded, and, with `ema_decay` > 0, an exponential
@@ -26,8 +32,7 @@ class TrainState(train_state.TrainState):
 
     @classmethod
     def create(cls, *, apply_fn, params, tx, rng, ema_decay: float = 0.0, **kwargs):
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"train.ema_decay must be in [0, 1), got {ema_decay}")
+        check_ema_decay(ema_decay)
         state = super().create(apply_fn=apply_fn, params=params, tx=tx, rng=rng,
                                ema_params=None, ema_decay=float(ema_decay), **kwargs)
         state = state.replace(step=jnp.zeros((), jnp.int32))  # a typed counter, as checkpointed
