@@ -40,6 +40,14 @@ def test_average_follows_the_documented_update():
     assert train_state.eval_params(state) is state.ema_params
     restarted = state.restart_ema()
     np.testing.assert_array_equal(restarted.ema_params["w"], state.params["w"])
+    # After a restart (a new phase) the warm start begins again, whatever the global step.
+    again = step(restarted, _grads(steps))
+    params = {k: params[k] - 0.1 * np.asarray(_grads(steps)[k], np.float64) for k in params}
+    d = min(decay, 1.0 / 10.0)
+    for k in params:
+        np.testing.assert_allclose(again.ema_params[k], d * np.asarray(state.params[k]) +
+                                   (1 - d) * params[k], rtol=1e-5, atol=1e-6)
+    assert int(again.ema_count) == 1 and int(again.step) == steps + 1
 
 
 def test_without_the_average_nothing_changes():

@@ -22,19 +22,22 @@ def check_ema_decay(decay: float) -> None:
 class TrainState(train_state.TrainState):
     """flax's train state (step, params, optimizer and its state, `apply_fn`) plus an rng key
     from which every step's randomness is folded, and, with `ema_decay` > 0, an exponential
-    moving average of the params (`ema_params`, what evaluation reads: `eval_params`). The
-    optimizer, `apply_fn` and `ema_decay` are static, so they are not checkpointed; without
-    the average, `ema_params` is None and the checkpointed pytree is the same as before it."""
+    moving average of the params (`ema_params`, what evaluation reads: `eval_params`) and the
+    number of steps it has averaged since it was last restarted (`ema_count`). The optimizer,
+    `apply_fn` and `ema_decay` are static, so they are not checkpointed; without the average,
+    `ema_params` and `ema_count` are None and the checkpointed pytree is the same as before it."""
 
     rng: jax.Array
     ema_params: Any  # None without the average
+    ema_count: Any  # int32 scalar; None without the average
     ema_decay: float = struct.field(pytree_node=False)
 
     @classmethod
     def create(cls, *, apply_fn, params, tx, rng, ema_decay: float = 0.0, **kwargs):
         check_ema_decay(ema_decay)
         state = super().create(apply_fn=apply_fn, params=params, tx=tx, rng=rng,
-                               ema_params=None, ema_decay=float(ema_decay), **kwargs)
+                               ema_params=None, ema_count=None, ema_decay=float(ema_decay),
+                               **kwargs)
         state = state.replace(step=jnp.zeros((), jnp.int32))  # a typed counter, as checkpointed
         return state.restart_ema()
 
@@ -42,18 +45,20 @@ class TrainState(train_state.TrainState):
         """The average restarted at the current params (a new phase, or new params)."""
         if not self.ema_decay:
             return self
-        return self.replace(ema_params=jax.tree.map(jnp.copy, self.params))
+        return self.replace(ema_params=jax.tree.map(jnp.copy, self.params),
+                            ema_count=jnp.zeros((), jnp.int32))
 
     def apply_gradients(self, *, grads, **kwargs) -> TrainState:
         new = super().apply_gradients(grads=grads, **kwargs)
         if not self.ema_decay:
             return new
         # Warm start: while few steps are averaged the decay is lower, so the average is not
-        # held near the (random or pre-trained) starting point.
-        step = self.step.astype(jnp.float32)
-        decay = jnp.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        # held near the (random or pre-trained) starting point. Counted from the last restart,
+        # not the global step, so a later phase warm-starts too.
+        count = self.ema_count.astype(jnp.float32)
+        decay = jnp.minimum(self.ema_decay, (1.0 + count) / (10.0 + count))
         ema = jax.tree.map(lambda e, p: e + (1.0 - decay) * (p - e), self.ema_params, new.params)
-        return new.replace(ema_params=ema)
+        return new.replace(ema_params=ema, ema_count=self.ema_count + 1)
 
 
 def eval_params(state: TrainState):
