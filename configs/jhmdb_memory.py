@@ -76,6 +76,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.crop_min = 0.8  # training crops a random [crop_min, 1] portion in time
     config.data.scale_range = 0.1  # scale ~ U[0.9, 1.1]
     config.data.rotation_degrees = 10.0  # rotation ~ U[-10, 10] degrees
+    config.data.shear_range = 0.0  # > 0: x += a y, y += b x, a, b ~ U[-r, r]
     config.data.mirror_prob = 0.5  # mirror x and swap left/right joints
     config.data.joint_order = "jhmdb"  # key of jaxact.data.sequences.JOINT_ORDERS
     # > 0: this part of each class of the train file becomes split 'validation' (not trained

@@ -166,6 +166,23 @@ def test_rotation_and_scale_augmentation_keep_shape_up_to_scale():
     np.testing.assert_allclose(ratio, ratio.mean(), rtol=1e-4)  # a similarity transform
 
 
+def test_shear_is_an_affine_map_drawn_after_the_others():
+    clip = np.random.default_rng(2).normal(size=(8, 15, 2)).astype(np.float32)
+    record = {"video": clip, "label": 0}
+    plain = make_transform(rotation_degrees=30.0, scale_range=0.2)(record,
+                                                                   np.random.default_rng(5))
+    sheared = make_transform(rotation_degrees=30.0, scale_range=0.2, shear_range=0.4)(
+        record, np.random.default_rng(5))
+    rng = np.random.default_rng(5)  # replay: mirror, rotation, scale, then the two shears
+    rng.random(), rng.uniform(), rng.uniform()
+    a, b = rng.uniform(-0.4, 0.4, size=2)
+    x = plain["video"].reshape(8, 15, 2)
+    centre = x.mean(axis=(0, 1))
+    expected = (x - centre) @ np.array([[1.0, b], [a, 1.0]]) + centre
+    np.testing.assert_allclose(sheared["video"].reshape(8, 15, 2), expected, atol=1e-4)
+    assert abs(a) > 1e-3 and abs(b) > 1e-3  # not the identity
+
+
 def test_eval_transform_observes_only_the_first_fraction():
     rng = np.random.default_rng(3)
     clip = rng.normal(size=(20, 15, 2)).astype(np.float32)

@@ -305,9 +305,9 @@ def check_frame_shape(frame_shape: tuple[int, ...], features, augment: bool, pat
                          f"frames of shape {list(frame_shape)}; for plain vectors set "
                          "data.features=()")
     if augment and (len(frame_shape) != 2 or frame_shape[1] != 2):
-        raise ValueError(f"data.scale_range / rotation_degrees / mirror_prob need 2-D joints "
-                         f"[J, 2] per frame, but {path} has frames of shape {list(frame_shape)}; "
-                         "set them to 0")
+        raise ValueError(f"data.scale_range / rotation_degrees / shear_range / mirror_prob need "
+                         f"2-D joints [J, 2] per frame, but {path} has frames of shape "
+                         f"{list(frame_shape)}; set them to 0")
     if normalize_scale and (len(frame_shape) != 2 or frame_shape[1] != 2):
         raise ValueError(f"data.normalize_scale needs 2-D joints [J, 2] per frame, but {path} has "
                          f"frames of shape {list(frame_shape)}; set it to False")
@@ -392,7 +392,7 @@ class SequenceTransform:
     Sampling: the observed part (the first `fraction`, or in training a random fraction in
     `[min_fraction, 1]`) is linearly resampled to `num_frames` frames; training also crops a random
     `[crop_min, 1]` portion of it. Joint sequences (`[T, J, 2]`, `joint_order` set) can be
-    augmented (scale, rotation, mirror with left/right swap) and turned into `features`;
+    augmented (scale, rotation, shear, mirror with left/right swap) and turned into `features`;
     `features=()` flattens each frame as it is. `normalize_scale` divides 2-D joints by the
     person's size in the observed clip (`person_scale`), so people filmed near and far give
     the same coordinates, distances and motion. `mean`/`std` (`[F]`) standardise the output.
@@ -406,6 +406,8 @@ class SequenceTransform:
     crop_min: float = 1.0
     scale_range: float = 0.0  # scale ~ U[1 - r, 1 + r]
     rotation_degrees: float = 0.0  # angle ~ U[-a, a]
+    # x += a y, y += b x with a, b ~ U[-r, r]: other camera angles and body proportions
+    shear_range: float = 0.0
     mirror_prob: float = 0.0
     joint_order: str = ""  # key of JOINT_ORDERS, needed for mirroring
     features: tuple = ()
@@ -466,10 +468,10 @@ class SequenceTransform:
         return video.astype(np.float32)
 
     def _augment(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if not (self.scale_range or self.rotation_degrees or self.mirror_prob):
+        if not (self.scale_range or self.rotation_degrees or self.shear_range or self.mirror_prob):
             return frames
         if frames.ndim != 3 or frames.shape[-1] != 2:
-            raise ValueError(f"scale/rotation/mirror augmentations need 2-D joints [T, J, 2], "
+            raise ValueError(f"scale/rotation/shear/mirror augmentations need 2-D joints [T, J, 2], "
                              f"got frames of shape {frames.shape}")
         centre = frames.mean(axis=(0, 1))
         x = frames - centre
@@ -479,6 +481,9 @@ class SequenceTransform:
         scale = rng.uniform(1 - self.scale_range, 1 + self.scale_range)
         c, s = np.cos(angle), np.sin(angle)
         x = x @ (scale * np.array([[c, s], [-s, c]], np.float32))
+        if self.shear_range:  # drawn last, so runs without it keep their random draws
+            a, b = rng.uniform(-self.shear_range, self.shear_range, size=2)
+            x = x @ np.array([[1.0, b], [a, 1.0]], np.float32)
         return (x + centre).astype(np.float32)
 
 

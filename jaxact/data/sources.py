@@ -154,7 +154,8 @@ class RaggedNpzSequences:
         train = self._sources["train"].sequences
         sequences.check_frame_shape(
             train.frames.shape[1:], tuple(config.features),
-            bool(config.scale_range or config.rotation_degrees or config.mirror_prob), train.path,
+            bool(config.scale_range or config.rotation_degrees or config.get("shear_range", 0.0)
+                 or config.mirror_prob), train.path,
             joint_order=config.joint_order,
             normalize_scale=bool(config.get("normalize_scale", False)))
         self.description = f"ragged_npz:{config.train_path}|{config.test_path}"
@@ -204,7 +205,8 @@ class RaggedNpzSequences:
         return sequences.SequenceTransform(
             num_frames=c.num_frames, train=train, fraction=fraction, min_fraction=min_fraction,
             crop_min=c.crop_min, scale_range=c.scale_range, rotation_degrees=c.rotation_degrees,
-            mirror_prob=c.mirror_prob, joint_order=c.joint_order, features=tuple(c.features),
+            shear_range=float(c.get("shear_range", 0.0)), mirror_prob=c.mirror_prob,
+            joint_order=c.joint_order, features=tuple(c.features),
             mean=self.mean, std=self.std, mirror=view.flip,
             normalize_scale=bool(c.get("normalize_scale", False)))
 
