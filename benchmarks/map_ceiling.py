@@ -26,6 +26,7 @@ import platform
 import numpy as np
 from absl import app, flags, logging
 
+from jaxact.analysis import tracking
 from jaxact.data import behaviour_labels
 from jaxact.evaluation import behaviour_maps as bm
 from jaxact.train import get_experiment, loop
@@ -35,15 +36,6 @@ _RESULTS_JSON = flags.DEFINE_string("results_json", "benchmarks/results/map_ceil
                                     "Where the table's JSON goes.")
 SCORE_THRESHOLD = 0.5
 DECODES = ("model", "pred_box", "pred_label", "true_box")
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """`[M, 4]`, `[K, 4]` xyxy -> `[M, K]` IoU."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=-1)
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-12)
 
 
 def priority_decode(probs: np.ndarray, ranks: np.ndarray) -> np.ndarray:
@@ -95,7 +87,7 @@ def measure(workdir: str) -> dict:
                      / np.maximum(scores[found, None], 1e-6))
             own = priority_decode(probs, ranks)
             if len(boxes) and len(gt_boxes):
-                overlap = box_iou(boxes, gt_boxes)
+                overlap = tracking.iou_matrix(boxes, gt_boxes)
                 matched_label = gt_labels[np.argmax(overlap, axis=1)]
                 keep = matched_label >= 0
                 iou["pred_box"].add(_filled(boxes[keep], matched_label[keep], len(names),
