@@ -153,6 +153,32 @@ def test_heights_follow_perspective():
     np.testing.assert_array_equal(seats.assign_seats(centres, row_gap=0.2)[:, 0], [1, 2, 2])
 
 
+def test_layout_people_alone_place_the_seats():
+    centres, heights, expected = _two_rows(np.random.default_rng(3))
+    # A ghost in front of everyone and one between two back-row people: as ordinary people they
+    # add a row and push the columns along; outside the layout they take their nearest seat.
+    ghost_front = [0.52, 0.97]
+    back_x = np.sort(centres[expected[:, 0] == 2, 0])
+    ghost_back = [(back_x[0] + back_x[1]) / 2 + 0.01, centres[expected[:, 0] == 2, 1].mean()]
+    all_centres = np.vstack([centres, [ghost_front, ghost_back]])
+    all_heights = np.append(heights, [0.05, 0.3])
+    plain = seats.assign_seats(all_centres, heights=all_heights)
+    assert not np.array_equal(plain[:6], expected)
+    layout = np.arange(8) < 6
+    got = seats.assign_seats(all_centres, heights=all_heights, layout=layout)
+    np.testing.assert_array_equal(got[:6], expected)
+    front_middle = expected[np.argmin(np.linalg.norm(centres - ghost_front, axis=1))]
+    np.testing.assert_array_equal(got[6], front_middle)
+    np.testing.assert_array_equal(got[7], [2, 2])  # nearer the middle back seat (+0.01)
+    # Everyone or no one in the layout: the plain assignment.
+    np.testing.assert_array_equal(seats.assign_seats(all_centres, heights=all_heights,
+                                                     layout=np.ones(8, bool)), plain)
+    np.testing.assert_array_equal(seats.assign_seats(all_centres, heights=all_heights,
+                                                     layout=np.zeros(8, bool)), plain)
+    with pytest.raises(ValueError, match="layout has 3 entries for 8"):
+        seats.assign_seats(all_centres, layout=[True, False, True])
+
+
 def test_seat_name():
     assert seats.seat_name(2, 3) == "row 2, seat 3"
     assert seats.seat_name(np.int64(1), np.int64(4)) == "row 1, seat 4"

@@ -262,7 +262,33 @@ def test_csv_files_hold_the_intervals_and_counts(analysis):
         assert [int(v) for v in row] == [second["time"], *(second["counts"][n] for n in NAMES)]
 
 
+def test_brief_tracks_take_a_seat_without_renumbering_the_class():
+    # A false detection in front of the class for 3 s of 20: by default it is a new front row.
+    frames = _lesson()
+    for f in frames[10:16]:
+        f["boxes"] = np.vstack([f["boxes"], _box(0.5, 0.9)])
+        f["scores"] = np.append(f["scores"], 0.9)
+        f["behaviour_scores"] = np.vstack([f["behaviour_scores"], np.full(len(NAMES), 0.1)])
+
+    def seat_of(analysis):
+        seat = {}
+        for tr in analysis["tracks"]:
+            cx = round((tr["mean_box"][0] + tr["mean_box"][2]) / 2, 2)
+            seat[cx, round((tr["mean_box"][1] + tr["mean_box"][3]) / 2, 2)] = tr["seat_name"]
+        return seat
+
+    plain = seat_of(report.analyze(frames, NAMES, DURATION))
+    assert plain[0.5, 0.9] == "row 1, seat 1" and plain[0.3, 0.7] == "row 2, seat 1"
+    kept = seat_of(report.analyze(frames, NAMES, DURATION,
+                                  report.AnalysisSettings(seat_min_coverage=0.5)))
+    assert kept[0.3, 0.7] == "row 1, seat 1" and kept[0.7, 0.7] == "row 1, seat 2"
+    assert kept[0.5, 0.35] == "row 2, seat 1"
+    assert kept[0.5, 0.9] in ("row 1, seat 1", "row 1, seat 2")  # its nearest seat
+
+
 @pytest.mark.parametrize("kwargs, field", [
+    ({"seat_min_coverage": 1.5}, "seat_min_coverage"), ({"seat_min_coverage": -0.1},
+                                                        "seat_min_coverage"),
     ({"smooth_seconds": -1.0}, "smooth_seconds"), ({"on": float("nan")}, "on"),
     ({"on": 0.3}, "off"), ({"min_duration": "1"}, "min_duration"), ({"max_gap": 0.0}, "max_gap"),
     ({"off": True}, "off"), ({"tracker": {"min_hits": 2}}, "tracker")])

@@ -57,8 +57,12 @@ class AnalysisSettings:
     hysteresis thresholds; ``min_duration``: shortest interval kept (seconds, module docstring);
     ``max_gap``: an interval closes across a detection gap longer than this (None: never);
     ``merge_iou``: tracks broken by a long gap join when their mean boxes overlap this much
-    (`tracking.merge_fragments`; above 1: never). ``per_behaviour``: behaviour name -> some of
-    `BEHAVIOUR_FIELDS` that replace the shared values for that behaviour, e.g.
+    (`tracking.merge_fragments`; above 1: never). ``seat_min_coverage``: tracks detected at
+    fewer than this fraction of the lesson's keyframes take the seat of the nearest track that
+    is detected at more (`seats.assign_seats` ``layout``), so brief false detections do not
+    renumber the rows and seats of everyone else (0: every track places seats).
+    ``per_behaviour``: behaviour name -> some of `BEHAVIOUR_FIELDS` that replace the shared
+    values for that behaviour, e.g.
     ``{"turn_to_neighbour": {"on": 0.4, "off": 0.3}}``: a detector's scores are not equally
     confident for every behaviour, so one pair of thresholds misses the weaker ones (calibrate
     on labelled lessons: `benchmarks/analysis_calibration.py`)."""
@@ -70,6 +74,7 @@ class AnalysisSettings:
     min_duration: float = 0.5
     max_gap: float | None = 2.0
     merge_iou: float = 0.5
+    seat_min_coverage: float = 0.0
     per_behaviour: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -85,6 +90,10 @@ class AnalysisSettings:
             object.__setattr__(self, name, _non_negative(f"AnalysisSettings.{name}", v))
         if self.off > self.on:
             raise ValueError(f"AnalysisSettings.off ({self.off}) must be <= on ({self.on})")
+        coverage = _non_negative("AnalysisSettings.seat_min_coverage", self.seat_min_coverage)
+        if coverage > 1:
+            raise ValueError(f"AnalysisSettings.seat_min_coverage must be in [0, 1], got {coverage}")
+        object.__setattr__(self, "seat_min_coverage", coverage)
         if not isinstance(self.per_behaviour, Mapping):
             raise ValueError(f"AnalysisSettings.per_behaviour must map behaviour names to "
                              f"settings, got {self.per_behaviour!r}")
@@ -186,8 +195,10 @@ def analyze(keyframes: Iterable[Mapping], class_names: Sequence[str], duration: 
     # Heights floored: a track of degenerate boxes must not make assign_seats reject the lesson.
     # Rows from the tracks' bottom edges (at the desks): they scatter far less within a row
     # than box centres do.
+    coverage = [len(np.unique(t.times)) / max(len(times), 1) for t in tracks]
     rc = seats.assign_seats([t.seat_point for t in tracks],
-                            heights=[max(t.mean_height, 1e-6) for t in tracks])
+                            heights=[max(t.mean_height, 1e-6) for t in tracks],
+                            layout=[c >= settings.seat_min_coverage for c in coverage])
 
     out_tracks = []
     for (row, col), t in sorted(zip(rc.tolist(), tracks, strict=True),

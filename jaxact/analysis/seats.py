@@ -14,6 +14,10 @@ The row spread is, by priority:
 * else, with ``heights``, ``height_fraction`` x the median height: people and row spacings
   scale together with the camera's distance;
 * else `DEFAULT_ROW_GAP`.
+
+With ``layout``, only those people (e.g. the tracks seen for most of a lesson) define the rows
+and columns; everyone else takes the seat of the nearest of them. A brief false detection or a
+stray fragment then cannot add a row or push a whole row's column numbers along.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ HEIGHT_FRACTION = 0.5
 
 
 def assign_seats(centres, row_gap: float | None = None, heights=None,
-                 height_fraction: float = HEIGHT_FRACTION) -> np.ndarray:
+                 height_fraction: float = HEIGHT_FRACTION, layout=None) -> np.ndarray:
     """(row, column) of each person, both 1-based, as int64 ``[M, 2]``.
 
     Args:
@@ -39,6 +43,9 @@ def assign_seats(centres, row_gap: float | None = None, heights=None,
         the automatic spread (module docstring).
       heights: optional ``[M]`` box heights (normalised) that scale the automatic spread.
       height_fraction: the automatic spread as a fraction of the median height.
+      layout: optional bool ``[M]``: the people who define the rows and columns; the others get
+        the seat of the nearest of them (distance between centres). None, or no one marked:
+        everyone defines them.
 
     Row 1 is the front row (largest y); column 1 is the smallest x within a row. Ties in x keep
     the input order.
@@ -47,6 +54,18 @@ def assign_seats(centres, row_gap: float | None = None, heights=None,
     m = len(centres)
     if not np.isfinite(centres).all():
         raise ValueError("centres must be finite")
+    if layout is not None:
+        layout = np.asarray(layout, bool).reshape(-1)
+        if len(layout) != m:
+            raise ValueError(f"layout has {len(layout)} entries for {m} centres")
+        if 0 < layout.sum() < m:
+            h = None if heights is None else np.asarray(heights, np.float64).reshape(m)[layout]
+            seats = np.zeros((m, 2), np.int64)
+            seats[layout] = assign_seats(centres[layout], row_gap, h, height_fraction)
+            anchors = np.flatnonzero(layout)
+            gaps = np.linalg.norm(centres[~layout, None] - centres[None, anchors], axis=-1)
+            seats[~layout] = seats[anchors[np.argmin(gaps, axis=1)]]
+            return seats
     seats = np.zeros((m, 2), np.int64)
     if m == 0:
         return seats

@@ -496,6 +496,7 @@ class Experiment(experiment.ExperimentBase):
                                              min_hits=a.min_hits),
             smooth_seconds=a.smooth_seconds, on=a.on, off=a.off, min_duration=a.min_duration,
             max_gap=a.max_gap, merge_iou=a.merge_iou,
+            seat_min_coverage=a.seat_min_coverage,
             per_behaviour=a.get("per_behaviour", ml_collections.ConfigDict()).to_dict())
 
     def analyzer(self):

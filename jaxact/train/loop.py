@@ -94,6 +94,7 @@ _ADDED_FIELDS = {
         "analyze.min_duration": 0.5,
         "analyze.max_gap": 2.0,
         "analyze.merge_iou": 0.5,
+        "analyze.seat_min_coverage": 0.0,
         "analyze.per_behaviour": {},
         "analyze.map_size": 64,
         "eval.gate_budget": 0.0,
