@@ -206,9 +206,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.analyze.video = True  # write annotated.mp4 (a second decoding pass)
     config.analyze.merge_iou = 0.5  # broken tracks whose mean boxes overlap this much join
     # Tracks seen at fewer than this fraction of the keyframes take the nearest longer track's
-    # seat instead of renumbering the others' (0: every track places seats). 0.5 put right all 13
-    # wrong seats of 16 validation lessons but moved 3 right ones (docs/results_classroom.md).
-    config.analyze.seat_min_coverage = 0.0
+    # seat instead of renumbering the others' (0: every track places seats). Seats right on
+    # fresh lessons: 0.759 with 0, 0.964 with 0.5 (docs/results_classroom.md).
+    config.analyze.seat_min_coverage = 0.5
     # Other finished runs (comma-separated workdirs) whose detections are fused with this
     # run's, keyframe by keyframe (jaxact.analysis.ensemble); "": this detector alone.
     config.analyze.ensemble_with = ""

@@ -60,7 +60,8 @@ class AnalysisSettings:
     (`tracking.merge_fragments`; above 1: never). ``seat_min_coverage``: tracks detected at
     fewer than this fraction of the lesson's keyframes take the seat of the nearest track that
     is detected at more (`seats.assign_seats` ``layout``), so brief false detections do not
-    renumber the rows and seats of everyone else (0: every track places seats).
+    renumber the rows and seats of everyone else (0: every track places seats, as before
+    this setting existed).
     ``per_behaviour``: behaviour name -> some of `BEHAVIOUR_FIELDS` that replace the shared
     values for that behaviour, e.g.
     ``{"turn_to_neighbour": {"on": 0.4, "off": 0.3}}``: a detector's scores are not equally
@@ -74,7 +75,7 @@ class AnalysisSettings:
     min_duration: float = 0.5
     max_gap: float | None = 2.0
     merge_iou: float = 0.5
-    seat_min_coverage: float = 0.0
+    seat_min_coverage: float = 0.5
     per_behaviour: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
