@@ -30,7 +30,8 @@ On the held-out lessons raised-hand interval F1 about 0.67 and count MAE about 0
 raised hands are most often misread), started from a `:lessons` run
 (`--config.train.init_from=RUN_LESSONS`), with its own thresholds: the detector to analyse
 lessons with. On held-out lessons raised-hand interval F1 about 0.73-0.77 and count MAE about
-0.66-0.75 (2 seeds, 2026-12-07; docs/results_classroom.md), about 9 minutes on 2 CPU cores.
+0.66-0.75 (2 seeds, 2026-12-07; a later seed-0 run: 0.77 / 0.70 on those lessons, 0.85 / 0.53
+on 16 fresh ones; docs/results_classroom.md), about 9 minutes on 2 CPU cores.
 
 Variants combine (`:tiny` or `:smoke`, `:resnet50`, `:fusion=gram`, `:gate=both`, `:relation`);
 `fusion=pooled|sum|concat|gram` picks the action head (default `DEFAULT_FUSION`: the decoupled

@@ -226,6 +226,10 @@ def test_vectors_with_joint_features_fail_naming_the_field_and_file(tmp_path):
     with pytest.raises(ValueError, match=r"mirror_prob need 2-D joints.*vectors.npz.*\[24\]"):
         sources.RaggedNpzSequences(config.data)
     config.data.scale_range = config.data.rotation_degrees = config.data.mirror_prob = 0.0
+    config.data.shear_range = 0.3  # alone, it needs joints too
+    with pytest.raises(ValueError, match=r"shear_range / mirror_prob need 2-D joints.*vectors.npz"):
+        sources.RaggedNpzSequences(config.data)
+    config.data.shear_range = 0.0
     assert sources.RaggedNpzSequences(config.data).source("train")[0]["video"].shape[1:] == (24,)
     with pytest.raises(ValueError, match="J >= 2"):
         sequences.check_frame_shape((1, 2), ("distances",), False, "one_joint.npz")
